@@ -1,0 +1,14 @@
+#!/usr/bin/env bun
+/**
+ * agentenv's entry. `--version` answers before anything else loads; every command
+ * is imported only when it runs.
+ */
+import pkg from "../package.json" with { type: "json" };
+
+const argv = process.argv.slice(2);
+if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
+  console.log(pkg.version);
+  process.exit(0);
+}
+const { main } = await import("../core/cli.ts");
+process.exit(await main(argv));

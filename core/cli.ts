@@ -1,0 +1,217 @@
+import { existsSync, statSync } from "node:fs";
+import { renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
+import pkg from "../package.json" with { type: "json" };
+import { UserError, formatUserError } from "./errors.ts";
+import { sessionArgs } from "./commands/_shared.ts";
+
+/** citty accepts `--dry-run` and `--dryRun` alike. */
+const camelCase = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+const kebabCase = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+type Lazy = () => Promise<CommandDef<any>>;
+
+/** Core commands, loaded only when used so `agentenv --version` and sessions start fast. */
+const coreCommands: Record<string, Lazy> = {
+  run: () => import("./commands/session.ts").then((m) => m.run),
+  image: () => import("./commands/image.ts").then((m) => m.default),
+  doctor: () => import("./commands/doctor.ts").then((m) => m.default),
+  plugins: () => import("./commands/plugins.ts").then((m) => m.default),
+};
+
+const loadShell: Lazy = () => import("./commands/session.ts").then((m) => m.shell);
+
+/** The root command as help shows it: `agentenv [DIR]` plus the command list. */
+async function rootCommand(extra: Record<string, Lazy> = {}): Promise<CommandDef<any>> {
+  const shell = await loadShell();
+  return {
+    ...shell,
+    meta: { name: "agentenv", version: pkg.version, description: "Portable dev environments for agents and humans" },
+    subCommands: { ...coreCommands, ...extra },
+  };
+}
+
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly command: CommandDef<any>,
+    readonly parent?: CommandDef<any>,
+  ) {
+    super(message);
+  }
+}
+
+async function resolveArgs(cmd: CommandDef<any>): Promise<ArgsDef> {
+  return (typeof cmd.args === "function" ? await cmd.args() : cmd.args) ?? {};
+}
+
+function valueFlags(args: ArgsDef): Set<string> {
+  const names = new Set<string>();
+  for (const [name, def] of Object.entries(args)) {
+    if (def.type !== "string" && def.type !== "enum") continue;
+    const aliases = Array.isArray(def.alias) ? def.alias : def.alias ? [def.alias] : [];
+    for (const n of [name, camelCase(name), kebabCase(name), ...aliases]) names.add(n.length === 1 ? `-${n}` : `--${n}`);
+  }
+  return names;
+}
+
+/** Index of the first positional word, skipping flags and the values of value flags. */
+function firstPositional(argv: readonly string[], values: Set<string>): number {
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") return -1;
+    if (word.startsWith("-") && word !== "-") {
+      if (!word.includes("=") && values.has(word)) i++;
+      continue;
+    }
+    return i;
+  }
+  return -1;
+}
+
+/** Every flag before `--` must be one the command defines; citty itself accepts anything. */
+function assertKnownFlags(argv: readonly string[], args: ArgsDef, cmd: CommandDef<any>, parent?: CommandDef<any>): void {
+  const known = new Set<string>();
+  for (const [name, def] of Object.entries(args)) {
+    if (def.type === "positional") continue;
+    const aliases = Array.isArray(def.alias) ? def.alias : def.alias ? [def.alias] : [];
+    for (const n of [name, camelCase(name), kebabCase(name), ...aliases]) {
+      known.add(n.length === 1 ? `-${n}` : `--${n}`);
+      if (def.type === "boolean" && n.length > 1) known.add(`--no-${n}`);
+    }
+  }
+  const values = valueFlags(args);
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") return;
+    if (!word.startsWith("-") || word === "-") continue;
+    const flag = word.split("=")[0]!;
+    if (!known.has(flag)) throw new UsageError(`unknown option ${flag}`, cmd, parent);
+    if (!word.includes("=") && values.has(flag)) i++;
+  }
+}
+
+/**
+ * `run [DIR] [--] CMD…`: the first word is DIR when `--` follows it, or when it is a
+ * directory and more words follow, or when it is a path that does not exist (so the
+ * user hears "no such directory"). From CMD on, every word is CMD's, flags included.
+ */
+export function splitRunArgs(argv: readonly string[], values: Set<string>): { flags: string[]; dir?: string; command: string[] } {
+  const flags: string[] = [];
+  let dir: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") return { flags, dir, command: argv.slice(i + 1) };
+    if (word.startsWith("-") && word !== "-") {
+      flags.push(word);
+      if (!word.includes("=") && values.has(word) && i + 1 < argv.length) flags.push(argv[++i]!);
+      continue;
+    }
+    if (dir === undefined && isDirWord(word, argv.slice(i + 1))) {
+      dir = word;
+      continue;
+    }
+    if (argv.indexOf("--", i) >= 0) throw new UserError(`expected at most one DIR before --, got: ${dir} ${word}`);
+    return { flags, dir, command: argv.slice(i) };
+  }
+  return { flags, dir, command: [] };
+}
+
+function isDirWord(word: string, after: readonly string[]): boolean {
+  if (after.includes("--")) return true;
+  const looksLikePath = word === "." || word === ".." || word.includes("/");
+  if (!existsSync(word)) return looksLikePath;
+  return statSync(word).isDirectory() && (after.length > 0 || looksLikePath);
+}
+
+interface Resolved {
+  command: CommandDef<any>;
+  parent?: CommandDef<any>;
+  rawArgs: string[];
+  data?: unknown;
+}
+
+async function pluginCommand(name: string): Promise<Lazy | undefined> {
+  const { loadConfig } = await import("./config.ts");
+  const { loadPlugins } = await import("./plugins.ts");
+  const { builtinPlugins } = await import("../plugins/index.ts");
+  const config = await loadConfig({ project: process.cwd() });
+  for (const plugin of await loadPlugins(config, builtinPlugins)) {
+    const command = plugin.commands?.[name];
+    if (command) return async () => (typeof command === "function" ? command() : command);
+  }
+  return undefined;
+}
+
+async function resolve(argv: string[]): Promise<Resolved> {
+  const root = await rootCommand();
+  const index = firstPositional(argv, valueFlags(sessionArgs));
+  const word = index >= 0 ? argv[index]! : undefined;
+  const rest = index >= 0 ? [...argv.slice(0, index), ...argv.slice(index + 1)] : argv;
+  let lazy = word !== undefined ? coreCommands[word] : undefined;
+  if (word !== undefined && !lazy && !existsSync(word)) lazy = await pluginCommand(word);
+  if (!lazy) {
+    const looksLikePath = word === undefined || word === "." || word === ".." || word.includes("/");
+    if (!looksLikePath && !existsSync(word!)) throw new UsageError(`unknown command or directory: ${word}`, root);
+    return { command: root, rawArgs: argv };
+  }
+  const command = await lazy();
+  if (word === "run") {
+    const { flags, dir, command: cmd } = splitRunArgs(rest, valueFlags(await resolveArgs(command)));
+    return { command, parent: root, rawArgs: dir === undefined ? flags : [...flags, dir], data: { command: cmd } };
+  }
+  const subs = typeof command.subCommands === "function" ? await command.subCommands() : command.subCommands;
+  if (subs && Object.keys(subs).length) {
+    const subIndex = firstPositional(rest, valueFlags(await resolveArgs(command)));
+    const subName = subIndex >= 0 ? rest[subIndex]! : undefined;
+    const sub = subName !== undefined ? subs[subName] : undefined;
+    if (!sub) {
+      const wantsHelp = rest.includes("--help") || rest.includes("-h");
+      if (subName === undefined && wantsHelp) return { command, parent: root, rawArgs: rest };
+      throw new UsageError(subName ? `unknown command ${word} ${subName}` : `${word} needs a command`, command, root);
+    }
+    const subCommand = typeof sub === "function" ? await sub() : sub;
+    return { command: subCommand, parent: command, rawArgs: [...rest.slice(0, subIndex), ...rest.slice(subIndex + 1)] };
+  }
+  return { command, parent: root, rawArgs: rest };
+}
+
+function wantsHelp(argv: readonly string[]): boolean {
+  const end = argv.indexOf("--");
+  const head = end < 0 ? argv : argv.slice(0, end);
+  return head.includes("--help") || head.includes("-h");
+}
+
+/** Runs the CLI; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const verbose = argv.includes("-v") || argv.includes("--verbose");
+  try {
+    const resolved = await resolve(argv);
+    if (resolved.command.run === undefined || wantsHelp(resolved.rawArgs)) {
+      console.log((await renderUsage(resolved.command, resolved.parent)) + "\n");
+      return 0;
+    }
+    const args = await resolveArgs(resolved.command);
+    assertKnownFlags(resolved.rawArgs, args, resolved.command, resolved.parent);
+    // sub-commands are resolved above; citty only parses the leaf's own args
+    const leaf = { ...resolved.command, subCommands: undefined };
+    const { result } = await runCommand(leaf, { rawArgs: resolved.rawArgs, data: resolved.data });
+    return typeof result === "number" ? result : 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error((await renderUsage(error.command, error.parent)) + "\n");
+      console.error(`agentenv: ${error.message}`);
+      return 2;
+    }
+    if (error instanceof UserError) {
+      console.error(`agentenv: ${formatUserError(error)}`);
+      if (verbose && error.cause) console.error(error.cause);
+      return error.exitCode;
+    }
+    if ((error as { name?: string })?.name === "CLIError") {
+      console.error(`agentenv: ${(error as Error).message}`);
+      return 2;
+    }
+    console.error(`agentenv: internal error: ${(error as Error)?.stack ?? error}`);
+    return 1;
+  }
+}

@@ -1,0 +1,28 @@
+import type { ArgsDef } from "citty";
+import { createLog, type Log } from "../log.ts";
+
+/** Flags every command takes. */
+export const globalArgs = {
+  verbose: { type: "boolean", alias: "v", description: "Show engine commands and more detail" },
+  quiet: { type: "boolean", alias: "q", description: "Print only errors" },
+} as const satisfies ArgsDef;
+
+export const runtimeArgs = {
+  runtime: {
+    type: "string",
+    valueHint: "podman|docker|container",
+    description: "Container engine (default: config, then AGENTENV_RUNTIME, then auto-detect)",
+  },
+} as const satisfies ArgsDef;
+
+export const sessionArgs = {
+  ...runtimeArgs,
+  image: { type: "string", valueHint: "ref", description: "Image to boot (default: localhost/agentenv:latest)" },
+  "dry-run": { type: "boolean", description: "Print the engine command line(s) and run nothing" },
+  json: { type: "boolean", description: "Print the resolved session plan as JSON and run nothing" },
+  ...globalArgs,
+} as const satisfies ArgsDef;
+
+export function logFor(args: { verbose?: boolean; quiet?: boolean }): Log {
+  return createLog({ verbose: args.verbose, quiet: args.quiet });
+}

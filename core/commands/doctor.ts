@@ -1,0 +1,88 @@
+import { defineCommand } from "citty";
+import { builtinPlugins } from "../../plugins/index.ts";
+import { checkRuntimeName, loadConfig, type ResolvedConfig } from "../config.ts";
+import { UserError, formatUserError, messageOf } from "../errors.ts";
+import { hashLabel, imageHash } from "../image.ts";
+import { loadPlugins } from "../plugins.ts";
+import { createRuntime, type Runtime } from "../runtime/index.ts";
+import { globalArgs, runtimeArgs } from "./_shared.ts";
+
+interface Check {
+  name: string;
+  status: "ok" | "warn" | "fail";
+  detail: string;
+  /** the one command (or step) that fixes it */
+  fix?: string;
+}
+
+async function engineChecks(runtime: Runtime, image: string): Promise<Check[]> {
+  const checks: Check[] = [];
+  const version = await runtime.version();
+  if (!version) {
+    const why = (await runtime.call(["version"])).stderr.trim().split("\n").pop();
+    return [{ name: "engine", status: "fail", detail: `${runtime.name} at ${runtime.bin} does not answer: ${why}`, fix: runtime.name === "docker" ? "start the Docker daemon or set DOCKER_HOST" : "bin/setup" }];
+  }
+  checks.push({ name: "engine", status: "ok", detail: `${runtime.name} ${version} (${runtime.bin})` });
+  if (runtime.name === "podman") {
+    const info = await runtime.call(["info", "--format", "{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}}"]);
+    const [ociRuntime, driver] = info.stdout.trim().split(" ");
+    if (ociRuntime === "crun") checks.push({ name: "oci runtime", status: "warn", detail: "crun fails on hybrid-cgroup hosts such as this kind", fix: "bin/setup (sets runtime = \"runc\" in containers.conf)" });
+    else if (ociRuntime) checks.push({ name: "oci runtime", status: "ok", detail: ociRuntime });
+    if (driver === "vfs") checks.push({ name: "storage", status: "warn", detail: "vfs driver: every session copies the whole image (seconds instead of ≈0.25 s)", fix: 'set driver = "overlay" under [storage] in storage.conf' });
+    else if (driver) checks.push({ name: "storage", status: "ok", detail: driver });
+  }
+  const labels = await runtime.imageLabels(image);
+  if (!labels) {
+    checks.push({ name: "image", status: "fail", detail: `${image} not found`, fix: "agentenv image build" });
+    return checks;
+  }
+  const stale = labels[hashLabel] !== undefined && labels[hashLabel] !== imageHash();
+  checks.push(stale
+    ? { name: "image", status: "warn", detail: `${image} was built from an older image/`, fix: "agentenv image build" }
+    : { name: "image", status: "ok", detail: image });
+  const started = performance.now();
+  const tiny = await runtime.call(["run", "--rm", "--pull=never", image, "true"]);
+  const ms = Math.round(performance.now() - started);
+  checks.push(tiny.code === 0
+    ? { name: "container run", status: "ok", detail: `\`${runtime.name} run --rm ${image} true\` took ${ms} ms` }
+    : { name: "container run", status: "fail", detail: tiny.stderr.trim().split("\n").pop() ?? `exit ${tiny.code}`, fix: "agentenv doctor -v, then check the engine's own docs" });
+  return checks;
+}
+
+async function configChecks(): Promise<{ checks: Check[]; config?: ResolvedConfig }> {
+  try {
+    const config = await loadConfig({ project: process.cwd() });
+    const plugins = await loadPlugins(config, builtinPlugins);
+    const files = config.layers.filter((l) => l.file).map((l) => l.file);
+    return {
+      config,
+      checks: [{ name: "config", status: "ok", detail: `${files.length ? files.join(", ") : "no config files"}; ${plugins.length} plugins` }],
+    };
+  } catch (error) {
+    const detail = error instanceof UserError ? formatUserError(error) : messageOf(error);
+    return { checks: [{ name: "config", status: "fail", detail, fix: "fix the config file named above" }] };
+  }
+}
+
+export default defineCommand({
+  meta: { name: "doctor", description: "Check the engine, the image and the config; say what is wrong and how to fix it" },
+  args: { json: { type: "boolean", description: "Print the checks as JSON" }, ...runtimeArgs, ...globalArgs },
+  async run({ args }) {
+    const { checks, config } = await configChecks();
+    checks.push({ name: "agentenv", status: "ok", detail: `${process.versions.bun ? `bun ${process.versions.bun}` : "node"} on ${process.platform}-${process.arch}` });
+    try {
+      const runtime = createRuntime(checkRuntimeName(args.runtime, "--runtime") ?? config?.runtime);
+      checks.push(...(await engineChecks(runtime, config?.image ?? "localhost/agentenv:latest")));
+    } catch (error) {
+      const detail = error instanceof UserError ? formatUserError(error) : messageOf(error);
+      checks.push({ name: "engine", status: "fail", detail, fix: "bin/setup" });
+    }
+    if (args.json) {
+      console.log(JSON.stringify(checks, null, 2));
+    } else {
+      const mark = { ok: "✔", warn: "⚠", fail: "✖" } as const;
+      for (const c of checks) console.log(`${mark[c.status]} ${c.name}: ${c.detail}${c.fix ? `\n    fix: ${c.fix}` : ""}`);
+    }
+    return checks.some((c) => c.status === "fail") ? 1 : 0;
+  },
+});

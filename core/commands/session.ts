@@ -1,0 +1,59 @@
+import { defineCommand } from "citty";
+import { prepareSession, runPrepared } from "../session.ts";
+import { shellJoin, type SessionMode } from "../plan.ts";
+import { logFor, sessionArgs } from "./_shared.ts";
+
+interface SessionArgs {
+  dir?: string;
+  runtime?: string;
+  image?: string;
+  "dry-run"?: boolean;
+  json?: boolean;
+  verbose?: boolean;
+  quiet?: boolean;
+}
+
+async function session(mode: SessionMode, args: SessionArgs, command: string[]): Promise<number> {
+  const log = logFor(args);
+  const prepared = await prepareSession({
+    dir: args.dir ?? ".",
+    mode,
+    command,
+    runtime: args.runtime,
+    image: args.image,
+    log,
+  });
+  const { plan, runtime } = prepared.ctx;
+  if (args.json) {
+    const plugins = prepared.plugins.map((p) => p.name);
+    console.log(JSON.stringify({ runtime: runtime.name, plugins, plan, argv: runtime.argv(plan) }, null, 2));
+    return 0;
+  }
+  if (args["dry-run"]) {
+    for (const argv of runtime.argv(plan)) console.log(shellJoin(argv));
+    return 0;
+  }
+  return runPrepared(prepared);
+}
+
+const dirArg = {
+  dir: { type: "positional", required: false, default: ".", valueHint: "dir", description: "Project directory, mounted at /work" },
+} as const;
+
+export const shell = defineCommand({
+  meta: {
+    name: "agentenv",
+    description: "Open a shell in DIR: `nix develop` when DIR has a flake.nix, else a login shell",
+  },
+  args: { ...dirArg, ...sessionArgs },
+  run: ({ args }) => session("shell", args, []),
+});
+
+export const run = defineCommand({
+  meta: {
+    name: "run",
+    description: "Run a command in DIR's session, non-interactively, and exit with its code: run [DIR] -- CMD…",
+  },
+  args: { ...dirArg, ...sessionArgs },
+  run: ({ args, data }) => session("run", args, (data as { command: string[] }).command),
+});

@@ -1,0 +1,197 @@
+import { existsSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join, resolve } from "pathe";
+import { UserError, messageOf } from "./errors.ts";
+import type { Hooks, Plugin } from "./plugins.ts";
+
+export type RuntimeName = "podman" | "docker" | "container";
+export const runtimeNames: readonly RuntimeName[] = ["podman", "docker", "container"];
+
+export interface MountConfig {
+  /** host path (`~` and paths relative to the project dir allowed) or, with type "volume", a volume name */
+  source: string;
+  target: string;
+  type?: "bind" | "volume";
+  readonly?: boolean;
+}
+
+/** What an `agentenv.config.ts` (project) or `~/.config/agentenv/config.ts` (user) exports. */
+export interface AgentenvConfig {
+  runtime?: RuntimeName;
+  image?: string;
+  /** extra mounts for every session */
+  mounts?: MountConfig[];
+  /** extra environment variables for every session */
+  extraEnv?: Record<string, string>;
+  /** extra arguments for the engine's `run`, placed before the image */
+  extraRunArgs?: string[];
+  /** plugin objects, or paths / package names resolved from the config file's directory */
+  plugins?: Array<Plugin | string | false | null | undefined>;
+  /** inline hooks: this config file acts as a plugin of its own */
+  hooks?: Partial<Hooks>;
+}
+
+/** One config source, in merge order. */
+export interface ConfigLayer {
+  name: "defaults" | "user" | "project" | "environment" | "flags";
+  file?: string;
+  config: AgentenvConfig;
+}
+
+export interface ResolvedConfig {
+  runtime?: RuntimeName;
+  image: string;
+  mounts: MountConfig[];
+  extraEnv: Record<string, string>;
+  extraRunArgs: string[];
+  layers: ConfigLayer[];
+}
+
+export const defaultImage = "localhost/agentenv:latest";
+
+export function defineConfig(config: AgentenvConfig): AgentenvConfig {
+  return config;
+}
+
+export function userConfigPath(env = process.env): string {
+  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config");
+  return join(base, "agentenv", "config.ts");
+}
+
+export const projectConfigName = "agentenv.config.ts";
+
+/**
+ * The project config nearest to DIR: DIR itself, then its parents, stopping at
+ * the first directory that holds `.git` (the repository root) or at `/`.
+ */
+export function findProjectConfig(dir: string): string | undefined {
+  let current = resolve(dir);
+  while (true) {
+    const candidate = join(current, projectConfigName);
+    if (existsSync(candidate)) return candidate;
+    if (existsSync(join(current, ".git"))) return undefined;
+    const parent = dirname(current);
+    if (parent === current) return undefined;
+    current = parent;
+  }
+}
+
+let virtualModuleRegistered = false;
+
+/**
+ * `import { defineConfig } from "agentenv"` must work from a config file that has no
+ * node_modules next to it — also inside the compiled binary, where no package
+ * resolution exists. A Bun runtime plugin serves the public API as a virtual module.
+ */
+export async function registerVirtualModule(): Promise<void> {
+  if (virtualModuleRegistered) return;
+  virtualModuleRegistered = true;
+  const api = await import("./index.ts");
+  Bun.plugin({
+    name: "agentenv-virtual-module",
+    setup(build) {
+      build.module("agentenv", () => ({ exports: { ...api }, loader: "object" }));
+    },
+  });
+}
+
+/** Imports a config file; syntax errors and throws become one line naming file and line. */
+export async function importConfigFile(file: string): Promise<AgentenvConfig> {
+  await registerVirtualModule();
+  let mod: { default?: unknown };
+  try {
+    mod = await import(file);
+  } catch (error) {
+    throw new UserError(`config ${file}${lineOf(error, file)}: ${configErrorMessage(error)}`, "fix the config file");
+  }
+  const value = typeof mod.default === "function" ? await (mod.default as () => unknown)() : mod.default;
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new UserError(`config ${file}: the default export must be an object (use defineConfig({...}))`);
+  }
+  return value as AgentenvConfig;
+}
+
+function firstError(error: unknown): unknown {
+  return error instanceof AggregateError && error.errors.length ? error.errors[0] : error;
+}
+
+function configErrorMessage(error: unknown): string {
+  return messageOf(firstError(error));
+}
+
+/** `:LINE` from a Bun BuildMessage (syntax error) or from the stack of a thrown error. */
+function lineOf(error: unknown, file: string): string {
+  const first = firstError(error) as { position?: { line?: number }; stack?: string };
+  if (first?.position?.line) return `:${first.position.line}`;
+  const stack = typeof first?.stack === "string" ? first.stack : "";
+  for (const line of stack.split("\n")) {
+    const at = line.indexOf(file + ":");
+    if (at >= 0) {
+      const match = /^:(\d+)/.exec(line.slice(at + file.length));
+      if (match) return `:${match[1]}`;
+    }
+  }
+  return "";
+}
+
+function isRuntimeName(value: string): value is RuntimeName {
+  return (runtimeNames as readonly string[]).includes(value);
+}
+
+export function checkRuntimeName(value: string | undefined, source: string): RuntimeName | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!isRuntimeName(value)) {
+    throw new UserError(`unknown runtime "${value}" (from ${source})`, `use one of: ${runtimeNames.join(", ")}`);
+  }
+  return value;
+}
+
+/** Scalars: later layers win. Records: merged by key. Lists: concatenated. */
+export function mergeLayers(layers: ConfigLayer[]): ResolvedConfig {
+  const resolved: ResolvedConfig = { image: defaultImage, mounts: [], extraEnv: {}, extraRunArgs: [], layers };
+  for (const { config, name, file } of layers) {
+    if (config.runtime !== undefined) resolved.runtime = checkRuntimeName(config.runtime, file ?? name);
+    if (config.image) resolved.image = config.image;
+    if (config.mounts) resolved.mounts.push(...config.mounts);
+    if (config.extraEnv) Object.assign(resolved.extraEnv, config.extraEnv);
+    if (config.extraRunArgs) resolved.extraRunArgs.push(...config.extraRunArgs);
+  }
+  return resolved;
+}
+
+export interface ConfigFlags {
+  runtime?: string;
+  image?: string;
+}
+
+/** defaults < user config < project config < AGENTENV_* variables < flags. */
+export async function loadConfig(options: {
+  project: string;
+  flags?: ConfigFlags;
+  env?: Record<string, string | undefined>;
+}): Promise<ResolvedConfig> {
+  const env = options.env ?? process.env;
+  const layers: ConfigLayer[] = [{ name: "defaults", config: {} }];
+  const userFile = userConfigPath(env);
+  if (existsSync(userFile)) layers.push({ name: "user", file: userFile, config: await importConfigFile(userFile) });
+  const projectFile = findProjectConfig(options.project);
+  if (projectFile && projectFile !== userFile) {
+    layers.push({ name: "project", file: projectFile, config: await importConfigFile(projectFile) });
+  }
+  layers.push({
+    name: "environment",
+    config: {
+      runtime: checkRuntimeName(env.AGENTENV_RUNTIME, "AGENTENV_RUNTIME"),
+      image: env.AGENTENV_IMAGE || undefined,
+    },
+  });
+  layers.push({
+    name: "flags",
+    config: {
+      runtime: checkRuntimeName(options.flags?.runtime, "--runtime"),
+      image: options.flags?.image || undefined,
+    },
+  });
+  return mergeLayers(layers);
+}

@@ -1,0 +1,102 @@
+import { existsSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { basename, isAbsolute, join, resolve } from "pathe";
+import type { MountConfig, ResolvedConfig } from "./config.ts";
+import { UserError } from "./errors.ts";
+
+export type SessionMode = "shell" | "run";
+
+export type Mount =
+  | { type: "bind"; source: string; target: string; readonly?: boolean }
+  | { type: "volume"; source: string; target: string; readonly?: boolean };
+
+/**
+ * Everything a session is, as plain data, before anything runs. Plugins edit it;
+ * a runtime turns it into engine argv. `--json` prints it.
+ */
+export interface Plan {
+  image: string;
+  /** container name */
+  name: string;
+  workdir: string;
+  mounts: Mount[];
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  /** empty: the image's entrypoint opens the shell */
+  command: string[];
+  /** keep stdin attached */
+  interactive: boolean;
+  /** allocate a terminal */
+  tty: boolean;
+  /** remove the container when it ends */
+  remove: boolean;
+  /** extra engine `run` arguments, placed before the image */
+  extraArgs: string[];
+}
+
+export const projectMountPoint = "/work";
+
+/** DIR must exist and be a directory; returns its absolute path. */
+export function resolveProjectDir(dir: string, cwd = process.cwd()): string {
+  const abs = resolve(cwd, dir);
+  if (!existsSync(abs)) throw new UserError(`${dir}: no such directory`, "pass an existing project directory");
+  if (!statSync(abs).isDirectory()) throw new UserError(`${dir}: not a directory`, "pass a project directory, not a file");
+  return abs;
+}
+
+function expandHome(path: string): string {
+  if (path === "~") return process.env.HOME || homedir();
+  if (path.startsWith("~/")) return join(process.env.HOME || homedir(), path.slice(2));
+  return path;
+}
+
+export function configMount(mount: MountConfig, project: string): Mount {
+  if (!isAbsolute(mount.target)) throw new UserError(`mount target "${mount.target}" must be an absolute path`);
+  if (mount.type === "volume") return { type: "volume", source: mount.source, target: mount.target, readonly: mount.readonly };
+  return { type: "bind", source: resolve(project, expandHome(mount.source)), target: mount.target, readonly: mount.readonly };
+}
+
+function containerName(project: string): string {
+  const slug = basename(project).toLowerCase().replace(/[^a-z0-9_.-]+/g, "-").replace(/^[^a-z0-9]+/, "").slice(0, 40);
+  const suffix = crypto.getRandomValues(new Uint8Array(4)).reduce((s, b) => s + b.toString(16).padStart(2, "0"), "");
+  return `agentenv-${slug || "project"}-${suffix}`;
+}
+
+export interface BasePlanOptions {
+  project: string;
+  mode: SessionMode;
+  command: string[];
+  config: ResolvedConfig;
+  stdinIsTTY: boolean;
+}
+
+/** The plan before plugins: the image, the project at /work, config's extras. */
+export function basePlan({ project, mode, command, config, stdinIsTTY }: BasePlanOptions): Plan {
+  return {
+    image: config.image,
+    name: containerName(project),
+    workdir: projectMountPoint,
+    mounts: [
+      { type: "bind", source: project, target: projectMountPoint },
+      ...config.mounts.map((m) => configMount(m, project)),
+    ],
+    env: { ...config.extraEnv },
+    labels: { "agentenv.session": mode, "agentenv.project": project },
+    command,
+    // a shell always reads stdin; `run` only when something is piped in
+    interactive: mode === "shell" || !stdinIsTTY,
+    tty: mode === "shell" && stdinIsTTY,
+    remove: true,
+    extraArgs: [...config.extraRunArgs],
+  };
+}
+
+/** POSIX shell quoting: safe words stay bare, everything else is single-quoted. */
+export function shellQuote(word: string): string {
+  if (word !== "" && /^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+export function shellJoin(argv: readonly string[]): string {
+  return argv.map(shellQuote).join(" ");
+}

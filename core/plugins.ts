@@ -1,0 +1,130 @@
+import type { CommandDef } from "citty";
+import { isAbsolute, resolve, dirname } from "pathe";
+import type { ResolvedConfig } from "./config.ts";
+import { PluginError, UserError, messageOf } from "./errors.ts";
+import type { Log } from "./log.ts";
+import type { Plan, SessionMode } from "./plan.ts";
+import type { Runtime } from "./runtime/types.ts";
+
+/** The one context every hook of a session receives; hooks edit `plan`, never spawn while it is built. */
+export interface SessionContext {
+  config: ResolvedConfig;
+  plan: Plan;
+  runtime: Runtime;
+  log: Log;
+  /** absolute host path of the project directory */
+  project: string;
+  mode: SessionMode;
+}
+
+export interface VolumeSpec {
+  name: string;
+  labels: Record<string, string>;
+}
+
+/**
+ * The lifecycle, in call order. One name → one signature. Every hook is awaited
+ * in series, plugin by plugin, in load order (built-ins, user config, project config).
+ */
+export interface Hooks {
+  /** a volume agentenv manages is about to be created (`ensureVolume`); edit its labels */
+  "volume:create": (ctx: SessionContext, volume: VolumeSpec) => void | Promise<void>;
+  /** the volume was just created and is empty: fill it (runs once per volume) */
+  "volume:seed": (ctx: SessionContext, volume: VolumeSpec) => void | Promise<void>;
+  /** add or change mounts: the project, stores, homes */
+  "session:mount": (ctx: SessionContext) => void | Promise<void>;
+  /** last edit before the engine runs: env, command, labels, engine args */
+  "session:boot": (ctx: SessionContext) => void | Promise<void>;
+  /** the container ended (also on failure); `exitCode` is what agentenv will exit with */
+  "session:exit": (ctx: SessionContext, result: { exitCode: number }) => void | Promise<void>;
+}
+
+export type HookName = keyof Hooks;
+export const hookNames: readonly HookName[] = [
+  "volume:create",
+  "volume:seed",
+  "session:mount",
+  "session:boot",
+  "session:exit",
+];
+
+export interface Plugin {
+  name: string;
+  hooks?: Partial<Hooks>;
+  /** extra `agentenv <name>` commands; lazy functions keep startup fast */
+  commands?: Record<string, CommandDef<any> | (() => Promise<CommandDef<any>>)>;
+}
+
+export interface LoadedPlugin extends Plugin {
+  /** where it came from: "built-in", or the config file / path that added it */
+  source: string;
+}
+
+export function definePlugin(plugin: Plugin): Plugin {
+  return plugin;
+}
+
+/** Calls one hook on every plugin that has it, in order; a throw names plugin and hook. */
+export async function callHook<N extends HookName>(
+  plugins: readonly LoadedPlugin[],
+  name: N,
+  ...args: Parameters<Hooks[N]>
+): Promise<void> {
+  for (const plugin of plugins) {
+    const hook = plugin.hooks?.[name] as ((...a: Parameters<Hooks[N]>) => unknown) | undefined;
+    if (!hook) continue;
+    try {
+      await hook(...args);
+    } catch (error) {
+      if (error instanceof UserError) throw error;
+      throw new PluginError(plugin.name, name, error);
+    }
+  }
+}
+
+function isPlugin(value: unknown): value is Plugin {
+  return typeof value === "object" && value !== null && typeof (value as Plugin).name === "string";
+}
+
+async function importPlugin(spec: string, fromFile: string): Promise<Plugin> {
+  const base = dirname(fromFile);
+  const target = spec.startsWith(".") || isAbsolute(spec) ? resolve(base, spec) : spec;
+  let mod: { default?: unknown };
+  try {
+    mod = await import(spec.startsWith(".") || isAbsolute(spec) ? target : Bun.resolveSync(spec, base));
+  } catch (error) {
+    throw new UserError(`plugin ${spec} (from ${fromFile}) failed to load: ${messageOf(error)}`);
+  }
+  const value = typeof mod.default === "function" ? await (mod.default as () => unknown)() : mod.default;
+  if (!isPlugin(value)) {
+    throw new UserError(`plugin ${spec} (from ${fromFile}) must export default definePlugin({ name, ... })`);
+  }
+  return value;
+}
+
+/**
+ * Built-ins first, then each config layer's plugins and its inline hooks
+ * (a config file with `hooks` is a plugin named after the file). Falsy entries are
+ * skipped so `cond && plugin()` works.
+ */
+export async function loadPlugins(config: ResolvedConfig, builtins: readonly Plugin[]): Promise<LoadedPlugin[]> {
+  const loaded: LoadedPlugin[] = builtins.map((p) => ({ ...p, source: "built-in" }));
+  for (const layer of config.layers) {
+    if (!layer.file) continue;
+    for (const entry of layer.config.plugins ?? []) {
+      if (!entry) continue;
+      const plugin = typeof entry === "string" ? await importPlugin(entry, layer.file) : entry;
+      if (!isPlugin(plugin)) throw new UserError(`config ${layer.file}: a plugin must be an object with a name`);
+      loaded.push({ ...plugin, source: layer.file });
+    }
+    if (layer.config.hooks) {
+      for (const name of Object.keys(layer.config.hooks)) {
+        if (!(hookNames as readonly string[]).includes(name)) {
+          throw new UserError(`config ${layer.file}: unknown hook "${name}"`, `hooks are: ${hookNames.join(", ")}`);
+        }
+      }
+      loaded.push({ name: `${layer.name} config`, hooks: layer.config.hooks, source: layer.file });
+    }
+  }
+  return loaded;
+}

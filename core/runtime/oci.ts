@@ -1,0 +1,146 @@
+import { constants } from "node:os";
+import type { RuntimeName } from "../config.ts";
+import { UserError } from "../errors.ts";
+import type { Mount, Plan } from "../plan.ts";
+import type { EngineResult, Runtime } from "./types.ts";
+
+/**
+ * Podman and Docker: one implementation, since their CLIs agree on everything a
+ * session uses. Where they differ, `dialect` says so.
+ */
+export interface OciDialect {
+  name: "podman" | "docker";
+  /** shown when the engine cannot be reached */
+  startHint: string;
+}
+
+export const podmanDialect: OciDialect = {
+  name: "podman",
+  startHint: "check `podman info` (run bin/setup to install and configure Podman)",
+};
+
+export const dockerDialect: OciDialect = {
+  name: "docker",
+  startHint: "start the Docker daemon, or point DOCKER_HOST at a running engine",
+};
+
+function mountArg(mount: Mount): string[] {
+  if (mount.source.includes(":") || mount.target.includes(":")) {
+    throw new UserError(`cannot mount "${mount.source}" at "${mount.target}": the engine's -v syntax does not allow ":" in paths`);
+  }
+  return ["-v", `${mount.source}:${mount.target}${mount.readonly ? ":ro" : ""}`];
+}
+
+/** 128+N when the engine process itself died of a signal, as a shell reports it. */
+export function exitCodeOf(proc: { exitCode: number | null; signalCode: string | null }): number {
+  if (proc.exitCode !== null) return proc.exitCode;
+  const signal = proc.signalCode as keyof typeof constants.signals | null;
+  return 128 + (signal ? constants.signals[signal] ?? 0 : 0);
+}
+
+export class OciRuntime implements Runtime {
+  readonly name: RuntimeName;
+
+  constructor(
+    readonly bin: string,
+    readonly dialect: OciDialect,
+  ) {
+    this.name = dialect.name;
+  }
+
+  runArgs(plan: Plan): string[] {
+    const args = ["run"];
+    if (plan.remove) args.push("--rm");
+    if (plan.interactive) args.push("-i");
+    if (plan.tty) args.push("-t");
+    // never pull implicitly: a missing image is reported as "run agentenv image build"
+    args.push("--pull=never", "--name", plan.name, "-w", plan.workdir);
+    for (const [key, value] of Object.entries(plan.labels)) args.push("--label", `${key}=${value}`);
+    for (const mount of plan.mounts) args.push(...mountArg(mount));
+    for (const [key, value] of Object.entries(plan.env)) args.push("-e", `${key}=${value}`);
+    args.push(...plan.extraArgs, plan.image, ...plan.command);
+    return args;
+  }
+
+  argv(plan: Plan): string[][] {
+    return [[this.bin, ...this.runArgs(plan)]];
+  }
+
+  async run(plan: Plan): Promise<number> {
+    const argv = this.argv(plan)[0]!;
+    const child = Bun.spawn(argv, { stdio: ["inherit", "inherit", "inherit"] });
+    // Ctrl-C reaches the engine through the terminal's process group (or the TTY);
+    // agentenv itself must outlive it to report the exit code. Signals sent to
+    // agentenv alone are passed on.
+    const ignore = () => {};
+    const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
+    const onTerm = forward("SIGTERM");
+    const onHup = forward("SIGHUP");
+    process.on("SIGINT", ignore);
+    process.on("SIGTERM", onTerm);
+    process.on("SIGHUP", onHup);
+    try {
+      await child.exited;
+    } finally {
+      process.off("SIGINT", ignore);
+      process.off("SIGTERM", onTerm);
+      process.off("SIGHUP", onHup);
+    }
+    return exitCodeOf(child);
+  }
+
+  async call(args: string[], options: { stdin?: Blob | string } = {}): Promise<EngineResult> {
+    const child = Bun.spawn([this.bin, ...args], {
+      stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
+    await child.exited;
+    return { code: exitCodeOf(child), stdout, stderr };
+  }
+
+  async version(): Promise<string | undefined> {
+    const result = await this.call(["version", "--format", "{{.Client.Version}}"]);
+    return result.code === 0 ? result.stdout.trim() : undefined;
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    return (await this.imageLabels(ref)) !== undefined;
+  }
+
+  async imageLabels(ref: string): Promise<Record<string, string> | undefined> {
+    const result = await this.call(["image", "inspect", "--format", "{{json .Config.Labels}}", ref]);
+    if (result.code !== 0) return undefined;
+    return (JSON.parse(result.stdout.trim() || "null") as Record<string, string> | null) ?? {};
+  }
+
+  async volumeExists(name: string): Promise<boolean> {
+    return (await this.call(["volume", "inspect", name])).code === 0;
+  }
+
+  async volumeCreate(name: string, labels: Record<string, string>): Promise<void> {
+    const args = ["volume", "create"];
+    for (const [key, value] of Object.entries(labels)) args.push("--label", `${key}=${value}`);
+    const result = await this.call([...args, name]);
+    if (result.code !== 0) throw new UserError(`${this.name} could not create volume ${name}: ${result.stderr.trim()}`);
+  }
+
+  async volumeRemove(name: string): Promise<void> {
+    const result = await this.call(["volume", "rm", "--force", name]);
+    if (result.code !== 0) throw new UserError(`${this.name} could not remove volume ${name}: ${result.stderr.trim()}`);
+  }
+
+  /** Only called after `run` failed with the engine's own error code. */
+  async diagnose(plan: Plan): Promise<string | undefined> {
+    const info = await this.call(["version"]);
+    if (info.code !== 0) {
+      const why = info.stderr.trim().split("\n").pop() ?? "";
+      return `${this.name} is not working (${why}) — ${this.dialect.startHint}`;
+    }
+    if (!(await this.imageExists(plan.image))) {
+      return `image ${plan.image} not found in ${this.name} — run \`agentenv image build\``;
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,33 @@
+import type { RuntimeName } from "../config.ts";
+import type { Plan } from "../plan.ts";
+
+export interface EngineResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * One container engine. `argv` is pure (golden-tested); everything else spawns the
+ * engine CLI. The session hot path uses exactly one call: `run`.
+ */
+export interface Runtime {
+  name: RuntimeName;
+  /** the engine CLI, as found on PATH */
+  bin: string;
+  /** the engine command lines a session runs, each a full argv including `bin` */
+  argv(plan: Plan): string[][];
+  /** runs the session attached to this terminal; resolves to its exit code (128+N for signals) */
+  run(plan: Plan): Promise<number>;
+  /** one captured engine call, e.g. `call(["volume", "ls"])` */
+  call(args: string[], options?: { stdin?: Blob | string }): Promise<EngineResult>;
+  version(): Promise<string | undefined>;
+  imageExists(ref: string): Promise<boolean>;
+  /** image labels, or undefined when the image is missing */
+  imageLabels(ref: string): Promise<Record<string, string> | undefined>;
+  volumeExists(name: string): Promise<boolean>;
+  volumeCreate(name: string, labels: Record<string, string>): Promise<void>;
+  volumeRemove(name: string): Promise<void>;
+  /** why a session failed to start, when the engine (not the command) failed */
+  diagnose(plan: Plan): Promise<string | undefined>;
+}

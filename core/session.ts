@@ -1,0 +1,82 @@
+import { builtinPlugins } from "../plugins/index.ts";
+import { loadConfig, type ConfigFlags } from "./config.ts";
+import { UserError } from "./errors.ts";
+import type { Log } from "./log.ts";
+import { basePlan, resolveProjectDir, shellJoin, type SessionMode } from "./plan.ts";
+import { callHook, loadPlugins, type LoadedPlugin, type SessionContext, type VolumeSpec } from "./plugins.ts";
+import { createRuntime } from "./runtime/index.ts";
+
+export interface SessionOptions extends ConfigFlags {
+  dir: string;
+  mode: SessionMode;
+  command: string[];
+  log: Log;
+  stdinIsTTY?: boolean;
+}
+
+export interface PreparedSession {
+  ctx: SessionContext;
+  plugins: LoadedPlugin[];
+}
+
+/** Config → plugins → plan → `session:mount` → `session:boot`. Spawns nothing. */
+export async function prepareSession(options: SessionOptions): Promise<PreparedSession> {
+  const project = resolveProjectDir(options.dir);
+  const config = await loadConfig({ project, flags: { runtime: options.runtime, image: options.image } });
+  const plugins = await loadPlugins(config, builtinPlugins);
+  const runtime = createRuntime(config.runtime);
+  const plan = basePlan({
+    project,
+    mode: options.mode,
+    command: options.command,
+    config,
+    stdinIsTTY: options.stdinIsTTY ?? Boolean(process.stdin.isTTY),
+  });
+  const ctx: SessionContext = { config, plan, runtime, log: options.log, project, mode: options.mode };
+  await callHook(plugins, "session:mount", ctx);
+  await callHook(plugins, "session:boot", ctx);
+  return { ctx, plugins };
+}
+
+/** The engine's own failure codes (podman/docker `run`), as opposed to the command's. */
+const engineFailureCodes = new Set([125]);
+
+/** Runs a prepared session to its end; resolves to the exit code agentenv should exit with. */
+export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<number> {
+  ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
+  let exitCode = await ctx.runtime.run(ctx.plan);
+  if (engineFailureCodes.has(exitCode)) {
+    const why = await ctx.runtime.diagnose(ctx.plan);
+    if (why) {
+      await callHook(plugins, "session:exit", ctx, { exitCode });
+      throw new UserError(why, undefined, exitCode);
+    }
+  }
+  const result = { exitCode };
+  await callHook(plugins, "session:exit", ctx, result);
+  exitCode = result.exitCode;
+  return exitCode;
+}
+
+/**
+ * Creates a volume agentenv manages if it does not exist yet, firing `volume:create`
+ * then `volume:seed`. A seed that fails removes the volume again: nothing half-made.
+ * Returns whether it was created.
+ */
+export async function ensureVolume(
+  ctx: SessionContext,
+  plugins: readonly LoadedPlugin[],
+  volume: VolumeSpec,
+): Promise<boolean> {
+  if (await ctx.runtime.volumeExists(volume.name)) return false;
+  volume.labels = { "agentenv.volume": "1", ...volume.labels };
+  await callHook(plugins, "volume:create", ctx, volume);
+  await ctx.runtime.volumeCreate(volume.name, volume.labels);
+  try {
+    await callHook(plugins, "volume:seed", ctx, volume);
+  } catch (error) {
+    await ctx.runtime.volumeRemove(volume.name).catch(() => {});
+    throw error;
+  }
+  return true;
+}

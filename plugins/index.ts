@@ -1,0 +1,5 @@
+import type { Plugin } from "../core/plugins.ts";
+import nix from "./nix/index.ts";
+
+/** The built-in plugins, in the order their hooks run (before any user plugin). */
+export const builtinPlugins: readonly Plugin[] = [nix];
