@@ -57,7 +57,7 @@ export function configMount(mount: MountConfig, project: string): Mount {
 }
 
 function containerName(project: string): string {
-  const slug = basename(project).toLowerCase().replace(/[^a-z0-9_.-]+/g, "-").replace(/^[^a-z0-9]+/, "").slice(0, 40);
+  const slug = basename(project).toLowerCase().replace(/[^a-z0-9_.-]+/g, "-").slice(0, 40).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "");
   const suffix = crypto.getRandomValues(new Uint8Array(4)).reduce((s, b) => s + b.toString(16).padStart(2, "0"), "");
   return `agentenv-${slug || "project"}-${suffix}`;
 }

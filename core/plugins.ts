@@ -102,6 +102,16 @@ async function importPlugin(spec: string, fromFile: string): Promise<Plugin> {
   return value;
 }
 
+/** A misspelt hook would silently never run: refuse it. */
+function checkHookNames(plugin: LoadedPlugin): LoadedPlugin {
+  for (const name of Object.keys(plugin.hooks ?? {})) {
+    if (!(hookNames as readonly string[]).includes(name)) {
+      throw new UserError(`plugin ${plugin.name} (${plugin.source}): unknown hook "${name}"`, `hooks are: ${hookNames.join(", ")}`);
+    }
+  }
+  return plugin;
+}
+
 /**
  * Built-ins first, then each config layer's plugins and its inline hooks
  * (a config file with `hooks` is a plugin named after the file). Falsy entries are
@@ -115,15 +125,10 @@ export async function loadPlugins(config: ResolvedConfig, builtins: readonly Plu
       if (!entry) continue;
       const plugin = typeof entry === "string" ? await importPlugin(entry, layer.file) : entry;
       if (!isPlugin(plugin)) throw new UserError(`config ${layer.file}: a plugin must be an object with a name`);
-      loaded.push({ ...plugin, source: layer.file });
+      loaded.push(checkHookNames({ ...plugin, source: layer.file }));
     }
     if (layer.config.hooks) {
-      for (const name of Object.keys(layer.config.hooks)) {
-        if (!(hookNames as readonly string[]).includes(name)) {
-          throw new UserError(`config ${layer.file}: unknown hook "${name}"`, `hooks are: ${hookNames.join(", ")}`);
-        }
-      }
-      loaded.push({ name: `${layer.name} config`, hooks: layer.config.hooks, source: layer.file });
+      loaded.push(checkHookNames({ name: `${layer.name} config`, hooks: layer.config.hooks, source: layer.file }));
     }
   }
   return loaded;

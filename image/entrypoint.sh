@@ -1,2 +1,79 @@
 #!/bin/sh
-exec "$@"
+# agentenv-entrypoint: the in-container half of a session.
+#
+#   (no arguments)  interactive shell
+#   CMD [ARG...]    run CMD in place of this script (exit code, signals and
+#                   the terminal pass straight through: everything ends in exec)
+#
+# Environment, set by the host side:
+#   AGENTENV_NIX_DEVELOP=DIR  run inside `nix develop DIR` (DIR holds flake.nix)
+#   AGENTENV_SHELL=SHELL      shell for interactive sessions and $SHELL
+#                             (default: zsh, else bash, else sh)
+#
+# Hooks: every /etc/agentenv/entrypoint.d/*.sh is sourced first, in name
+# order, by this POSIX sh with `set -eu` in force. Hooks may export variables
+# or change AGENTENV_* but must not exit or exec.
+#
+# This runs on every session: keep it to shell builtins (no forks).
+set -eu
+
+for hook in /etc/agentenv/entrypoint.d/*.sh; do
+	# An unmatched glob stays literal; skip it.
+	[ -e "$hook" ] || continue
+	# shellcheck source=/dev/null
+	. "$hook"
+done
+unset hook
+
+# Find the shell without running `command -v` in a subshell (dash forks for
+# $(...)). A name without a slash is looked up in PATH; the first executable
+# match wins.
+pick_shell() {
+	case $1 in
+	*/*)
+		[ -x "$1" ] && shell=$1
+		return
+		;;
+	esac
+	_ifs=$IFS
+	IFS=:
+	for _dir in $PATH; do
+		if [ -x "${_dir:-.}/$1" ]; then
+			shell=${_dir:-.}/$1
+			break
+		fi
+	done
+	IFS=$_ifs
+	unset _ifs _dir
+	[ -n "$shell" ]
+}
+
+shell=
+if [ -n "${AGENTENV_SHELL:-}" ]; then
+	if ! pick_shell "$AGENTENV_SHELL"; then
+		echo "agentenv: AGENTENV_SHELL=$AGENTENV_SHELL: not found, using /bin/sh" >&2
+		shell=/bin/sh
+	fi
+else
+	pick_shell zsh || pick_shell bash || shell=/bin/sh
+fi
+SHELL=$shell
+export SHELL
+
+dev=${AGENTENV_NIX_DEVELOP:-}
+
+if [ "$#" -eq 0 ]; then
+	if [ -z "$dev" ]; then
+		# A login shell reads /etc/profile (PATH) and then the interactive
+		# config (zshrc; bash.bashrc via Debian's /etc/profile).
+		exec "$shell" -l
+	fi
+	# Not a login shell here: /etc/profile would reset the dev shell's PATH.
+	# `nix develop` sets SHELL=bash; env puts the chosen shell back.
+	exec nix develop "$dev" --command env SHELL="$shell" "$shell"
+fi
+
+if [ -z "$dev" ]; then
+	exec "$@"
+fi
+exec nix develop "$dev" --command env SHELL="$shell" "$@"

@@ -1,0 +1,41 @@
+import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "pathe";
+
+export const repoRoot = join(import.meta.dir, "..", "..");
+export const entry = join(repoRoot, "bin", "agentenv.ts");
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A throwaway directory with the given files (path → content). */
+export function tempTree(files: Record<string, string> = {}, prefix = "agentenv-test-"): string {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    writeFileSync(join(root, path), content);
+  }
+  return root;
+}
+
+/** An isolated HOME so no user config of the machine leaks into a test. */
+export const isolatedHome = tempTree({}, "agentenv-home-");
+
+/** Runs the CLI (the script, or `bin` when given) as a user would; captures everything. */
+export async function agentenv(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; stdin?: string; bin?: string[] } = {},
+): Promise<CliResult> {
+  const child = Bun.spawn([...(options.bin ?? [process.execPath, entry]), ...args], {
+    cwd: options.cwd ?? repoRoot,
+    env: { ...process.env, HOME: isolatedHome, XDG_CONFIG_HOME: join(isolatedHome, ".config"), NO_COLOR: "1", ...options.env },
+    stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
+  return { code: await child.exited, stdout, stderr };
+}

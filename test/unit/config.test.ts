@@ -1,0 +1,78 @@
+import { describe, expect, test } from "bun:test";
+import { join } from "pathe";
+import { findProjectConfig, loadConfig, mergeLayers } from "../../core/config.ts";
+import { UserError } from "../../core/errors.ts";
+import { tempTree } from "../helpers/cli.ts";
+
+describe("config merge order: defaults < user < project < environment < flags", () => {
+  test("scalars: the later layer wins; records merge by key; lists concatenate", () => {
+    const merged = mergeLayers([
+      { name: "defaults", config: {} },
+      { name: "user", file: "/u", config: { image: "user-img", runtime: "docker", extraEnv: { A: "user", B: "user" }, extraRunArgs: ["--u"] } },
+      { name: "project", file: "/p", config: { image: "project-img", extraEnv: { B: "project" }, extraRunArgs: ["--p"] } },
+      { name: "environment", config: { runtime: "podman" } },
+      { name: "flags", config: { image: "flag-img" } },
+    ]);
+    expect(merged.image).toBe("flag-img");
+    expect(merged.runtime).toBe("podman");
+    expect(merged.extraEnv).toEqual({ A: "user", B: "project" });
+    expect(merged.extraRunArgs).toEqual(["--u", "--p"]);
+  });
+
+  test("loadConfig reads user and project files, then AGENTENV_*, then flags", async () => {
+    const home = tempTree({
+      ".config/agentenv/config.ts": `export default { image: "from-user", extraEnv: { WHO: "user", KEEP: "user" } };`,
+    });
+    const project = tempTree({
+      "agentenv.config.ts": `import { defineConfig } from "agentenv";\nexport default defineConfig({ image: "from-project", extraEnv: { WHO: "project" } });`,
+    });
+    const env = { HOME: home, XDG_CONFIG_HOME: join(home, ".config") };
+    const base = await loadConfig({ project, env });
+    expect(base.image).toBe("from-project");
+    expect(base.extraEnv).toEqual({ WHO: "project", KEEP: "user" });
+    expect(base.layers.map((l) => l.name)).toEqual(["defaults", "user", "project", "environment", "flags"]);
+    const fromEnv = await loadConfig({ project, env: { ...env, AGENTENV_IMAGE: "from-env", AGENTENV_RUNTIME: "docker" } });
+    expect([fromEnv.image, fromEnv.runtime]).toEqual(["from-env", "docker"]);
+    const fromFlags = await loadConfig({ project, env: { ...env, AGENTENV_IMAGE: "from-env" }, flags: { image: "from-flag", runtime: "podman" } });
+    expect([fromFlags.image, fromFlags.runtime]).toEqual(["from-flag", "podman"]);
+  });
+
+  test("an unknown runtime name is one clear error naming its source", async () => {
+    const project = tempTree();
+    const attempt = loadConfig({ project, env: { HOME: project, AGENTENV_RUNTIME: "lxc" } });
+    await expect(attempt).rejects.toThrow('unknown runtime "lxc" (from AGENTENV_RUNTIME)');
+  });
+});
+
+describe("project config discovery", () => {
+  test("found in DIR or a parent, but not past the repository root (.git)", () => {
+    const root = tempTree({
+      "agentenv.config.ts": "export default {}",
+      "repo/.git/HEAD": "ref: refs/heads/main",
+      "repo/src/deep/x": "",
+      "plain/sub/x": "",
+    });
+    expect(findProjectConfig(join(root, "plain/sub"))).toBe(join(root, "agentenv.config.ts"));
+    expect(findProjectConfig(join(root, "repo/src/deep"))).toBeUndefined();
+  });
+});
+
+describe("config errors name the file and line", () => {
+  test("syntax error", async () => {
+    const project = tempTree({ "agentenv.config.ts": `export default {\n  image: "x",\n  extraEnv: { A: 1 +* },\n};\n` });
+    const error = await loadConfig({ project, env: { HOME: project } }).catch((e) => e);
+    expect(error).toBeInstanceOf(UserError);
+    expect(error.message).toStartWith(`config ${join(project, "agentenv.config.ts")}:3: `);
+  });
+
+  test("thrown error", async () => {
+    const project = tempTree({ "agentenv.config.ts": `const x = 1;\nthrow new Error("no token configured");\nexport default {};\n` });
+    const error = await loadConfig({ project, env: { HOME: project } }).catch((e) => e);
+    expect(error.message).toBe(`config ${join(project, "agentenv.config.ts")}:2: no token configured`);
+  });
+
+  test("a default export that is not an object", async () => {
+    const project = tempTree({ "agentenv.config.ts": `export default 42;\n` });
+    await expect(loadConfig({ project, env: { HOME: project } })).rejects.toThrow("must be an object");
+  });
+});
