@@ -1,7 +1,8 @@
 #!/usr/bin/env bun
 /**
  * agentenv's entry. `--version` answers before anything else loads; every command
- * is imported only when it runs.
+ * is imported only when it runs. (No top-level await: the compiled binary is built
+ * as bytecode, which needs a CommonJS-shaped entry.)
  */
 import pkg from "../package.json" with { type: "json" };
 
@@ -10,5 +11,6 @@ if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
   console.log(pkg.version);
   process.exit(0);
 }
-const { main } = await import("../core/cli.ts");
-process.exit(await main(argv));
+import("../core/cli.ts")
+  .then(({ main }) => main(argv))
+  .then((code) => process.exit(code));

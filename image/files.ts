@@ -2,14 +2,22 @@
 // The image sources, embedded as text so the compiled binary can build the image.
 import f0 from "./Containerfile" with { type: "text" };
 import f1 from "./entrypoint.sh" with { type: "text" };
-import f2 from "./etc/agentenv/entrypoint.d/.keep" with { type: "text" };
-import f3 from "./etc/nix/nix.conf" with { type: "text" };
-import f4 from "./etc/nix/registry.json" with { type: "text" };
+import f2 from "./etc/agentenv/bashrc" with { type: "text" };
+import f3 from "./etc/agentenv/entrypoint.d/.keep" with { type: "text" };
+import f4 from "./etc/agentenv/zshenv" with { type: "text" };
+import f5 from "./etc/agentenv/zshrc" with { type: "text" };
+import f6 from "./etc/gitconfig" with { type: "text" };
+import f7 from "./etc/nix/nix.conf" with { type: "text" };
+import f8 from "./etc/nix/registry.json" with { type: "text" };
 
 export const imageFiles: Record<string, { content: string; mode: number }> = {
   "Containerfile": { content: f0, mode: 0o644 },
   "entrypoint.sh": { content: f1, mode: 0o644 },
-  "etc/agentenv/entrypoint.d/.keep": { content: f2, mode: 0o644 },
-  "etc/nix/nix.conf": { content: f3, mode: 0o644 },
-  "etc/nix/registry.json": { content: f4, mode: 0o644 },
+  "etc/agentenv/bashrc": { content: f2, mode: 0o644 },
+  "etc/agentenv/entrypoint.d/.keep": { content: f3, mode: 0o644 },
+  "etc/agentenv/zshenv": { content: f4, mode: 0o644 },
+  "etc/agentenv/zshrc": { content: f5, mode: 0o644 },
+  "etc/gitconfig": { content: f6, mode: 0o644 },
+  "etc/nix/nix.conf": { content: f7, mode: 0o644 },
+  "etc/nix/registry.json": { content: f8, mode: 0o644 },
 };
