@@ -30,6 +30,11 @@ export interface Plan {
   tty: boolean;
   /** remove the container when it ends */
   remove: boolean;
+  /**
+   * run a tiny init as PID 1: the kernel ignores default-action signals sent to
+   * PID 1, so without it Ctrl-C, SIGTERM and `kill` would not stop the command
+   */
+  init: boolean;
   /** extra engine `run` arguments, placed before the image */
   extraArgs: string[];
 }
@@ -87,6 +92,7 @@ export function basePlan({ project, mode, command, config, stdinIsTTY }: BasePla
     interactive: mode === "shell" || !stdinIsTTY,
     tty: mode === "shell" && stdinIsTTY,
     remove: true,
+    init: true,
     extraArgs: [...config.extraRunArgs],
   };
 }

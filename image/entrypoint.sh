@@ -6,7 +6,8 @@
 #                   the terminal pass straight through: everything ends in exec)
 #
 # Environment, set by the host side:
-#   AGENTENV_NIX_DEVELOP=DIR  run inside `nix develop DIR` (DIR holds flake.nix)
+#   AGENTENV_NIX_DEVELOP=DIR  run inside the dev shell of the flake in DIR
+#                             (what `nix develop DIR --command ...` gives)
 #   AGENTENV_SHELL=SHELL      shell for interactive sessions and $SHELL
 #                             (default: zsh, else bash, else sh)
 #
@@ -62,18 +63,28 @@ export SHELL
 
 dev=${AGENTENV_NIX_DEVELOP:-}
 
-if [ "$#" -eq 0 ]; then
-	if [ -z "$dev" ]; then
+if [ -z "$dev" ]; then
+	if [ "$#" -eq 0 ]; then
 		# A login shell reads /etc/profile (PATH) and then the interactive
 		# config (zshrc; bash.bashrc via Debian's /etc/profile).
 		exec "$shell" -l
 	fi
-	# Not a login shell here: /etc/profile would reset the dev shell's PATH.
-	# `nix develop` sets SHELL=bash; env puts the chosen shell back.
-	exec nix develop "$dev" --command env SHELL="$shell" "$shell"
-fi
-
-if [ -z "$dev" ]; then
 	exec "$@"
 fi
-exec nix develop "$dev" --command env SHELL="$shell" "$@"
+
+# Inside the flake's dev shell. This is `nix develop DIR --command ...` done
+# by hand: `nix print-dev-env` prints the very script nix develop runs
+# (variables, shellHook), bash evaluates it and execs the command. Why not
+# nix develop itself: it also looks up nixpkgs#bashInteractive to run that
+# script, and for a flake without a nixpkgs input (offline registry) it prints
+# "error (ignored): cannot find flake 'flake:nixpkgs'" on every session.
+# The dev env sets SHELL=bash; env puts the chosen shell back. No arguments:
+# the shell is not a login shell, as /etc/profile would reset the dev PATH.
+if [ "$#" -eq 0 ]; then
+	set -- "$shell"
+fi
+# shellcheck disable=SC2016 # $0 and $@ belong to the bash script
+exec bash -c '__agentenv_env=$(nix print-dev-env "$0") || exit
+eval "$__agentenv_env"
+unset __agentenv_env
+exec "$@"' "$dev" env SHELL="$shell" "$@"

@@ -53,6 +53,7 @@ export class OciRuntime implements Runtime {
     if (plan.remove) args.push("--rm");
     if (plan.interactive) args.push("-i");
     if (plan.tty) args.push("-t");
+    if (plan.init) args.push("--init");
     // never pull implicitly: a missing image is reported as "run agentenv image build"
     args.push("--pull=never", "--name", plan.name, "-w", plan.workdir);
     for (const [key, value] of Object.entries(plan.labels)) args.push("--label", `${key}=${value}`);

@@ -1,0 +1,33 @@
+import { expect } from "bun:test";
+import { defaultImage } from "../../core/config.ts";
+
+/**
+ * Integration tests run real containers. A missing engine or image is a failure
+ * with the fix in the message, never a silent skip: `.ci/run` (via bin/setup)
+ * installs both.
+ */
+export async function requireImage(engine = "podman", image = defaultImage): Promise<void> {
+  const check = Bun.spawnSync([engine, "image", "exists", image]);
+  if (check.exitCode !== 0) throw new Error(`${image} is missing from ${engine}: run bin/setup (or agentenv image build) before the integration tests`);
+}
+
+/** Containers agentenv left behind for a project (there should be none after a session). */
+export function leftoverContainers(project: string, engine = "podman"): string[] {
+  const out = Bun.spawnSync([engine, "ps", "-a", "--filter", `label=agentenv.project=${project}`, "--format", "{{.Names}}"]);
+  return out.stdout.toString().split("\n").filter(Boolean);
+}
+
+export const devShellFlake = `{
+  outputs = { self }: {
+    devShells.x86_64-linux.default = derivation {
+      name = "devshell"; system = "x86_64-linux"; builder = "/bin/bash";
+      args = [ "-c" "echo > $out" ]; outputs = [ "out" ];
+      PATH = "/usr/bin:/bin"; HELLO_FROM_SHELL = "yes";
+    };
+  };
+}
+`;
+
+export function expectNoStackTrace(stderr: string): void {
+  expect(stderr).not.toMatch(/^\s+at .+:\d+:\d+/m);
+}

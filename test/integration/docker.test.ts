@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "pathe";
+import { agentenv, tempTree } from "../helpers/cli.ts";
+import { devShellFlake, requireImage } from "../helpers/engine.ts";
+
+/**
+ * The Docker runtime drives the real `docker` CLI. No Docker engine runs on these
+ * machines, so the CLI talks to Podman's Docker-compatible API on a private socket.
+ */
+const socket = join(tmpdir(), `agentenv-docker-${process.pid}.sock`);
+const env = { DOCKER_HOST: `unix://${socket}`, AGENTENV_RUNTIME: "docker" };
+let service: ReturnType<typeof Bun.spawn> | undefined;
+
+beforeAll(async () => {
+  await requireImage();
+  if (!Bun.which("docker")) throw new Error("the docker CLI is missing: .ci/run installs it (apt-get install docker.io)");
+  service = Bun.spawn(["podman", "system", "service", "--time=0", `unix://${socket}`], { stdout: "ignore", stderr: "ignore" });
+  for (let i = 0; i < 100; i++) {
+    if (Bun.spawnSync(["docker", "version"], { env: { ...process.env, ...env } }).exitCode === 0) return;
+    await Bun.sleep(100);
+  }
+  throw new Error("podman's Docker API socket did not come up");
+});
+
+afterAll(() => {
+  service?.kill();
+});
+
+describe("the Docker runtime against Podman's Docker API", () => {
+  test("runs at /work and propagates the exit code", async () => {
+    const project = tempTree({ "in.txt": "host\n" });
+    const result = await agentenv(["run", project, "--", "sh", "-c", "cat in.txt; pwd; echo out > out.txt; exit 4"], { env });
+    expect(result.stdout).toBe("host\n/work\n");
+    expect(result.code).toBe(4);
+    expect(readFileSync(join(project, "out.txt"), "utf8")).toBe("out\n");
+  });
+
+  test("flake dev shell and config hooks work the same", async () => {
+    const project = tempTree({
+      "flake.nix": devShellFlake,
+      "agentenv.config.ts": `export default { hooks: { "session:boot"(ctx) { ctx.plan.env.ENGINE = ctx.runtime.name; } } };`,
+    });
+    const result = await agentenv(["run", project, "--", "sh", "-c", "echo $HELLO_FROM_SHELL $ENGINE"], { env });
+    expect(result.stdout.trim()).toBe("yes docker");
+  });
+
+  test("--dry-run prints docker's command line; a missing image is reported clearly", async () => {
+    const dry = await agentenv(["run", "--dry-run", tempTree(), "--", "true"], { env });
+    expect(dry.stdout).toStartWith("docker run --rm ");
+    const missing = await agentenv(["run", "--image", "localhost/agentenv-missing:none", tempTree(), "--", "true"], { env });
+    expect(missing.stderr).toContain("image localhost/agentenv-missing:none not found in docker — run `agentenv image build`");
+  });
+
+  test("a daemon that is not running is named, with how to start it", async () => {
+    const result = await agentenv(["run", tempTree(), "--", "true"], { env: { ...env, DOCKER_HOST: `unix://${socket}.absent` } });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain("agentenv: docker is not working");
+    expect(result.stderr).toContain("start the Docker daemon, or point DOCKER_HOST at a running engine");
+  });
+});

@@ -1,0 +1,69 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "pathe";
+import { entry, isolatedHome, tempTree } from "../helpers/cli.ts";
+import { devShellFlake, requireImage } from "../helpers/engine.ts";
+
+/** A real terminal: `agentenv DIR` inside tmux, driven with send-keys, read with capture-pane. */
+const session = `agentenv-test-${process.pid}`;
+const tmux = (...args: string[]) => Bun.spawnSync(["tmux", ...args]);
+const screen = () => tmux("capture-pane", "-p", "-t", session).stdout.toString();
+
+async function waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const text = screen();
+    if (pattern.test(text)) return text;
+    await Bun.sleep(100);
+  }
+  throw new Error(`timed out waiting for ${pattern}; screen:\n${screen()}`);
+}
+
+function start(project: string, resultFile: string) {
+  const command = `HOME=${isolatedHome} ${process.execPath} ${entry} ${project}; echo $? > ${resultFile}; echo AGENTENV-DONE`;
+  tmux("kill-session", "-t", session);
+  const started = tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", command);
+  if (started.exitCode !== 0) throw new Error(`tmux failed: ${started.stderr}`);
+}
+
+beforeAll(async () => {
+  await requireImage();
+  if (!Bun.which("tmux")) throw new Error("tmux is missing: .ci/run installs it");
+});
+
+afterAll(() => {
+  tmux("kill-session", "-t", session);
+});
+
+describe("agentenv DIR in a terminal", () => {
+  test("the prompt appears, commands run, Ctrl-C reaches the container, and exit returns its code", async () => {
+    const project = tempTree({ "marker.txt": "" });
+    const resultFile = join(project, ".exit-code");
+    start(project, resultFile);
+    await waitFor(/\/work/); // the prompt shows the working directory
+    tmux("send-keys", "-t", session, "echo tty=$(tty | cut -c1-8) sum=$((6*7))", "Enter");
+    await waitFor(/tty=\/dev\/pts sum=42/);
+    // Ctrl-C interrupts the foreground command in the container, not agentenv
+    tmux("send-keys", "-t", session, "sleep 30; echo not-interrupted", "Enter");
+    await Bun.sleep(500);
+    tmux("send-keys", "-t", session, "C-c", "");
+    tmux("send-keys", "-t", session, "echo after-ctrl-c", "Enter");
+    const afterInterrupt = await waitFor(/^after-ctrl-c/m);
+    expect(afterInterrupt).not.toContain("not-interrupted");
+    tmux("send-keys", "-t", session, "exit 5", "Enter");
+    await waitFor(/AGENTENV-DONE/);
+    expect(readFileSync(resultFile, "utf8").trim()).toBe("5");
+  });
+
+  test("a flake project opens its dev shell", async () => {
+    const project = tempTree({ "flake.nix": devShellFlake });
+    const resultFile = join(project, ".exit-code");
+    start(project, resultFile);
+    await waitFor(/\/work/);
+    tmux("send-keys", "-t", session, "echo dev=$HELLO_FROM_SHELL", "Enter");
+    await waitFor(/^dev=yes/m);
+    tmux("send-keys", "-t", session, "exit", "Enter");
+    await waitFor(/AGENTENV-DONE/);
+    expect(readFileSync(resultFile, "utf8").trim()).toBe("0");
+  });
+});
