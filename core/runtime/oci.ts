@@ -12,16 +12,25 @@ export interface OciDialect {
   name: "podman" | "docker";
   /** shown when the engine cannot be reached */
   startHint: string;
+  /**
+   * remove the container with a second call after `run` instead of `run --rm`: with
+   * `--rm` the docker CLI waits for condition "removed", which Podman's Docker API
+   * before 4.6 answers with exit code 0 whatever the container exited with
+   * (podman issue #18889). A separate `rm` keeps the exit code on every engine.
+   */
+  removeAfterRun: boolean;
 }
 
 export const podmanDialect: OciDialect = {
   name: "podman",
   startHint: "check `podman info` (run bin/setup to install and configure Podman)",
+  removeAfterRun: false,
 };
 
 export const dockerDialect: OciDialect = {
   name: "docker",
   startHint: "start the Docker daemon, or point DOCKER_HOST at a running engine",
+  removeAfterRun: true,
 };
 
 function mountArg(mount: Mount): string[] {
@@ -50,7 +59,7 @@ export class OciRuntime implements Runtime {
 
   runArgs(plan: Plan): string[] {
     const args = ["run"];
-    if (plan.remove) args.push("--rm");
+    if (plan.remove && !this.dialect.removeAfterRun) args.push("--rm");
     if (plan.interactive) args.push("-i");
     if (plan.tty) args.push("-t");
     if (plan.init) args.push("--init");
@@ -63,12 +72,17 @@ export class OciRuntime implements Runtime {
     return args;
   }
 
+  removeArgs(plan: Plan): string[] | undefined {
+    return plan.remove && this.dialect.removeAfterRun ? ["rm", "--force", plan.name] : undefined;
+  }
+
   argv(plan: Plan): string[][] {
-    return [[this.bin, ...this.runArgs(plan)]];
+    const remove = this.removeArgs(plan);
+    return [[this.bin, ...this.runArgs(plan)], ...(remove ? [[this.bin, ...remove]] : [])];
   }
 
   async run(plan: Plan): Promise<number> {
-    const argv = this.argv(plan)[0]!;
+    const argv = [this.bin, ...this.runArgs(plan)];
     const child = Bun.spawn(argv, { stdio: ["inherit", "inherit", "inherit"] });
     // Ctrl-C reaches the engine through the terminal's process group (or the TTY);
     // agentenv itself must outlive it to report the exit code. Signals sent to
@@ -86,6 +100,8 @@ export class OciRuntime implements Runtime {
       process.off("SIGINT", ignore);
       process.off("SIGTERM", onTerm);
       process.off("SIGHUP", onHup);
+      const remove = this.removeArgs(plan);
+      if (remove) await this.call(remove);
     }
     return exitCodeOf(child);
   }

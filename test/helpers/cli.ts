@@ -21,8 +21,15 @@ export function tempTree(files: Record<string, string> = {}, prefix = "agentenv-
   return root;
 }
 
-/** An isolated HOME so no user config of the machine leaks into a test. */
-export const isolatedHome = tempTree({}, "agentenv-home-");
+/**
+ * An isolated HOME so no user config of the machine leaks into a test. Its user
+ * config is what an offline user writes: no binary cache (this machine reaches none;
+ * Nix would retry cache.nixos.org for seconds on every dev shell).
+ */
+export const isolatedHome = tempTree(
+  { ".config/agentenv/config.ts": `export default { extraEnv: { NIX_CONFIG: "substituters =" } };\n` },
+  "agentenv-home-",
+);
 
 /** Runs the CLI (the script, or `bin` when given) as a user would; captures everything. */
 export async function agentenv(

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { agentenv, tempTree } from "../helpers/cli.ts";
-import { devShellFlake, requireImage } from "../helpers/engine.ts";
+import { devShellFlake, leftoverContainers, requireImage } from "../helpers/engine.ts";
 
 /**
  * The Docker runtime drives the real `docker` CLI. No Docker engine runs on these
@@ -35,6 +35,7 @@ describe("the Docker runtime against Podman's Docker API", () => {
     expect(result.stdout).toBe("host\n/work\n");
     expect(result.code).toBe(4);
     expect(readFileSync(join(project, "out.txt"), "utf8")).toBe("out\n");
+    expect(leftoverContainers(project)).toEqual([]);
   });
 
   test("flake dev shell and config hooks work the same", async () => {
@@ -48,7 +49,9 @@ describe("the Docker runtime against Podman's Docker API", () => {
 
   test("--dry-run prints docker's command line; a missing image is reported clearly", async () => {
     const dry = await agentenv(["run", "--dry-run", tempTree(), "--", "true"], { env });
-    expect(dry.stdout).toStartWith("docker run --rm ");
+    const lines = dry.stdout.trim().split("\n");
+    expect(lines[0]).toStartWith("docker run -i --init --pull=never --name agentenv-");
+    expect(lines[1]).toMatch(/^docker rm --force agentenv-/);
     const missing = await agentenv(["run", "--image", "localhost/agentenv-missing:none", tempTree(), "--", "true"], { env });
     expect(missing.stderr).toContain("image localhost/agentenv-missing:none not found in docker — run `agentenv image build`");
   });

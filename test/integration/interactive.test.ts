@@ -20,7 +20,7 @@ async function waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
 }
 
 function start(project: string, resultFile: string) {
-  const command = `HOME=${isolatedHome} ${process.execPath} ${entry} ${project}; echo $? > ${resultFile}; echo AGENTENV-DONE`;
+  const command = `HOME=${isolatedHome} ${process.execPath} ${entry} ${project}; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`;
   tmux("kill-session", "-t", session);
   const started = tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", command);
   if (started.exitCode !== 0) throw new Error(`tmux failed: ${started.stderr}`);
@@ -49,7 +49,8 @@ describe("agentenv DIR in a terminal", () => {
     tmux("send-keys", "-t", session, "C-c", "");
     tmux("send-keys", "-t", session, "echo after-ctrl-c", "Enter");
     const afterInterrupt = await waitFor(/^after-ctrl-c/m);
-    expect(afterInterrupt).not.toContain("not-interrupted");
+    expect(afterInterrupt).not.toMatch(/^not-interrupted/m);
+    expect(afterInterrupt).toContain("[130]"); // the prompt shows the interrupted command's code
     tmux("send-keys", "-t", session, "exit 5", "Enter");
     await waitFor(/AGENTENV-DONE/);
     expect(readFileSync(resultFile, "utf8").trim()).toBe("5");
