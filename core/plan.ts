@@ -18,6 +18,8 @@ export interface Plan {
   image: string;
   /** container name */
   name: string;
+  /** the container's hostname: the project's name, so prompts say where you are */
+  hostname: string;
   workdir: string;
   mounts: Mount[];
   env: Record<string, string>;
@@ -61,10 +63,14 @@ export function configMount(mount: MountConfig, project: string): Mount {
   return { type: "bind", source: resolve(project, expandHome(mount.source)), target: mount.target, readonly: mount.readonly };
 }
 
+function projectSlug(project: string): string {
+  const slug = basename(project).toLowerCase().replace(/[^a-z0-9-]+/g, "-").slice(0, 40).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "");
+  return slug || "project";
+}
+
 function containerName(project: string): string {
-  const slug = basename(project).toLowerCase().replace(/[^a-z0-9_.-]+/g, "-").slice(0, 40).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "");
   const suffix = crypto.getRandomValues(new Uint8Array(4)).reduce((s, b) => s + b.toString(16).padStart(2, "0"), "");
-  return `agentenv-${slug || "project"}-${suffix}`;
+  return `agentenv-${projectSlug(project)}-${suffix}`;
 }
 
 export interface BasePlanOptions {
@@ -80,6 +86,7 @@ export function basePlan({ project, mode, command, config, stdinIsTTY }: BasePla
   return {
     image: config.image,
     name: containerName(project),
+    hostname: projectSlug(project),
     workdir: projectMountPoint,
     mounts: [
       { type: "bind", source: project, target: projectMountPoint },

@@ -64,7 +64,7 @@ export class OciRuntime implements Runtime {
     if (plan.tty) args.push("-t");
     if (plan.init) args.push("--init");
     // never pull implicitly: a missing image is reported as "run agentenv image build"
-    args.push("--pull=never", "--name", plan.name, "-w", plan.workdir);
+    args.push("--pull=never", "--name", plan.name, "--hostname", plan.hostname, "-w", plan.workdir);
     for (const [key, value] of Object.entries(plan.labels)) args.push("--label", `${key}=${value}`);
     for (const mount of plan.mounts) args.push(...mountArg(mount));
     for (const [key, value] of Object.entries(plan.env)) args.push("-e", `${key}=${value}`);

@@ -68,14 +68,14 @@ describe("runtime argv (golden)", () => {
   test("podman", () => {
     const podman = new OciRuntime("podman", podmanDialect);
     expect(podman.argv(plan).map(shellJoin)).toEqual([
-      "podman run --rm --init --pull=never --name agentenv-proj-0000 -w /work --label agentenv.session=run --label agentenv.project=/home/me/proj -v /home/me/proj:/work -e A=1 -e 'SPACED=x y' --cap-add SYS_PTRACE localhost/agentenv:latest echo 'hi there'",
+      "podman run --rm --init --pull=never --name agentenv-proj-0000 --hostname proj -w /work --label agentenv.session=run --label agentenv.project=/home/me/proj -v /home/me/proj:/work -e A=1 -e 'SPACED=x y' --cap-add SYS_PTRACE localhost/agentenv:latest echo 'hi there'",
     ]);
   });
 
   test("docker drives the same CLI shape, removing the container with a second call", () => {
     const docker = new OciRuntime("docker", dockerDialect);
     expect(docker.argv({ ...plan, interactive: true, tty: true, command: [] }).map(shellJoin)).toEqual([
-      "docker run -i -t --init --pull=never --name agentenv-proj-0000 -w /work --label agentenv.session=run --label agentenv.project=/home/me/proj -v /home/me/proj:/work -e A=1 -e 'SPACED=x y' --cap-add SYS_PTRACE localhost/agentenv:latest",
+      "docker run -i -t --init --pull=never --name agentenv-proj-0000 --hostname proj -w /work --label agentenv.session=run --label agentenv.project=/home/me/proj -v /home/me/proj:/work -e A=1 -e 'SPACED=x y' --cap-add SYS_PTRACE localhost/agentenv:latest",
       "docker rm --force agentenv-proj-0000",
     ]);
   });
