@@ -44,12 +44,16 @@ async function resolveArgs(cmd: CommandDef<any>): Promise<ArgsDef> {
   return (typeof cmd.args === "function" ? await cmd.args() : cmd.args) ?? {};
 }
 
+function aliasesOf(def: ArgsDef[string]): string[] {
+  const alias = (def as { alias?: string | string[] }).alias;
+  return Array.isArray(alias) ? alias : alias ? [alias] : [];
+}
+
 function valueFlags(args: ArgsDef): Set<string> {
   const names = new Set<string>();
   for (const [name, def] of Object.entries(args)) {
     if (def.type !== "string" && def.type !== "enum") continue;
-    const aliases = Array.isArray(def.alias) ? def.alias : def.alias ? [def.alias] : [];
-    for (const n of [name, camelCase(name), kebabCase(name), ...aliases]) names.add(n.length === 1 ? `-${n}` : `--${n}`);
+    for (const n of [name, camelCase(name), kebabCase(name), ...aliasesOf(def)]) names.add(n.length === 1 ? `-${n}` : `--${n}`);
   }
   return names;
 }
@@ -73,8 +77,7 @@ function assertKnownFlags(argv: readonly string[], args: ArgsDef, cmd: CommandDe
   const known = new Set<string>();
   for (const [name, def] of Object.entries(args)) {
     if (def.type === "positional") continue;
-    const aliases = Array.isArray(def.alias) ? def.alias : def.alias ? [def.alias] : [];
-    for (const n of [name, camelCase(name), kebabCase(name), ...aliases]) {
+    for (const n of [name, camelCase(name), kebabCase(name), ...aliasesOf(def)]) {
       known.add(n.length === 1 ? `-${n}` : `--${n}`);
       if (def.type === "boolean" && n.length > 1) known.add(`--no-${n}`);
     }
@@ -163,7 +166,7 @@ async function resolve(argv: string[]): Promise<Resolved> {
   if (subs && Object.keys(subs).length) {
     const subIndex = firstPositional(rest, valueFlags(await resolveArgs(command)));
     const subName = subIndex >= 0 ? rest[subIndex]! : undefined;
-    const sub = subName !== undefined ? subs[subName] : undefined;
+    const sub = subName !== undefined ? (subs as Record<string, CommandDef<any> | Lazy | undefined>)[subName] : undefined;
     if (!sub) {
       const wantsHelp = rest.includes("--help") || rest.includes("-h");
       if (subName === undefined && wantsHelp) return { command, parent: root, rawArgs: rest };

@@ -41,8 +41,9 @@ function mountArg(mount: Mount): string[] {
 }
 
 /** 128+N when the engine process itself died of a signal, as a shell reports it. */
-export function exitCodeOf(proc: { exitCode: number | null; signalCode: string | null }): number {
+export function exitCodeOf(proc: { exitCode: number | null; signalCode: string | number | null }): number {
   if (proc.exitCode !== null) return proc.exitCode;
+  if (typeof proc.signalCode === "number") return 128 + proc.signalCode;
   const signal = proc.signalCode as keyof typeof constants.signals | null;
   return 128 + (signal ? constants.signals[signal] ?? 0 : 0);
 }
