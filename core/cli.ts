@@ -58,12 +58,26 @@ function valueFlags(args: ArgsDef): Set<string> {
   return names;
 }
 
+/** A mistake in the words of the command line; shown with the command's help. */
+export class ArgumentError extends Error {}
+
+/** The value of the value flag at `i`; a flag or `--` there means it was left out. */
+function flagValue(argv: readonly string[], i: number): string {
+  const next = argv[i + 1];
+  if (next === undefined || next === "--" || (next.startsWith("-") && next !== "-")) {
+    throw new ArgumentError(`${argv[i]} needs a value`);
+  }
+  return next;
+}
+
+const isFlag = (word: string) => word.startsWith("-") && word !== "-";
+
 /** Index of the first positional word, skipping flags and the values of value flags. */
 function firstPositional(argv: readonly string[], values: Set<string>): number {
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
     if (word === "--") return -1;
-    if (word.startsWith("-") && word !== "-") {
+    if (isFlag(word)) {
       if (!word.includes("=") && values.has(word)) i++;
       continue;
     }
@@ -72,8 +86,12 @@ function firstPositional(argv: readonly string[], values: Set<string>): number {
   return -1;
 }
 
-/** Every flag before `--` must be one the command defines; citty itself accepts anything. */
-function assertKnownFlags(argv: readonly string[], args: ArgsDef, cmd: CommandDef<any>, parent?: CommandDef<any>): void {
+/**
+ * citty accepts any flag and any number of words; agentenv does not. Every flag
+ * before `--` must be defined, value flags need their value, and there may be no
+ * more positional words than the command takes.
+ */
+function checkArgs(argv: readonly string[], args: ArgsDef): void {
   const known = new Set<string>();
   for (const [name, def] of Object.entries(args)) {
     if (def.type === "positional") continue;
@@ -83,20 +101,27 @@ function assertKnownFlags(argv: readonly string[], args: ArgsDef, cmd: CommandDe
     }
   }
   const values = valueFlags(args);
+  const positionals: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
-    if (word === "--") return;
-    if (!word.startsWith("-") || word === "-") continue;
+    if (word === "--") break;
+    if (!isFlag(word)) {
+      positionals.push(word);
+      continue;
+    }
     const flag = word.split("=")[0]!;
-    if (!known.has(flag)) throw new UsageError(`unknown option ${flag}`, cmd, parent);
-    if (!word.includes("=") && values.has(flag)) i++;
+    if (!known.has(flag)) throw new ArgumentError(`unknown option ${flag}`);
+    if (!word.includes("=") && values.has(flag)) flagValue(argv, i++);
   }
+  const accepted = Object.values(args).filter((def) => def.type === "positional").length;
+  if (positionals.length > accepted) throw new ArgumentError(`unexpected argument ${positionals[accepted]}`);
 }
 
 /**
- * `run [DIR] [--] CMD…`: the first word is DIR when `--` follows it, or when it is a
- * directory and more words follow, or when it is a path that does not exist (so the
- * user hears "no such directory"). From CMD on, every word is CMD's, flags included.
+ * `run [DIR] [--] CMD…`. The first word is DIR when it is written as a path (`.`, `..`,
+ * or with a `/`) and is not a file — `./build.sh` is a command — or when it is an
+ * existing directory with `--` right after it. Any other word starts CMD, and from CMD
+ * on every word is CMD's, `--` and flags included (`run make -- -j4` runs make).
  */
 export function splitRunArgs(argv: readonly string[], values: Set<string>): { flags: string[]; dir?: string; command: string[] } {
   const flags: string[] = [];
@@ -104,26 +129,24 @@ export function splitRunArgs(argv: readonly string[], values: Set<string>): { fl
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
     if (word === "--") return { flags, dir, command: argv.slice(i + 1) };
-    if (word.startsWith("-") && word !== "-") {
+    if (isFlag(word)) {
       flags.push(word);
-      if (!word.includes("=") && values.has(word) && i + 1 < argv.length) flags.push(argv[++i]!);
+      if (!word.includes("=") && values.has(word)) flags.push(flagValue(argv, i++));
       continue;
     }
-    if (dir === undefined && isDirWord(word, argv.slice(i + 1))) {
+    if (dir === undefined && isDirWord(word, argv[i + 1])) {
       dir = word;
       continue;
     }
-    if (argv.indexOf("--", i) >= 0) throw new UserError(`expected at most one DIR before --, got: ${dir} ${word}`);
     return { flags, dir, command: argv.slice(i) };
   }
   return { flags, dir, command: [] };
 }
 
-function isDirWord(word: string, after: readonly string[]): boolean {
-  if (after.includes("--")) return true;
-  const looksLikePath = word === "." || word === ".." || word.includes("/");
-  if (!existsSync(word)) return looksLikePath;
-  return statSync(word).isDirectory() && (after.length > 0 || looksLikePath);
+function isDirWord(word: string, next: string | undefined): boolean {
+  const isDirectory = existsSync(word) && statSync(word).isDirectory();
+  if (word === "." || word === ".." || word.includes("/")) return isDirectory || !existsSync(word);
+  return next === "--" && isDirectory;
 }
 
 interface Resolved {
@@ -145,8 +168,15 @@ async function pluginCommand(name: string): Promise<Lazy | undefined> {
   return undefined;
 }
 
-async function resolve(argv: string[]): Promise<Resolved> {
+/** The command being resolved, so an argument error can show the right help. */
+interface Where {
+  command: CommandDef<any>;
+  parent?: CommandDef<any>;
+}
+
+async function resolve(argv: string[], where: Where): Promise<Resolved> {
   const root = await rootCommand();
+  where.command = root;
   const index = firstPositional(argv, valueFlags(sessionArgs));
   const word = index >= 0 ? argv[index]! : undefined;
   const rest = index >= 0 ? [...argv.slice(0, index), ...argv.slice(index + 1)] : argv;
@@ -158,6 +188,7 @@ async function resolve(argv: string[]): Promise<Resolved> {
     return { command: root, rawArgs: argv };
   }
   const command = await lazy();
+  Object.assign(where, { command, parent: root });
   if (word === "run") {
     const { flags, dir, command: cmd } = splitRunArgs(rest, valueFlags(await resolveArgs(command)));
     return { command, parent: root, rawArgs: dir === undefined ? flags : [...flags, dir], data: { command: cmd } };
@@ -173,7 +204,10 @@ async function resolve(argv: string[]): Promise<Resolved> {
       throw new UsageError(subName ? `unknown command ${word} ${subName}` : `${word} needs a command`, command, root);
     }
     const subCommand = typeof sub === "function" ? await sub() : sub;
-    return { command: subCommand, parent: command, rawArgs: [...rest.slice(0, subIndex), ...rest.slice(subIndex + 1)] };
+    // help says "agentenv image build", not "image build"
+    const parent = { ...command, meta: { ...(command.meta as object), name: `agentenv ${word}` } };
+    Object.assign(where, { command: subCommand, parent });
+    return { command: subCommand, parent, rawArgs: [...rest.slice(0, subIndex), ...rest.slice(subIndex + 1)] };
   }
   return { command, parent: root, rawArgs: rest };
 }
@@ -187,21 +221,24 @@ function wantsHelp(argv: readonly string[]): boolean {
 /** Runs the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   const verbose = argv.includes("-v") || argv.includes("--verbose");
+  const where: Where = { command: {} };
   try {
-    const resolved = await resolve(argv);
+    const resolved = await resolve(argv, where);
     if (resolved.command.run === undefined || wantsHelp(resolved.rawArgs)) {
       console.log((await renderUsage(resolved.command, resolved.parent)) + "\n");
       return 0;
     }
-    const args = await resolveArgs(resolved.command);
-    assertKnownFlags(resolved.rawArgs, args, resolved.command, resolved.parent);
+    checkArgs(resolved.rawArgs, await resolveArgs(resolved.command));
+    const runCommandWords = (resolved.data as { command?: string[] } | undefined)?.command;
+    if (runCommandWords?.length === 0) throw new ArgumentError("run needs a command: agentenv run [DIR] [--] CMD…");
     // sub-commands are resolved above; citty only parses the leaf's own args
     const leaf = { ...resolved.command, subCommands: undefined };
     const { result } = await runCommand(leaf, { rawArgs: resolved.rawArgs, data: resolved.data });
     return typeof result === "number" ? result : 0;
   } catch (error) {
-    if (error instanceof UsageError) {
-      console.error((await renderUsage(error.command, error.parent)) + "\n");
+    if (error instanceof UsageError || error instanceof ArgumentError) {
+      const { command, parent } = error instanceof UsageError ? error : where;
+      console.error((await renderUsage(command, parent)) + "\n");
       console.error(`agentenv: ${error.message}`);
       return 2;
     }

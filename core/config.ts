@@ -98,18 +98,48 @@ export async function registerVirtualModule(): Promise<void> {
 /** Imports a config file; syntax errors and throws become one line naming file and line. */
 export async function importConfigFile(file: string): Promise<AgentenvConfig> {
   await registerVirtualModule();
-  let mod: { default?: unknown };
+  let value: unknown;
   try {
-    mod = await import(file);
+    const mod: { default?: unknown } = await import(file);
+    value = typeof mod.default === "function" ? await (mod.default as () => unknown)() : mod.default;
   } catch (error) {
     throw new UserError(`config ${file}${lineOf(error, file)}: ${configErrorMessage(error)}`, "fix the config file");
   }
-  const value = typeof mod.default === "function" ? await (mod.default as () => unknown)() : mod.default;
   if (value === undefined) return {};
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new UserError(`config ${file}: the default export must be an object (use defineConfig({...}))`);
   }
-  return value as AgentenvConfig;
+  return checkShape(value as AgentenvConfig, file);
+}
+
+/** The fields that reach the engine's argv: a wrong type would become a wrong command. */
+function checkShape(config: AgentenvConfig, file: string): AgentenvConfig {
+  const fail = (what: string) => {
+    throw new UserError(`config ${file}: ${what}`);
+  };
+  for (const key of ["runtime", "image"] as const) {
+    if (config[key] !== undefined && typeof config[key] !== "string") fail(`${key} must be a string`);
+  }
+  if (config.extraRunArgs !== undefined && !(Array.isArray(config.extraRunArgs) && config.extraRunArgs.every((a) => typeof a === "string"))) {
+    fail("extraRunArgs must be a list of strings, e.g. [\"--cap-add\", \"SYS_PTRACE\"]");
+  }
+  if (config.extraEnv !== undefined) {
+    if (typeof config.extraEnv !== "object" || config.extraEnv === null || Array.isArray(config.extraEnv)) fail("extraEnv must be an object of strings");
+    for (const [key, value] of Object.entries(config.extraEnv)) {
+      if (value === undefined) delete config.extraEnv[key];
+      else if (typeof value !== "string") fail(`extraEnv.${key} must be a string`);
+    }
+  }
+  if (config.mounts !== undefined) {
+    if (!Array.isArray(config.mounts)) fail("mounts must be a list");
+    for (const m of config.mounts) {
+      if (typeof m?.source !== "string" || typeof m?.target !== "string") fail("each mount needs a string source and target");
+    }
+  }
+  for (const key of ["plugins"] as const) {
+    if (config[key] !== undefined && !Array.isArray(config[key])) fail(`${key} must be a list`);
+  }
+  return config;
 }
 
 function firstError(error: unknown): unknown {

@@ -1,3 +1,4 @@
+import { rmSync } from "node:fs";
 import { mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "pathe";
@@ -28,6 +29,28 @@ async function spawnLogged(argv: string[], log: Log, stdin?: "pipe"): Promise<nu
   return child.exited;
 }
 
+/**
+ * Runs `fn` with a fresh temp dir that is removed afterwards — also on Ctrl-C or
+ * SIGTERM, which would otherwise end Bun without running `finally` (a debootstrap
+ * root is hundreds of MB).
+ */
+async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const onSignal = (signal: NodeJS.Signals) => {
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    return await fn(dir);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** debootstrap a minimal Debian and import it: the same base, without a registry. */
 async function bootstrapBase(runtime: Runtime, log: Log): Promise<string> {
   if (!Bun.which("debootstrap")) {
@@ -36,8 +59,7 @@ async function bootstrapBase(runtime: Runtime, log: Log): Promise<string> {
   if (process.getuid?.() !== 0) {
     throw new UserError(`cannot pull ${defaultBase}; bootstrapping a local base needs root`, "run `sudo agentenv image build` once, or pass --base REF");
   }
-  const root = await mkdtemp(join(tmpdir(), "agentenv-base-"));
-  try {
+  return withTempDir("agentenv-base-", async (root) => {
     log.start(`no registry reachable: bootstrapping a Debian base with debootstrap (≈1 min)…`);
     const mirror = process.env.AGENTENV_DEBIAN_MIRROR || "http://deb.debian.org/debian";
     const code = await spawnLogged(["debootstrap", "--variant=minbase", "bookworm", root, mirror], log);
@@ -47,9 +69,7 @@ async function bootstrapBase(runtime: Runtime, log: Log): Promise<string> {
     if ((await imported.exited) !== 0 || (await tar.exited) !== 0) throw new UserError(`importing the bootstrapped base into ${runtime.name} failed`);
     log.success(`base image ${localBase} ready`);
     return localBase;
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  });
 }
 
 /** The base to build FROM: as asked, else a present default, else pulled, else bootstrapped. */
@@ -73,8 +93,7 @@ export async function resolveBase(runtime: Runtime, requested: string | undefine
 export async function buildImage(options: { runtime: Runtime; tag: string; base?: string; log: Log }): Promise<void> {
   const { runtime, tag, log } = options;
   const base = await resolveBase(runtime, options.base, log);
-  const context = await mkdtemp(join(tmpdir(), "agentenv-image-"));
-  try {
+  await withTempDir("agentenv-image-", async (context) => {
     for (const [path, file] of Object.entries(imageFiles)) {
       const target = join(context, path);
       await mkdir(dirname(target), { recursive: true });
@@ -86,7 +105,5 @@ export async function buildImage(options: { runtime: Runtime; tag: string; base?
     const code = await spawnLogged(argv, log);
     if (code !== 0) throw new UserError(`image build failed (exit ${code})`, "see the build output above");
     log.success(`image ${tag} built`);
-  } finally {
-    await rm(context, { recursive: true, force: true });
-  }
+  });
 }

@@ -89,13 +89,13 @@ function isPlugin(value: unknown): value is Plugin {
 async function importPlugin(spec: string, fromFile: string): Promise<Plugin> {
   const base = dirname(fromFile);
   const target = spec.startsWith(".") || isAbsolute(spec) ? resolve(base, spec) : spec;
-  let mod: { default?: unknown };
+  let value: unknown;
   try {
-    mod = await import(spec.startsWith(".") || isAbsolute(spec) ? target : Bun.resolveSync(spec, base));
+    const mod: { default?: unknown } = await import(spec.startsWith(".") || isAbsolute(spec) ? target : Bun.resolveSync(spec, base));
+    value = typeof mod.default === "function" ? await (mod.default as () => unknown)() : mod.default;
   } catch (error) {
     throw new UserError(`plugin ${spec} (from ${fromFile}) failed to load: ${messageOf(error)}`);
   }
-  const value = typeof mod.default === "function" ? await (mod.default as () => unknown)() : mod.default;
   if (!isPlugin(value)) {
     throw new UserError(`plugin ${spec} (from ${fromFile}) must export default definePlugin({ name, ... })`);
   }

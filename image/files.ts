@@ -21,7 +21,7 @@ import f8 from "./etc/nix/registry.json" with { type: "text" };
 
 export const imageFiles: Record<string, { content: string; mode: number }> = {
   "Containerfile": { content: f0 as unknown as string, mode: 0o644 },
-  "entrypoint.sh": { content: f1 as unknown as string, mode: 0o644 },
+  "entrypoint.sh": { content: f1 as unknown as string, mode: 0o755 },
   "etc/agentenv/bashrc": { content: f2 as unknown as string, mode: 0o644 },
   "etc/agentenv/entrypoint.d/.keep": { content: f3 as unknown as string, mode: 0o644 },
   "etc/agentenv/zshenv": { content: f4 as unknown as string, mode: 0o644 },

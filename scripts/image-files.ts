@@ -29,7 +29,8 @@ export async function renderFilesModule(): Promise<string> {
   });
   lines.push("", "export const imageFiles: Record<string, { content: string; mode: number }> = {");
   for (const [i, path] of paths.entries()) {
-    const mode = (await Bun.file(join(root, path)).stat()).mode & 0o777;
+    // only the exec bit counts: a checkout's umask must not change the file
+    const mode = (await Bun.file(join(root, path)).stat()).mode & 0o100 ? 0o755 : 0o644;
     lines.push(`  ${JSON.stringify(path)}: { content: f${i} as unknown as string, mode: 0o${mode.toString(8)} },`);
   }
   lines.push("};", "");

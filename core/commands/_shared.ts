@@ -11,7 +11,7 @@ export const runtimeArgs = {
   runtime: {
     type: "string",
     valueHint: "podman|docker|container",
-    description: "Container engine (default: config, then AGENTENV_RUNTIME, then auto-detect)",
+    description: "Container engine (default: AGENTENV_RUNTIME, then config, then auto-detect)",
   },
 } as const satisfies ArgsDef;
 

@@ -1,6 +1,10 @@
 import { defineCommand } from "citty";
 import { builtinPlugins } from "../../plugins/index.ts";
-import { checkRuntimeName, loadConfig, type ResolvedConfig } from "../config.ts";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "pathe";
+import { checkRuntimeName, loadConfig, mergeLayers, type ResolvedConfig } from "../config.ts";
+import { basePlan } from "../plan.ts";
 import { UserError, formatUserError, messageOf } from "../errors.ts";
 import { hashLabel, imageHash } from "../image.ts";
 import { loadPlugins } from "../plugins.ts";
@@ -40,11 +44,17 @@ async function engineChecks(runtime: Runtime, image: string): Promise<Check[]> {
   checks.push(stale
     ? { name: "image", status: "warn", detail: `${image} was built from an older image/`, fix: "agentenv image build" }
     : { name: "image", status: "ok", detail: image });
+  // the real session command (with --init, the project mount…), not a bare run
+  const project = await mkdtemp(join(tmpdir(), "agentenv-doctor-"));
+  const plan = basePlan({ project, mode: "run", command: ["true"], config: mergeLayers([{ name: "defaults", config: { image } }]), stdinIsTTY: true });
+  const [first, ...cleanup] = runtime.argv(plan);
   const started = performance.now();
-  const tiny = await runtime.call(["run", "--rm", "--pull=never", image, "true"]);
+  const tiny = await runtime.call(first!.slice(1));
   const ms = Math.round(performance.now() - started);
+  for (const argv of cleanup) await runtime.call(argv.slice(1));
+  await rm(project, { recursive: true, force: true });
   checks.push(tiny.code === 0
-    ? { name: "container run", status: "ok", detail: `\`${runtime.name} run --rm ${image} true\` took ${ms} ms` }
+    ? { name: "container run", status: "ok", detail: `a session running \`true\` took ${ms} ms` }
     : { name: "container run", status: "fail", detail: tiny.stderr.trim().split("\n").pop() ?? `exit ${tiny.code}`, fix: "agentenv doctor -v, then check the engine's own docs" });
   return checks;
 }

@@ -85,24 +85,22 @@ export class OciRuntime implements Runtime {
   async run(plan: Plan): Promise<number> {
     const argv = [this.bin, ...this.runArgs(plan)];
     const child = Bun.spawn(argv, { stdio: ["inherit", "inherit", "inherit"] });
-    // Ctrl-C reaches the engine through the terminal's process group (or the TTY);
-    // agentenv itself must outlive it to report the exit code. Signals sent to
-    // agentenv alone are passed on.
-    const ignore = () => {};
+    // On a terminal, Ctrl-C reaches the engine through the terminal's process group
+    // (or, with -t, the container's TTY): agentenv itself must outlive it to report the
+    // exit code. Signals sent to agentenv alone (a supervisor's kill) are passed on.
     const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
-    const onTerm = forward("SIGTERM");
-    const onHup = forward("SIGHUP");
-    process.on("SIGINT", ignore);
-    process.on("SIGTERM", onTerm);
-    process.on("SIGHUP", onHup);
+    const handlers: Array<[NodeJS.Signals, () => void]> = [
+      ["SIGINT", process.stdin.isTTY ? () => {} : forward("SIGINT")],
+      ["SIGTERM", forward("SIGTERM")],
+      ["SIGHUP", forward("SIGHUP")],
+    ];
+    for (const [signal, handler] of handlers) process.on(signal, handler);
     try {
       await child.exited;
-    } finally {
-      process.off("SIGINT", ignore);
-      process.off("SIGTERM", onTerm);
-      process.off("SIGHUP", onHup);
       const remove = this.removeArgs(plan);
       if (remove) await this.call(remove);
+    } finally {
+      for (const [signal, handler] of handlers) process.off(signal, handler);
     }
     return exitCodeOf(child);
   }

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "pathe";
-import { agentenv, tempTree } from "../helpers/cli.ts";
+import { agentenv, entry, isolatedHome, tempTree } from "../helpers/cli.ts";
 import { devShellFlake, expectNoStackTrace, leftoverContainers, requireImage } from "../helpers/engine.ts";
 
 beforeAll(() => requireImage());
@@ -21,6 +21,25 @@ describe("agentenv run on Podman", () => {
     const project = tempTree();
     const result = await agentenv(["run", project, "sh", "-c", "kill -9 $$"]);
     expect(result.code).toBe(137);
+  });
+
+  test("SIGTERM or SIGINT sent to agentenv alone stops the command, and the container is gone", async () => {
+    // as with a local process, the signal reaches the command itself (a shell script
+    // that is waiting for a child acts on SIGINT only when the child ends: hence exec)
+    for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+      const project = tempTree();
+      const child = Bun.spawn([process.execPath, entry, "run", project, "--", "sh", "-c", "touch /work/started; exec sleep 60"], {
+        env: { ...process.env, HOME: isolatedHome },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      for (let i = 0; i < 200 && !existsSync(join(project, "started")); i++) await Bun.sleep(50);
+      expect(existsSync(join(project, "started"))).toBe(true);
+      child.kill(signal);
+      const started = performance.now();
+      expect(await child.exited).toBe(code);
+      expect(performance.now() - started).toBeLessThan(30_000); // not the 60 s of the sleep
+      expect(leftoverContainers(project)).toEqual([]);
+    }
   });
 
   test("-- is optional when unambiguous, and CMD keeps its own flags", async () => {
@@ -152,7 +171,6 @@ describe("--dry-run and --json run nothing", () => {
     expect(parsed.plan.mounts[0]).toEqual({ type: "bind", source: project, target: "/work" });
     expect(parsed.plan.command).toEqual([]);
     expect(parsed.plugins).toContain("nix");
-    expect(leftoverContainers(project)).toEqual([]);
-    expect(statSync(project).isDirectory()).toBe(true);
+    expect(parsed.argv[0].slice(0, 3)).toEqual(["podman", "run", "--rm"]);
   });
 });

@@ -71,6 +71,27 @@ describe("config errors name the file and line", () => {
     expect(error.message).toBe(`config ${join(project, "agentenv.config.ts")}:2: no token configured`);
   });
 
+  test("a config function that throws", async () => {
+    const project = tempTree({ "agentenv.config.ts": `export default () => {\n  throw new Error("no token");\n};\n` });
+    const error = await loadConfig({ project, env: { HOME: project } }).catch((e) => e);
+    expect(error.message).toBe(`config ${join(project, "agentenv.config.ts")}:2: no token`);
+  });
+
+  test("wrong types are refused before they reach the engine's argv", async () => {
+    const cases: Array<[string, string]> = [
+      [`{ extraRunArgs: "--privileged" }`, "extraRunArgs must be a list of strings"],
+      [`{ extraEnv: { A: 1 } }`, "extraEnv.A must be a string"],
+      [`{ mounts: [{ source: "x" }] }`, "each mount needs a string source and target"],
+      [`{ image: 42 }`, "image must be a string"],
+    ];
+    for (const [body, message] of cases) {
+      const project = tempTree({ "agentenv.config.ts": `export default ${body};\n` });
+      await expect(loadConfig({ project, env: { HOME: project } })).rejects.toThrow(message);
+    }
+    const dropped = tempTree({ "agentenv.config.ts": `export default { extraEnv: { A: undefined, B: "b" } };\n` });
+    expect((await loadConfig({ project: dropped, env: { HOME: dropped } })).extraEnv).toEqual({ B: "b" });
+  });
+
   test("a default export that is not an object", async () => {
     const project = tempTree({ "agentenv.config.ts": `export default 42;\n` });
     await expect(loadConfig({ project, env: { HOME: project } })).rejects.toThrow("must be an object");

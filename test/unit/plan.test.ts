@@ -93,7 +93,7 @@ describe("runtime argv (golden)", () => {
 });
 
 describe("run [DIR] [--] CMD", () => {
-  const dir = tempTree({ "sub/file": "" });
+  const dir = tempTree({ "sub/file": "", "script.sh": "" });
   const values = new Set(["--runtime", "--image"]);
   const split = (argv: string[]) => splitRunArgs(argv.map((a) => a.replace("DIR", dir)), values);
 
@@ -103,18 +103,32 @@ describe("run [DIR] [--] CMD", () => {
     expect(split(["--runtime", "docker", "DIR", "--dry-run", "--", "ls"])).toEqual({ flags: ["--runtime", "docker", "--dry-run"], dir, command: ["ls"] });
   });
 
-  test("without --: a directory followed by words is DIR; CMD keeps its own flags", () => {
+  test("without --: a path is DIR; CMD keeps its own flags and its own --", () => {
     expect(split(["DIR", "ls", "--json"])).toEqual({ flags: [], dir, command: ["ls", "--json"] });
     expect(split(["echo", "hi"])).toEqual({ flags: [], dir: undefined, command: ["echo", "hi"] });
     expect(split(["-v", "true"])).toEqual({ flags: ["-v"], dir: undefined, command: ["true"] });
+    expect(split(["git", "log", "--", "f"])).toEqual({ flags: [], dir: undefined, command: ["git", "log", "--", "f"] });
+    expect(split(["make", "--", "-j4"])).toEqual({ flags: [], dir: undefined, command: ["make", "--", "-j4"] });
+    expect(split(["DIR/script.sh", "--", "x"])).toEqual({ flags: [], dir: undefined, command: [`${dir}/script.sh`, "--", "x"] });
   });
 
-  test("a lone existing directory is DIR only when it looks like a path", () => {
-    expect(split(["DIR"])).toEqual({ flags: [], dir, command: [] });
+  test("a bare word is DIR only when it is a directory and -- follows", () => {
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      expect(splitRunArgs(["sub", "--", "ls"], values)).toEqual({ flags: [], dir: "sub", command: ["ls"] });
+      expect(splitRunArgs(["sub", "ls"], values)).toEqual({ flags: [], dir: undefined, command: ["sub", "ls"] });
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
+  test("a missing path is DIR, so the user hears that it is missing", () => {
     expect(split(["./missing", "ls"])).toEqual({ flags: [], dir: "./missing", command: ["ls"] });
   });
 
-  test("two words before -- is an error", () => {
-    expect(() => split(["DIR", "x", "--", "ls"])).toThrow(/at most one DIR/);
+  test("a value flag without its value is an error", () => {
+    expect(() => split(["--image", "--", "true"])).toThrow("--image needs a value");
+    expect(() => split(["--runtime"])).toThrow("--runtime needs a value");
   });
 });
