@@ -42,6 +42,24 @@ describe("command line", () => {
     expect(result.stdout).toContain("--base");
   });
 
+  test("a plugin's commands become agentenv commands, listed by `agentenv plugins`", async () => {
+    const withPlugin = tempTree({
+      "agentenv.config.ts": `
+        import { definePlugin } from "agentenv";
+        export default {
+          plugins: [definePlugin({
+            name: "greeter",
+            commands: { greet: async () => ({ meta: { name: "greet" }, args: { who: { type: "positional" } }, run: ({ args }) => { console.log("hello " + args.who); return 3; } }) },
+          })],
+        };`,
+    });
+    const result = await agentenv(["greet", "world"], { cwd: withPlugin });
+    expect(result.stdout).toBe("hello world\n");
+    expect(result.code).toBe(3);
+    const listed = await agentenv(["plugins", "--json"], { cwd: withPlugin });
+    expect(JSON.parse(listed.stdout)).toContainEqual({ name: "greeter", source: `${withPlugin}/agentenv.config.ts`, hooks: [], commands: ["greet"] });
+  });
+
   test("--runtime container says it is not available, in one line", async () => {
     const result = await agentenv(["run", "--runtime", "container", "--dry-run", project, "--", "true"]);
     expect(result.code).toBe(1);
