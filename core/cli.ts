@@ -21,23 +21,13 @@ const coreCommands: Record<string, Lazy> = {
 const loadShell: Lazy = () => import("./commands/session.ts").then((m) => m.shell);
 
 /** The root command as help shows it: `agentenv [DIR]` plus the command list. */
-async function rootCommand(extra: Record<string, Lazy> = {}): Promise<CommandDef<any>> {
+async function rootCommand(): Promise<CommandDef<any>> {
   const shell = await loadShell();
   return {
     ...shell,
     meta: { name: "agentenv", version: pkg.version, description: "Portable dev environments for agents and humans" },
-    subCommands: { ...coreCommands, ...extra },
+    subCommands: coreCommands,
   };
-}
-
-class UsageError extends Error {
-  constructor(
-    message: string,
-    readonly command: CommandDef<any>,
-    readonly parent?: CommandDef<any>,
-  ) {
-    super(message);
-  }
 }
 
 async function resolveArgs(cmd: CommandDef<any>): Promise<ArgsDef> {
@@ -49,11 +39,16 @@ function aliasesOf(def: ArgsDef[string]): string[] {
   return Array.isArray(alias) ? alias : alias ? [alias] : [];
 }
 
+/** Every spelling of one flag on the command line: `--dry-run`, `--dryRun`, `-v`… */
+function flagSpellings(name: string, def: ArgsDef[string]): string[] {
+  const names = new Set([name, camelCase(name), kebabCase(name), ...aliasesOf(def)]);
+  return [...names].map((n) => (n.length === 1 ? `-${n}` : `--${n}`));
+}
+
 function valueFlags(args: ArgsDef): Set<string> {
   const names = new Set<string>();
   for (const [name, def] of Object.entries(args)) {
-    if (def.type !== "string" && def.type !== "enum") continue;
-    for (const n of [name, camelCase(name), kebabCase(name), ...aliasesOf(def)]) names.add(n.length === 1 ? `-${n}` : `--${n}`);
+    if (def.type === "string" || def.type === "enum") for (const flag of flagSpellings(name, def)) names.add(flag);
   }
   return names;
 }
@@ -95,9 +90,9 @@ function checkArgs(argv: readonly string[], args: ArgsDef): void {
   const known = new Set<string>();
   for (const [name, def] of Object.entries(args)) {
     if (def.type === "positional") continue;
-    for (const n of [name, camelCase(name), kebabCase(name), ...aliasesOf(def)]) {
-      known.add(n.length === 1 ? `-${n}` : `--${n}`);
-      if (def.type === "boolean" && n.length > 1) known.add(`--no-${n}`);
+    for (const flag of flagSpellings(name, def)) {
+      known.add(flag);
+      if (def.type === "boolean" && flag.startsWith("--")) known.add(`--no-${flag.slice(2)}`);
     }
   }
   const values = valueFlags(args);
@@ -184,7 +179,7 @@ async function resolve(argv: string[], where: Where): Promise<Resolved> {
   if (word !== undefined && !lazy && !existsSync(word)) lazy = await pluginCommand(word);
   if (!lazy) {
     const looksLikePath = word === undefined || word === "." || word === ".." || word.includes("/");
-    if (!looksLikePath && !existsSync(word!)) throw new UsageError(`unknown command or directory: ${word}`, root);
+    if (!looksLikePath && !existsSync(word!)) throw new ArgumentError(`unknown command or directory: ${word}`);
     return { command: root, rawArgs: argv };
   }
   const command = await lazy();
@@ -201,7 +196,7 @@ async function resolve(argv: string[], where: Where): Promise<Resolved> {
     if (!sub) {
       const wantsHelp = rest.includes("--help") || rest.includes("-h");
       if (subName === undefined && wantsHelp) return { command, parent: root, rawArgs: rest };
-      throw new UsageError(subName ? `unknown command ${word} ${subName}` : `${word} needs a command`, command, root);
+      throw new ArgumentError(subName ? `unknown command ${word} ${subName}` : `${word} needs a command`);
     }
     const subCommand = typeof sub === "function" ? await sub() : sub;
     // help says "agentenv image build", not "image build"
@@ -236,8 +231,8 @@ export async function main(argv: string[]): Promise<number> {
     const { result } = await runCommand(leaf, { rawArgs: resolved.rawArgs, data: resolved.data });
     return typeof result === "number" ? result : 0;
   } catch (error) {
-    if (error instanceof UsageError || error instanceof ArgumentError) {
-      const { command, parent } = error instanceof UsageError ? error : where;
+    if (error instanceof ArgumentError) {
+      const { command, parent } = where;
       console.error((await renderUsage(command, parent)) + "\n");
       console.error(`agentenv: ${error.message}`);
       return 2;

@@ -136,9 +136,7 @@ function checkShape(config: AgentenvConfig, file: string): AgentenvConfig {
       if (typeof m?.source !== "string" || typeof m?.target !== "string") fail("each mount needs a string source and target");
     }
   }
-  for (const key of ["plugins"] as const) {
-    if (config[key] !== undefined && !Array.isArray(config[key])) fail(`${key} must be a list`);
-  }
+  if (config.plugins !== undefined && !Array.isArray(config.plugins)) fail("plugins must be a list");
   return config;
 }
 

@@ -88,10 +88,11 @@ function isPlugin(value: unknown): value is Plugin {
 
 async function importPlugin(spec: string, fromFile: string): Promise<Plugin> {
   const base = dirname(fromFile);
-  const target = spec.startsWith(".") || isAbsolute(spec) ? resolve(base, spec) : spec;
   let value: unknown;
   try {
-    const mod: { default?: unknown } = await import(spec.startsWith(".") || isAbsolute(spec) ? target : Bun.resolveSync(spec, base));
+    // a path is relative to the config file; a package name resolves from there too
+    const target = spec.startsWith(".") || isAbsolute(spec) ? resolve(base, spec) : Bun.resolveSync(spec, base);
+    const mod: { default?: unknown } = await import(target);
     value = typeof mod.default === "function" ? await (mod.default as () => unknown)() : mod.default;
   } catch (error) {
     throw new UserError(`plugin ${spec} (from ${fromFile}) failed to load: ${messageOf(error)}`);

@@ -44,18 +44,11 @@ const engineFailureCodes = new Set([125]);
 /** Runs a prepared session to its end; resolves to the exit code agentenv should exit with. */
 export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<number> {
   ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
-  let exitCode = await ctx.runtime.run(ctx.plan);
-  if (engineFailureCodes.has(exitCode)) {
-    const why = await ctx.runtime.diagnose(ctx.plan);
-    if (why) {
-      await callHook(plugins, "session:exit", ctx, { exitCode });
-      throw new UserError(why, undefined, exitCode);
-    }
-  }
-  const result = { exitCode };
+  const result = { exitCode: await ctx.runtime.run(ctx.plan) };
+  const engineFailure = engineFailureCodes.has(result.exitCode) ? await ctx.runtime.diagnose(ctx.plan) : undefined;
   await callHook(plugins, "session:exit", ctx, result);
-  exitCode = result.exitCode;
-  return exitCode;
+  if (engineFailure) throw new UserError(engineFailure, undefined, result.exitCode);
+  return result.exitCode;
 }
 
 /**
