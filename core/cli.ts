@@ -26,7 +26,7 @@ async function rootCommand(): Promise<CommandDef<any>> {
   return {
     ...shell,
     meta: { name: "agentenv", version: pkg.version, description: "Portable dev environments for agents and humans" },
-    subCommands: coreCommands,
+    subCommands: { ...coreCommands, ...(await builtinCommands()) },
   };
 }
 
@@ -151,6 +151,22 @@ interface Resolved {
   data?: unknown;
 }
 
+/** Commands of built-in plugins (`store`…): as reserved as core ones, so a directory of that name does not shadow them. */
+async function builtinCommands(): Promise<Record<string, Lazy>> {
+  const { builtinPlugins } = await import("../plugins/index.ts");
+  const commands: Record<string, Lazy> = {};
+  for (const plugin of builtinPlugins) {
+    for (const [name, command] of Object.entries(plugin.commands ?? {})) {
+      commands[name] = async () => (typeof command === "function" ? command() : command);
+    }
+  }
+  return commands;
+}
+
+async function builtinCommand(name: string): Promise<Lazy | undefined> {
+  return (await builtinCommands())[name];
+}
+
 async function pluginCommand(name: string): Promise<Lazy | undefined> {
   const { loadConfig } = await import("./config.ts");
   const { loadPlugins } = await import("./plugins.ts");
@@ -175,7 +191,7 @@ async function resolve(argv: string[], where: Where): Promise<Resolved> {
   const index = firstPositional(argv, valueFlags(sessionArgs));
   const word = index >= 0 ? argv[index]! : undefined;
   const rest = index >= 0 ? [...argv.slice(0, index), ...argv.slice(index + 1)] : argv;
-  let lazy = word !== undefined ? coreCommands[word] : undefined;
+  let lazy = word !== undefined ? coreCommands[word] ?? (await builtinCommand(word)) : undefined;
   if (word !== undefined && !lazy && !existsSync(word)) lazy = await pluginCommand(word);
   if (!lazy) {
     const looksLikePath = word === undefined || word === "." || word === ".." || word.includes("/");

@@ -7,6 +7,11 @@ import type { Hooks, Plugin } from "./plugins.ts";
 export type RuntimeName = "podman" | "docker" | "container";
 export const runtimeNames: readonly RuntimeName[] = ["podman", "docker", "container"];
 
+/** golden: a copy-on-write clone of the golden store, new paths promoted back; ephemeral: a clone thrown away; none: the image's own /nix */
+export type StoreMode = "golden" | "ephemeral" | "none";
+export const storeModes: readonly StoreMode[] = ["golden", "ephemeral", "none"];
+export const defaultStoreVolume = "agentenv-nix";
+
 export interface MountConfig {
   /** host path (`~` and paths relative to the project dir allowed) or, with type "volume", a volume name */
   source: string;
@@ -19,6 +24,10 @@ export interface MountConfig {
 export interface AgentenvConfig {
   runtime?: RuntimeName;
   image?: string;
+  /** what a session gets at /nix (default "golden") */
+  store?: StoreMode;
+  /** the engine volume holding the golden store (default "agentenv-nix") */
+  storeVolume?: string;
   /** extra mounts for every session */
   mounts?: MountConfig[];
   /** extra environment variables for every session */
@@ -41,6 +50,8 @@ export interface ConfigLayer {
 export interface ResolvedConfig {
   runtime?: RuntimeName;
   image: string;
+  store: StoreMode;
+  storeVolume: string;
   mounts: MountConfig[];
   extraEnv: Record<string, string>;
   extraRunArgs: string[];
@@ -117,7 +128,7 @@ function checkShape(config: AgentenvConfig, file: string): AgentenvConfig {
   const fail = (what: string) => {
     throw new UserError(`config ${file}: ${what}`);
   };
-  for (const key of ["runtime", "image"] as const) {
+  for (const key of ["runtime", "image", "store", "storeVolume"] as const) {
     if (config[key] !== undefined && typeof config[key] !== "string") fail(`${key} must be a string`);
   }
   if (config.extraRunArgs !== undefined && !(Array.isArray(config.extraRunArgs) && config.extraRunArgs.every((a) => typeof a === "string"))) {
@@ -167,6 +178,23 @@ function isRuntimeName(value: string): value is RuntimeName {
   return (runtimeNames as readonly string[]).includes(value);
 }
 
+export function checkStoreMode(value: string | undefined, source: string): StoreMode | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!(storeModes as readonly string[]).includes(value)) {
+    throw new UserError(`unknown store mode "${value}" (from ${source})`, `use one of: ${storeModes.join(", ")}`);
+  }
+  return value as StoreMode;
+}
+
+/** An engine volume name: the engines' own rule, checked before any engine sees it. */
+export function checkVolumeName(value: string | undefined, source: string): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(value)) {
+    throw new UserError(`invalid volume name "${value}" (from ${source})`, "use letters, digits, _ . - (starting with a letter or digit)");
+  }
+  return value;
+}
+
 export function checkRuntimeName(value: string | undefined, source: string): RuntimeName | undefined {
   if (value === undefined || value === "") return undefined;
   if (!isRuntimeName(value)) {
@@ -177,10 +205,20 @@ export function checkRuntimeName(value: string | undefined, source: string): Run
 
 /** Scalars: later layers win. Records: merged by key. Lists: concatenated. */
 export function mergeLayers(layers: ConfigLayer[]): ResolvedConfig {
-  const resolved: ResolvedConfig = { image: defaultImage, mounts: [], extraEnv: {}, extraRunArgs: [], layers };
+  const resolved: ResolvedConfig = {
+    image: defaultImage,
+    store: "golden",
+    storeVolume: defaultStoreVolume,
+    mounts: [],
+    extraEnv: {},
+    extraRunArgs: [],
+    layers,
+  };
   for (const { config, name, file } of layers) {
     if (config.runtime !== undefined) resolved.runtime = checkRuntimeName(config.runtime, file ?? name);
     if (config.image) resolved.image = config.image;
+    if (config.store !== undefined) resolved.store = checkStoreMode(config.store, file ?? name) ?? resolved.store;
+    if (config.storeVolume) resolved.storeVolume = checkVolumeName(config.storeVolume, file ?? name) ?? resolved.storeVolume;
     if (config.mounts) resolved.mounts.push(...config.mounts);
     if (config.extraEnv) Object.assign(resolved.extraEnv, config.extraEnv);
     if (config.extraRunArgs) resolved.extraRunArgs.push(...config.extraRunArgs);
@@ -191,6 +229,7 @@ export function mergeLayers(layers: ConfigLayer[]): ResolvedConfig {
 export interface ConfigFlags {
   runtime?: string;
   image?: string;
+  store?: string;
 }
 
 /** defaults < user config < project config < AGENTENV_* variables < flags. */
@@ -212,6 +251,8 @@ export async function loadConfig(options: {
     config: {
       runtime: checkRuntimeName(env.AGENTENV_RUNTIME, "AGENTENV_RUNTIME"),
       image: env.AGENTENV_IMAGE || undefined,
+      store: checkStoreMode(env.AGENTENV_STORE, "AGENTENV_STORE"),
+      storeVolume: checkVolumeName(env.AGENTENV_STORE_VOLUME, "AGENTENV_STORE_VOLUME"),
     },
   });
   layers.push({
@@ -219,6 +260,7 @@ export async function loadConfig(options: {
     config: {
       runtime: checkRuntimeName(options.flags?.runtime, "--runtime"),
       image: options.flags?.image || undefined,
+      store: checkStoreMode(options.flags?.store, "--store"),
     },
   });
   return mergeLayers(layers);

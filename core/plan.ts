@@ -39,6 +39,8 @@ export interface Plan {
   init: boolean;
   /** extra engine `run` arguments, placed before the image */
   extraArgs: string[];
+  /** replaces the image's entrypoint (helper containers) */
+  entrypoint?: string;
 }
 
 export const projectMountPoint = "/work";
@@ -68,9 +70,9 @@ function projectSlug(project: string): string {
   return slug || "project";
 }
 
-function containerName(project: string): string {
+function containerName(slug: string): string {
   const suffix = crypto.getRandomValues(new Uint8Array(4)).reduce((s, b) => s + b.toString(16).padStart(2, "0"), "");
-  return `agentenv-${projectSlug(project)}-${suffix}`;
+  return `agentenv-${slug}-${suffix}`;
 }
 
 export interface BasePlanOptions {
@@ -85,7 +87,7 @@ export interface BasePlanOptions {
 export function basePlan({ project, mode, command, config, stdinIsTTY }: BasePlanOptions): Plan {
   return {
     image: config.image,
-    name: containerName(project),
+    name: containerName(projectSlug(project)),
     hostname: projectSlug(project),
     workdir: projectMountPoint,
     mounts: [
@@ -101,6 +103,29 @@ export function basePlan({ project, mode, command, config, stdinIsTTY }: BasePla
     remove: true,
     init: true,
     extraArgs: [...config.extraRunArgs],
+  };
+}
+
+/**
+ * A short-lived container agentenv runs for itself (seeding a volume, copying files):
+ * no project, no terminal, `/bin/sh -c SCRIPT` instead of the entrypoint, removed after.
+ */
+export function helperPlan(options: { image: string; purpose: string; mounts: Mount[]; script: string }): Plan {
+  return {
+    image: options.image,
+    name: containerName(options.purpose),
+    hostname: options.purpose,
+    workdir: "/",
+    mounts: options.mounts,
+    env: {},
+    labels: { "agentenv.helper": options.purpose },
+    command: ["-c", options.script],
+    entrypoint: "/bin/sh",
+    interactive: false,
+    tty: false,
+    remove: true,
+    init: false,
+    extraArgs: [],
   };
 }
 

@@ -6,12 +6,17 @@ import type { Log } from "./log.ts";
 import type { Plan, SessionMode } from "./plan.ts";
 import type { Runtime } from "./runtime/types.ts";
 
-/** The one context every hook of a session receives; hooks edit `plan`, never spawn while it is built. */
-export interface SessionContext {
+/** What every hook receives: the resolved config, the engine, the log, the loaded plugins. */
+export interface BaseContext {
   config: ResolvedConfig;
-  plan: Plan;
   runtime: Runtime;
   log: Log;
+  plugins: readonly LoadedPlugin[];
+}
+
+/** The one context every hook of a session receives; hooks edit `plan`, never spawn while it is built. */
+export interface SessionContext extends BaseContext {
+  plan: Plan;
   /** absolute host path of the project directory */
   project: string;
   mode: SessionMode;
@@ -28,15 +33,25 @@ export interface VolumeSpec {
  */
 export interface Hooks {
   /** a volume agentenv manages is about to be created (`ensureVolume`); edit its labels */
-  "volume:create": (ctx: SessionContext, volume: VolumeSpec) => void | Promise<void>;
+  "volume:create": (ctx: BaseContext, volume: VolumeSpec) => void | Promise<void>;
   /** the volume was just created and is empty: fill it (runs once per volume) */
-  "volume:seed": (ctx: SessionContext, volume: VolumeSpec) => void | Promise<void>;
+  "volume:seed": (ctx: BaseContext, volume: VolumeSpec) => void | Promise<void>;
   /** add or change mounts: the project, stores, homes */
   "session:mount": (ctx: SessionContext) => void | Promise<void>;
   /** last edit before the engine runs: env, command, labels, engine args */
   "session:boot": (ctx: SessionContext) => void | Promise<void>;
+  /**
+   * the plan is final and about to run: create what it refers to (directories, mounts,
+   * seeded volumes). Not called for --dry-run / --json. Once this ran, `session:exit` runs.
+   */
+  "session:start": (ctx: SessionContext) => void | Promise<void>;
   /** the container ended (also on failure); `exitCode` is what agentenv will exit with */
   "session:exit": (ctx: SessionContext, result: { exitCode: number }) => void | Promise<void>;
+  /**
+   * `agentenv store gc` is about to collect garbage: add the store paths (or symlinks
+   * into the store) that must survive, e.g. an environment's profile
+   */
+  "store:roots": (ctx: BaseContext, roots: Set<string>) => void | Promise<void>;
 }
 
 export type HookName = keyof Hooks;
@@ -45,7 +60,9 @@ export const hookNames: readonly HookName[] = [
   "volume:seed",
   "session:mount",
   "session:boot",
+  "session:start",
   "session:exit",
+  "store:roots",
 ];
 
 export interface Plugin {

@@ -3,7 +3,7 @@ import { loadConfig, type ConfigFlags } from "./config.ts";
 import { UserError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import { basePlan, resolveProjectDir, shellJoin, type SessionMode } from "./plan.ts";
-import { callHook, loadPlugins, type LoadedPlugin, type SessionContext, type VolumeSpec } from "./plugins.ts";
+import { callHook, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext, type VolumeSpec } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
 
 export interface SessionOptions extends ConfigFlags {
@@ -16,15 +16,24 @@ export interface SessionOptions extends ConfigFlags {
 
 export interface PreparedSession {
   ctx: SessionContext;
-  plugins: LoadedPlugin[];
+  plugins: readonly LoadedPlugin[];
+}
+
+/** Config (for PROJECT) → plugins → engine: what a command outside a session works with. */
+export async function loadContext(options: { project: string; flags?: ConfigFlags; log: Log }): Promise<BaseContext> {
+  const config = await loadConfig({ project: options.project, flags: options.flags });
+  const plugins = await loadPlugins(config, builtinPlugins);
+  return { config, plugins, runtime: createRuntime(config.runtime), log: options.log };
 }
 
 /** Config → plugins → plan → `session:mount` → `session:boot`. Spawns nothing. */
 export async function prepareSession(options: SessionOptions): Promise<PreparedSession> {
   const project = resolveProjectDir(options.dir);
-  const config = await loadConfig({ project, flags: { runtime: options.runtime, image: options.image } });
-  const plugins = await loadPlugins(config, builtinPlugins);
-  const runtime = createRuntime(config.runtime);
+  const { config, plugins, runtime } = await loadContext({
+    project,
+    flags: { runtime: options.runtime, image: options.image, store: options.store },
+    log: options.log,
+  });
   const plan = basePlan({
     project,
     mode: options.mode,
@@ -32,7 +41,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     config,
     stdinIsTTY: options.stdinIsTTY ?? Boolean(process.stdin.isTTY),
   });
-  const ctx: SessionContext = { config, plan, runtime, log: options.log, project, mode: options.mode };
+  const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode };
   await callHook(plugins, "session:mount", ctx);
   await callHook(plugins, "session:boot", ctx);
   return { ctx, plugins };
@@ -43,10 +52,16 @@ const engineFailureCodes = new Set([125]);
 
 /** Runs a prepared session to its end; resolves to the exit code agentenv should exit with. */
 export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<number> {
-  ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
-  const result = { exitCode: await ctx.runtime.run(ctx.plan) };
-  const engineFailure = engineFailureCodes.has(result.exitCode) ? await ctx.runtime.diagnose(ctx.plan) : undefined;
-  await callHook(plugins, "session:exit", ctx, result);
+  const result = { exitCode: 1 };
+  let engineFailure: string | undefined;
+  try {
+    await callHook(plugins, "session:start", ctx);
+    ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
+    result.exitCode = await ctx.runtime.run(ctx.plan);
+    if (engineFailureCodes.has(result.exitCode)) engineFailure = await ctx.runtime.diagnose(ctx.plan);
+  } finally {
+    await callHook(plugins, "session:exit", ctx, result);
+  }
   if (engineFailure) throw new UserError(engineFailure, undefined, result.exitCode);
   return result.exitCode;
 }
@@ -56,11 +71,8 @@ export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<nu
  * then `volume:seed`. A seed that fails removes the volume again: nothing half-made.
  * Returns whether it was created.
  */
-export async function ensureVolume(
-  ctx: SessionContext,
-  plugins: readonly LoadedPlugin[],
-  volume: VolumeSpec,
-): Promise<boolean> {
+export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec): Promise<boolean> {
+  const { plugins } = ctx;
   if (await ctx.runtime.volumeExists(volume.name)) return false;
   volume.labels = { "agentenv.volume": "1", ...volume.labels };
   await callHook(plugins, "volume:create", ctx, volume);

@@ -1,5 +1,6 @@
 import type { Plugin } from "../core/plugins.ts";
+import golden from "./golden/index.ts";
 import nix from "./nix/index.ts";
 
 /** The built-in plugins, in the order their hooks run (before any user plugin). */
-export const builtinPlugins: readonly Plugin[] = [nix];
+export const builtinPlugins: readonly Plugin[] = [golden, nix];

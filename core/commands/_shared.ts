@@ -18,6 +18,12 @@ export const runtimeArgs = {
 export const sessionArgs = {
   ...runtimeArgs,
   image: { type: "string", valueHint: "ref", description: "Image to boot (default: localhost/agentenv:latest)" },
+  store: {
+    type: "string",
+    valueHint: "golden|ephemeral|none",
+    description: "/nix is a clone of the golden store whose new paths are kept (golden, default), a clone thrown away (ephemeral), or the image's own (none)",
+  },
+  "no-store": { type: "boolean", description: "Same as --store none" },
   "dry-run": { type: "boolean", description: "Print the engine command line(s) and run nothing" },
   json: { type: "boolean", description: "Print the resolved session plan as JSON and run nothing" },
   ...globalArgs,

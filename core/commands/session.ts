@@ -7,6 +7,9 @@ interface SessionArgs {
   dir?: string;
   runtime?: string;
   image?: string;
+  /** citty reads `--no-store` as `store: false` */
+  store?: string | boolean;
+  "no-store"?: boolean;
   "dry-run"?: boolean;
   json?: boolean;
   verbose?: boolean;
@@ -21,6 +24,7 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     command,
     runtime: args.runtime,
     image: args.image,
+    store: args["no-store"] || args.store === false ? "none" : typeof args.store === "string" ? args.store : undefined,
     log,
   });
   const { plan, runtime } = prepared.ctx;

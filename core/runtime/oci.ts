@@ -66,6 +66,7 @@ export class OciRuntime implements Runtime {
     if (plan.init) args.push("--init");
     // never pull implicitly: a missing image is reported as "run agentenv image build"
     args.push("--pull=never", "--name", plan.name, "--hostname", plan.hostname, "-w", plan.workdir);
+    if (plan.entrypoint !== undefined) args.push("--entrypoint", plan.entrypoint);
     for (const [key, value] of Object.entries(plan.labels)) args.push("--label", `${key}=${value}`);
     for (const mount of plan.mounts) args.push(...mountArg(mount));
     for (const [key, value] of Object.entries(plan.env)) args.push("-e", `${key}=${value}`);
@@ -103,6 +104,13 @@ export class OciRuntime implements Runtime {
       for (const [signal, handler] of handlers) process.off(signal, handler);
     }
     return exitCodeOf(child);
+  }
+
+  async capture(plan: Plan): Promise<EngineResult> {
+    const result = await this.call(this.runArgs({ ...plan, interactive: false, tty: false }));
+    const remove = this.removeArgs(plan);
+    if (remove) await this.call(remove);
+    return result;
   }
 
   async call(args: string[], options: { stdin?: Blob | string } = {}): Promise<EngineResult> {
@@ -145,6 +153,16 @@ export class OciRuntime implements Runtime {
   async volumeRemove(name: string): Promise<void> {
     const result = await this.call(["volume", "rm", "--force", name]);
     if (result.code !== 0) throw new UserError(`${this.name} could not remove volume ${name}: ${result.stderr.trim()}`);
+  }
+
+  async volumeMountpoint(name: string): Promise<string | undefined> {
+    const result = await this.call(["volume", "inspect", "--format", "{{.Mountpoint}}", name]);
+    return result.code === 0 ? result.stdout.trim() || undefined : undefined;
+  }
+
+  async containerRunning(name: string): Promise<boolean> {
+    const result = await this.call(["container", "inspect", "--format", "{{.State.Running}}", name]);
+    return result.code === 0 && result.stdout.trim() === "true";
   }
 
   /** Only called after `run` failed with the engine's own error code. */

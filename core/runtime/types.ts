@@ -19,6 +19,8 @@ export interface Runtime {
   argv(plan: Plan): string[][];
   /** runs the session attached to this terminal; resolves to its exit code (128+N for signals) */
   run(plan: Plan): Promise<number>;
+  /** runs a helper container to its end with output captured (no terminal), removing it after */
+  capture(plan: Plan): Promise<EngineResult>;
   /** one captured engine call, e.g. `call(["volume", "ls"])` */
   call(args: string[], options?: { stdin?: Blob | string }): Promise<EngineResult>;
   version(): Promise<string | undefined>;
@@ -28,6 +30,10 @@ export interface Runtime {
   volumeExists(name: string): Promise<boolean>;
   volumeCreate(name: string, labels: Record<string, string>): Promise<void>;
   volumeRemove(name: string): Promise<void>;
+  /** where the volume's files are on the engine's host; undefined when it does not exist */
+  volumeMountpoint(name: string): Promise<string | undefined>;
+  /** whether a container of that name is running (false when stopped or gone) */
+  containerRunning(name: string): Promise<boolean>;
   /** why a session failed to start, when the engine (not the command) failed */
   diagnose(plan: Plan): Promise<string | undefined>;
 }

@@ -21,15 +21,25 @@ export function tempTree(files: Record<string, string> = {}, prefix = "agentenv-
   return root;
 }
 
+/** The golden store volume tests use, so they never touch the machine's own `agentenv-nix`. */
+export const testStoreVolume = "agentenv-test-nix";
+
 /**
  * An isolated HOME so no user config of the machine leaks into a test. Its user
  * config is what an offline user writes: no binary cache (this machine reaches none;
  * Nix would retry cache.nixos.org for seconds on every dev shell).
  */
 export const isolatedHome = tempTree(
-  { ".config/agentenv/config.ts": `export default { extraEnv: { NIX_CONFIG: "substituters =" } };\n` },
+  {
+    ".config/agentenv/config.ts": `export default { storeVolume: "${testStoreVolume}", extraEnv: { NIX_CONFIG: "substituters =" } };\n`,
+  },
   "agentenv-home-",
 );
+
+/** The environment every CLI run in tests gets: the isolated HOME and its config, no colours. */
+export function isolatedEnv(): Record<string, string> {
+  return { HOME: isolatedHome, XDG_CONFIG_HOME: join(isolatedHome, ".config"), NO_COLOR: "1" };
+}
 
 /** Runs the CLI (the script, or `bin` when given) as a user would; captures everything. */
 export async function agentenv(
@@ -38,7 +48,7 @@ export async function agentenv(
 ): Promise<CliResult> {
   const child = Bun.spawn([...(options.bin ?? [process.execPath, entry]), ...args], {
     cwd: options.cwd ?? repoRoot,
-    env: { ...process.env, HOME: isolatedHome, XDG_CONFIG_HOME: join(isolatedHome, ".config"), NO_COLOR: "1", ...options.env },
+    env: { ...process.env, ...isolatedEnv(), ...options.env },
     stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
     stdout: "pipe",
     stderr: "pipe",

@@ -31,3 +31,18 @@ export const devShellFlake = `{
 export function expectNoStackTrace(stderr: string): void {
   expect(stderr).not.toMatch(/^\s+at .+:\d+:\d+/m);
 }
+
+/** Removes a golden store volume a test made, unmounting what sessions left mounted in it first. */
+export async function removeStoreVolume(name: string, engine = "podman"): Promise<void> {
+  const { GoldenStore } = await import("../../plugins/golden/layout.ts");
+  const inspect = Bun.spawnSync([engine, "volume", "inspect", "--format", "{{.Mountpoint}}", name]);
+  if (inspect.exitCode !== 0) return;
+  const store = new GoldenStore(inspect.stdout.toString().trim());
+  for (const session of store.sessionNames()) await store.removeSession(session);
+  Bun.spawnSync([engine, "volume", "rm", "--force", name]);
+}
+
+/** A Nix expression for a derivation that needs nothing but /bin/sh (no nixpkgs here). */
+export function derivationExpr(name: string, script = "echo $name > $out"): string {
+  return `derivation { name = "${name}"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" ${JSON.stringify(script)} ]; }`;
+}

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { loadConfig } from "../../core/config.ts";
 import { createLog } from "../../core/log.ts";
 import { basePlan } from "../../core/plan.ts";
-import { definePlugin, loadPlugins, type SessionContext } from "../../core/plugins.ts";
+import { definePlugin, loadPlugins, type Plugin, type SessionContext } from "../../core/plugins.ts";
 import { createRuntime } from "../../core/runtime/index.ts";
 import { ensureVolume } from "../../core/session.ts";
 import { tempTree } from "../helpers/cli.ts";
@@ -11,10 +11,11 @@ import { requireImage } from "../helpers/engine.ts";
 const names = [`agentenv-test-vol-${process.pid}`, `agentenv-test-bad-${process.pid}`];
 const runtime = createRuntime("podman");
 
-async function context(): Promise<SessionContext> {
+async function context(plugins: Plugin[]): Promise<SessionContext> {
   const project = tempTree();
   const config = await loadConfig({ project, env: { HOME: project } });
-  return { config, plan: basePlan({ project, mode: "run", command: [], config, stdinIsTTY: true }), runtime, log: createLog({ quiet: true }), project, mode: "run" };
+  const plan = basePlan({ project, mode: "run", command: [], config, stdinIsTTY: true });
+  return { config, plan, runtime, log: createLog({ quiet: true }), plugins: await loadPlugins(config, plugins), project, mode: "run" };
 }
 
 beforeAll(() => requireImage());
@@ -24,7 +25,6 @@ afterAll(async () => {
 
 describe("volume:create and volume:seed", () => {
   test("fire once, in order, on a real volume; the seed's files are in it", async () => {
-    const ctx = await context();
     const calls: string[] = [];
     const seeder = definePlugin({
       name: "seeder",
@@ -40,9 +40,9 @@ describe("volume:create and volume:seed", () => {
         },
       },
     });
-    const plugins = await loadPlugins(ctx.config, [seeder]);
-    expect(await ensureVolume(ctx, plugins, { name: names[0]!, labels: {} })).toBe(true);
-    expect(await ensureVolume(ctx, plugins, { name: names[0]!, labels: {} })).toBe(false);
+    const ctx = await context([seeder]);
+    expect(await ensureVolume(ctx, { name: names[0]!, labels: {} })).toBe(true);
+    expect(await ensureVolume(ctx, { name: names[0]!, labels: {} })).toBe(false);
     expect(calls).toEqual([`create:${names[0]}`, `seed:${names[0]}`]);
     const read = await runtime.call(["run", "--rm", "-v", `${names[0]}:/v`, ctx.config.image, "cat", "/v/file"]);
     expect(read.stdout).toBe("seeded\n");
@@ -51,10 +51,9 @@ describe("volume:create and volume:seed", () => {
   });
 
   test("a seed that fails leaves no volume behind", async () => {
-    const ctx = await context();
     const broken = definePlugin({ name: "broken-seed", hooks: { "volume:seed"() { throw new Error("template unreadable"); } } });
-    const plugins = await loadPlugins(ctx.config, [broken]);
-    const error = await ensureVolume(ctx, plugins, { name: names[1]!, labels: {} }).catch((e) => e);
+    const ctx = await context([broken]);
+    const error = await ensureVolume(ctx, { name: names[1]!, labels: {} }).catch((e) => e);
     expect(error.message).toBe("plugin broken-seed failed in hook volume:seed: template unreadable");
     expect(await runtime.volumeExists(names[1]!)).toBe(false);
   });

@@ -14,6 +14,7 @@ async function contextFor(project: string) {
     plan: basePlan({ project, mode: "run", command: ["true"], config, stdinIsTTY: true }),
     runtime: new OciRuntime("podman", podmanDialect),
     log: createLog({ quiet: true }),
+    plugins: [],
     project,
     mode: "run",
   };

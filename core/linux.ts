@@ -1,0 +1,140 @@
+import { closeSync, openSync } from "node:fs";
+
+/**
+ * The few Linux system calls agentenv needs and Bun does not expose: advisory locks
+ * (released by the kernel when the holder dies, however it dies) and overlay mounts.
+ * libc is opened on first use, so commands that never lock pay nothing.
+ */
+type Libc = {
+  flock(fd: number, operation: number): number;
+  mount(source: Buffer, target: Buffer, type: Buffer, flags: bigint, data: Buffer): number;
+  umount2(target: Buffer, flags: number): number;
+  syncfs(fd: number): number;
+  errno(): number;
+};
+
+let libc: Libc | undefined;
+
+function load(): Libc {
+  if (libc) return libc;
+  if (process.platform !== "linux") throw new Error("locks and mounts need Linux");
+  // required lazily: bun:ffi is only there when a command needs it
+  const { dlopen, FFIType, read } = require("bun:ffi") as typeof import("bun:ffi");
+  const { symbols } = dlopen("libc.so.6", {
+    flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    mount: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    syncfs: { args: [FFIType.i32], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
+  libc = {
+    flock: (fd, op) => symbols.flock(fd, op) as number,
+    mount: (s, t, ty, f, d) => symbols.mount(s, t, ty, f, d) as number,
+    umount2: (t, f) => symbols.umount2(t, f) as number,
+    syncfs: (fd) => symbols.syncfs(fd) as number,
+    errno: () => read.i32(symbols.__errno_location()!, 0),
+  };
+  return libc;
+}
+
+const cstr = (s: string) => Buffer.from(`${s}\0`);
+
+const LOCK_SH = 1;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const LOCK_UN = 8;
+const EWOULDBLOCK = 11;
+const EINTR = 4;
+
+export class SystemError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+    detail: string,
+  ) {
+    super(`${call} failed (errno ${errno}${errnoNames[errno] ? ` ${errnoNames[errno]}` : ""}): ${detail}`);
+  }
+}
+
+const errnoNames: Record<number, string> = { 1: "EPERM", 2: "ENOENT", 13: "EACCES", 16: "EBUSY", 22: "EINVAL", 38: "ENOSYS" };
+
+/** An open lock file holding an flock; `release` (or process death) lets go. */
+export interface FileLock {
+  release(): void;
+}
+
+/**
+ * flock(2) on FILE (created if missing). `wait: false` returns undefined instead of
+ * blocking when someone else holds it.
+ */
+export function lockFile(file: string, mode: "shared" | "exclusive", wait = true): FileLock | undefined {
+  const c = load();
+  const fd = openSync(file, "a");
+  const op = (mode === "shared" ? LOCK_SH : LOCK_EX) | (wait ? 0 : LOCK_NB);
+  while (c.flock(fd, op) !== 0) {
+    const errno = c.errno();
+    if (errno === EINTR) continue;
+    closeSync(fd);
+    if (!wait && errno === EWOULDBLOCK) return undefined;
+    throw new SystemError("flock", errno, file);
+  }
+  let held = true;
+  return {
+    release() {
+      if (!held) return;
+      held = false;
+      c.flock(fd, LOCK_UN);
+      closeSync(fd);
+    },
+  };
+}
+
+/** Whether anyone holds a lock on FILE right now (takes and drops it when free). */
+export function isLocked(file: string): boolean {
+  const lock = lockFile(file, "exclusive", false);
+  lock?.release();
+  return lock === undefined;
+}
+
+export function mountOverlay(target: string, layers: { lower: string[]; upper?: string; work?: string }): void {
+  const c = load();
+  const options = [`lowerdir=${layers.lower.join(":")}`];
+  if (layers.upper) options.push(`upperdir=${layers.upper}`, `workdir=${layers.work}`);
+  const data = options.join(",");
+  // the kernel reads mount data from one page
+  if (data.length >= 4096) throw new SystemError("mount", 7, `overlay options too long (${data.length} bytes): ${target}`);
+  if (c.mount(cstr("overlay"), cstr(target), cstr("overlay"), 0n, cstr(data)) !== 0) {
+    throw new SystemError("mount", c.errno(), `overlay on ${target}`);
+  }
+}
+
+/** Unmounts TARGET; false when nothing was mounted there (EINVAL). */
+export function unmount(target: string): boolean {
+  const c = load();
+  if (c.umount2(cstr(target), 0) === 0) return true;
+  const errno = c.errno();
+  if (errno === 22 || errno === 2) return false;
+  throw new SystemError("umount", errno, target);
+}
+
+/** Flushes the filesystem holding PATH to disk: what was written before survives a power cut. */
+export function syncFilesystem(path: string): void {
+  const c = load();
+  const fd = openSync(path, "r");
+  try {
+    if (c.syncfs(fd) !== 0) throw new SystemError("syncfs", c.errno(), path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Mount points under PREFIX (from /proc/self/mountinfo), deepest first. */
+export async function mountsUnder(prefix: string): Promise<string[]> {
+  const text = await Bun.file("/proc/self/mountinfo").text();
+  const points = text
+    .split("\n")
+    .map((line) => line.split(" ")[4])
+    .filter((p): p is string => !!p && (p === prefix || p.startsWith(`${prefix}/`)))
+    .map((p) => p.replace(/\\(\d{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8))));
+  return points.sort((a, b) => b.length - a.length);
+}

@@ -1,0 +1,77 @@
+import { accessSync, constants, mkdirSync } from "node:fs";
+import { join } from "pathe";
+import { mountOverlay, unmount } from "../../core/linux.ts";
+import type { GoldenStore } from "./layout.ts";
+
+/**
+ * How a session gets its private, writable /nix from the golden layers. Every strategy
+ * fills `sessions/<name>/merged` (bind-mounted at /nix) and, when the session ends,
+ * says which directory holds what the session wrote, so promotion can take its new
+ * store paths from there.
+ */
+export interface CloneStrategy {
+  name: "overlay" | "copy";
+  /** one line for `store status`: what a clone costs */
+  cost: string;
+  prepare(store: GoldenStore, session: string, stack: readonly string[]): Promise<void>;
+  /** the session's container is gone: stop using `merged`; returns where its writes are */
+  release(store: GoldenStore, session: string): Promise<string>;
+}
+
+/**
+ * An overlay mount: the layers read-only below, a per-session upper directory on top.
+ * Mounting costs the same for 1,000 or 1,000,000 files, and the layers are never
+ * written while mounted (Linux leaves that undefined).
+ */
+export const overlayClone: CloneStrategy = {
+  name: "overlay",
+  cost: "copy-on-write overlay: constant time, whatever the store's size",
+  async prepare(store, session, stack) {
+    const dir = store.sessionDir(session);
+    for (const sub of ["upper", "work", "merged"]) mkdirSync(join(dir, sub), { recursive: true });
+    mountOverlay(join(dir, "merged"), {
+      lower: stack.map((id) => store.layerDir(id)),
+      upper: join(dir, "upper"),
+      work: join(dir, "work"),
+    });
+  },
+  async release(store, session) {
+    const dir = store.sessionDir(session);
+    unmount(join(dir, "merged"));
+    return join(dir, "upper");
+  },
+};
+
+/** The last resort: a full copy of the layers (reflinked where the filesystem can). */
+export const copyClone: CloneStrategy = {
+  name: "copy",
+  cost: "plain copy: every session copies the whole store (slow for big stores)",
+  async prepare(store, session, stack) {
+    const merged = join(store.sessionDir(session), "merged");
+    mkdirSync(merged, { recursive: true });
+    // bottom layer first, so a higher layer's database wins
+    for (const id of [...stack].reverse()) {
+      const cp = Bun.spawn(["cp", "-a", "--reflink=auto", `${store.layerDir(id)}/.`, `${merged}/`], { stderr: "pipe" });
+      if ((await cp.exited) !== 0) throw new Error(`copying layer ${id} failed: ${(await new Response(cp.stderr).text()).trim()}`);
+    }
+  },
+  async release(store, session) {
+    return join(store.sessionDir(session), "merged");
+  },
+};
+
+export type StrategyChoice = { strategy: CloneStrategy; reason: string } | { strategy: undefined; reason: string };
+
+/** The fastest strategy this process can use on ROOT (the golden volume's directory). */
+export function chooseStrategy(root: string): StrategyChoice {
+  if (process.platform !== "linux") {
+    return { strategy: undefined, reason: `the engine's volumes are not reachable from ${process.platform}` };
+  }
+  try {
+    accessSync(root, constants.R_OK | constants.W_OK | constants.X_OK);
+  } catch {
+    return { strategy: undefined, reason: `the volume's directory ${root} is not reachable from here (a remote or VM engine, or not your files)` };
+  }
+  if (process.getuid?.() === 0) return { strategy: overlayClone, reason: "overlay mounts available (root)" };
+  return { strategy: copyClone, reason: "not root: no overlay mounts, so each session copies the store" };
+}

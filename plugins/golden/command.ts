@@ -1,0 +1,219 @@
+import { defineCommand } from "citty";
+import { existsSync, lstatSync, readdirSync, readlinkSync } from "node:fs";
+import { dirname, join, resolve } from "pathe";
+import { globalArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts";
+import { UserError } from "../../core/errors.ts";
+import { callHook, type BaseContext } from "../../core/plugins.ts";
+import { ensureVolume, loadContext } from "../../core/session.ts";
+import { GoldenStore, type PromotionRecord, type StoreMarker } from "./layout.ts";
+import { liveClosure, rebuild, storeStats } from "./promote.ts";
+import { formatBytes, locateStore } from "./session.ts";
+
+const storeArgs = {
+  ...runtimeArgs,
+  ...globalArgs,
+} as const;
+
+async function context(args: { runtime?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
+  return loadContext({ project: process.cwd(), flags: { runtime: args.runtime }, log: logFor(args) });
+}
+
+/** The store, ready for host-side work, or a one-line reason why not. */
+async function requireStore(ctx: BaseContext): Promise<GoldenStore> {
+  const located = await locateStore(ctx);
+  if (!located.root) throw new UserError(`the golden store (volume ${located.volume}) does not exist yet`, "the first session creates it: agentenv run . -- true");
+  if (!located.choice?.strategy) throw new UserError(`the golden store is not reachable from here: ${located.choice?.reason}`);
+  return new GoldenStore(located.root);
+}
+
+function liveSessions(store: GoldenStore): string[] {
+  return store.sessionNames().filter((name) => !store.isAbandoned(name));
+}
+
+interface Status {
+  engine: string;
+  volume: string;
+  exists: boolean;
+  root?: string;
+  strategy?: string;
+  strategyNote?: string;
+  seeded?: StoreMarker;
+  layers?: number;
+  paths?: number;
+  bytes?: number;
+  sessions?: string[];
+  lastPromotion?: PromotionRecord;
+}
+
+const status = defineCommand({
+  meta: { name: "status", description: "Show the golden store: engine, volume, clone strategy, size, paths, last promotion" },
+  args: { json: { type: "boolean", description: "Print as JSON" }, ...storeArgs },
+  async run({ args }) {
+    const ctx = await context(args);
+    const located = await locateStore(ctx);
+    const result: Status = { engine: ctx.runtime.name, volume: located.volume, exists: Boolean(located.root) };
+    if (located.root) {
+      const store = new GoldenStore(located.root);
+      Object.assign(result, {
+        root: located.root,
+        strategy: located.choice?.strategy?.name ?? "unavailable",
+        strategyNote: located.choice?.strategy?.cost ?? located.choice?.reason,
+        seeded: store.marker(),
+        layers: store.stack().length,
+        ...storeStats(store),
+        sessions: liveSessions(store),
+        lastPromotion: store.lastPromotion(),
+      });
+    }
+    if (args.json) {
+      console.log(JSON.stringify(result, null, 2));
+      return 0;
+    }
+    const rows: Array<[string, string]> = [
+      ["engine", result.engine],
+      ["volume", result.root ? `${result.volume} (${result.root})` : `${result.volume} — not created yet (the first session seeds it)`],
+    ];
+    if (result.root) {
+      rows.push(
+        ["strategy", `${result.strategy} — ${result.strategyNote}`],
+        ["seeded", result.seeded ? `${result.seeded.created} from ${result.seeded.image}` : "unknown"],
+        ["layers", String(result.layers)],
+        ["paths", `${result.paths} (${formatBytes(result.bytes ?? 0)})`],
+        ["sessions", result.sessions?.length ? result.sessions.join(", ") : "none running"],
+      );
+      const last = result.lastPromotion;
+      rows.push(["promoted", last ? `${last.time}: ${last.paths} paths (${formatBytes(last.bytes)}) from ${last.session}` : "never"]);
+    }
+    for (const [key, value] of rows) console.log(`${key.padEnd(9)} ${value}`);
+    return 0;
+  },
+});
+
+/** `/nix/store/<hash-name>` of a path inside the store, or undefined. */
+function storePathOf(target: string): string | undefined {
+  const match = /^\/nix\/store\/([^/]+)/.exec(target);
+  return match ? `/nix/store/${match[1]}` : undefined;
+}
+
+/**
+ * The store's own roots: symlinks into the store under /nix/var/nix/gcroots and
+ * /nix/var/nix/profiles in any layer (profiles link through generation links).
+ */
+function ownRoots(store: GoldenStore): Set<string> {
+  const roots = new Set<string>();
+  const layers = store.stack().map((id) => store.layerDir(id));
+  const inLayers = (nixPath: string) => layers.map((l) => join(l, nixPath.replace(/^\/nix\//, ""))).find((p) => existsSync(p) || isLink(p));
+  const follow = (nixPath: string, hops = 0) => {
+    const file = inLayers(nixPath);
+    if (!file || hops > 20) return;
+    if (!isLink(file)) return;
+    const target = resolve(dirname(nixPath), readlinkSync(file));
+    const storePath = storePathOf(target);
+    if (storePath) roots.add(storePath);
+    else if (target.startsWith("/nix/")) follow(target, hops + 1);
+  };
+  const walk = (nixDir: string) => {
+    const names = new Set<string>();
+    for (const layer of layers) {
+      try {
+        for (const name of readdirSync(join(layer, nixDir.replace(/^\/nix\//, "")))) names.add(name);
+      } catch {}
+    }
+    for (const name of names) {
+      const nixPath = `${nixDir}/${name}`;
+      const file = inLayers(nixPath);
+      if (!file) continue;
+      if (isLink(file)) follow(nixPath);
+      else if (lstatSync(file).isDirectory()) walk(nixPath);
+    }
+  };
+  walk("/nix/var/nix/gcroots");
+  walk("/nix/var/nix/profiles");
+  return roots;
+}
+
+function isLink(file: string): boolean {
+  try {
+    return lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+const gc = defineCommand({
+  meta: {
+    name: "gc",
+    description: "Delete store paths nothing needs: keeps the closure of the store's own roots and of what plugins name (environments' profiles)",
+  },
+  args: {
+    "dry-run": { type: "boolean", description: "Only list what would be deleted" },
+    json: { type: "boolean", description: "Print the result as JSON" },
+    ...storeArgs,
+  },
+  async run({ args }) {
+    const ctx = await context(args);
+    const store = await requireStore(ctx);
+    const roots = ownRoots(store);
+    await callHook(ctx.plugins, "store:roots", ctx, roots);
+    const normalised = new Set([...roots].map((r) => storePathOf(r)).filter((r): r is string => r !== undefined));
+    const lock = store.lock("exclusive");
+    try {
+      const before = storeStats(store);
+      const live = liveClosure(store, normalised);
+      const dead = before.paths - live.size;
+      if (args["dry-run"] || dead === 0) {
+        const report = { roots: normalised.size, live: live.size, deleted: 0, wouldDelete: dead, freedBytes: 0 };
+        if (args.json) console.log(JSON.stringify(report, null, 2));
+        else console.log(dead === 0 ? `nothing to collect (${live.size} live paths)` : `would delete ${dead} of ${before.paths} paths (${live.size} live)`);
+        return 0;
+      }
+      ctx.log.start(`collecting ${dead} store paths…`);
+      const { removed } = await rebuild(store, live);
+      store.reclaimLayers();
+      const after = storeStats(store);
+      const report = { roots: normalised.size, live: live.size, deleted: removed.length, freedBytes: before.bytes - after.bytes };
+      if (args.json) console.log(JSON.stringify(report, null, 2));
+      else console.log(`deleted ${removed.length} store paths, ${formatBytes(report.freedBytes)} freed; ${live.size} live paths kept`);
+      return 0;
+    } finally {
+      lock.release();
+    }
+  },
+});
+
+const reset = defineCommand({
+  meta: { name: "reset", description: "Throw the golden store away and seed it again from the image" },
+  args: {
+    yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
+    ...storeArgs,
+  },
+  async run({ args }) {
+    const ctx = await context(args);
+    const located = await locateStore(ctx);
+    if (located.root) {
+      const store = new GoldenStore(located.root);
+      const running = liveSessions(store);
+      if (running.length) throw new UserError(`the golden store is in use by ${running.length} session(s): ${running.join(", ")}`, "end them first");
+      if (!args.yes) {
+        if (!process.stdin.isTTY) throw new UserError("store reset deletes every path in the golden store: pass --yes to confirm");
+        const { paths, bytes } = storeStats(store);
+        const answer = prompt(`Delete the golden store ${located.volume} (${paths} paths, ${formatBytes(bytes)}) and seed it again from ${ctx.config.image}? [y/N]`);
+        if (!/^y(es)?$/i.test(answer?.trim() ?? "")) {
+          console.log("cancelled");
+          return 1;
+        }
+      }
+      // sessions that died leave their clones mounted inside the volume
+      for (const name of store.sessionNames()) await store.removeSession(name);
+    }
+    if (await ctx.runtime.volumeExists(located.volume)) await ctx.runtime.volumeRemove(located.volume);
+    await ensureVolume(ctx, { name: located.volume, labels: { "agentenv.store": "golden" } });
+    ctx.log.success(`golden store ${located.volume} seeded from ${ctx.config.image}`);
+    return 0;
+  },
+});
+
+export default defineCommand({
+  meta: { name: "store", description: "The golden Nix store every session's /nix is cloned from" },
+  subCommands: { status, gc, reset },
+});

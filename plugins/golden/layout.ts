@@ -1,0 +1,186 @@
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { join } from "pathe";
+import { isLocked, lockFile, mountsUnder, unmount, type FileLock } from "../../core/linux.ts";
+
+/**
+ * The golden store on disk: the directory of the engine volume that holds it.
+ *
+ *   agentenv-store.json   marker: which volume, seeded from which image, when
+ *   stack                 the current layer ids, top first; replaced only by rename
+ *   lock                  shared: starting a session — exclusive: promote, gc, reap, reclaim
+ *   layers/<id>/          a partial /nix (store/…, var/nix/db/db.sqlite); never changed once listed
+ *   layers/.new-<id>/     a layer being built; removed if its builder died
+ *   sessions/<name>/      one per session: session.json, lock (held while it runs), upper/, work/, merged/
+ *   promotions.jsonl      one line per promotion
+ *
+ * See docs/store.md for why this is safe with concurrent sessions and crashes.
+ */
+
+export interface StoreMarker {
+  volume: string;
+  created: string;
+  image: string;
+  imageHash?: string;
+}
+
+export interface SessionRecord {
+  /** the container the session runs in: reaping asks the engine about it */
+  container: string;
+  /** the layers its /nix is made of, top first: they stay on disk while it exists */
+  stack: string[];
+  mode: "golden" | "ephemeral";
+  started: string;
+}
+
+export interface PromotionRecord {
+  time: string;
+  session: string;
+  layer: string;
+  paths: number;
+  bytes: number;
+}
+
+export const markerName = "agentenv-store.json";
+
+/** Writes FILE so that a reader (or a crash) sees the old content or the new, never half. */
+export function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+}
+
+export class GoldenStore {
+  constructor(readonly root: string) {}
+
+  get layersDir() {
+    return join(this.root, "layers");
+  }
+  get sessionsDir() {
+    return join(this.root, "sessions");
+  }
+  layerDir(id: string) {
+    return join(this.layersDir, id);
+  }
+  sessionDir(name: string) {
+    return join(this.sessionsDir, name);
+  }
+
+  marker(): StoreMarker | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.root, markerName), "utf8")) as StoreMarker;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Called once the seed layer "0" holds the image's /nix. */
+  finishSeed(marker: StoreMarker): void {
+    mkdirSync(this.sessionsDir, { recursive: true });
+    writeAtomic(join(this.root, "stack"), "0\n");
+    writeAtomic(join(this.root, markerName), `${JSON.stringify(marker, null, 2)}\n`);
+  }
+
+  stack(): string[] {
+    return readFileSync(join(this.root, "stack"), "utf8").split("\n").filter(Boolean);
+  }
+
+  publishStack(stack: readonly string[]): void {
+    writeAtomic(join(this.root, "stack"), `${stack.join("\n")}\n`);
+  }
+
+  lock(mode: "shared" | "exclusive"): FileLock {
+    return lockFile(join(this.root, "lock"), mode)!;
+  }
+
+  /** The store database a session starting now sees: the topmost layer's. */
+  topDatabase(stack = this.stack()): string {
+    for (const id of stack) {
+      const file = join(this.layerDir(id), "var/nix/db/db.sqlite");
+      if (existsSync(file)) return file;
+    }
+    throw new Error(`golden store ${this.root} has no Nix database (stack: ${stack.join(" ")})`);
+  }
+
+  /** A fresh layer id: one more than any layer on disk (callers hold the exclusive lock). */
+  nextLayerId(): string {
+    let max = -1;
+    for (const name of readdirSync(this.layersDir)) {
+      const n = Number(name.replace(/^\.new-/, ""));
+      if (Number.isInteger(n) && n > max) max = n;
+    }
+    return String(max + 1);
+  }
+
+  sessionNames(): string[] {
+    try {
+      return readdirSync(this.sessionsDir);
+    } catch {
+      return [];
+    }
+  }
+
+  session(name: string): SessionRecord | undefined {
+    try {
+      return JSON.parse(readFileSync(join(this.sessionDir(name), "session.json"), "utf8")) as SessionRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A session whose agentenv no longer holds its lock: ended badly, or still starting/ending. */
+  isAbandoned(name: string): boolean {
+    return !isLocked(join(this.sessionDir(name), "lock"));
+  }
+
+  /**
+   * Removes a session's directory: unmounts whatever is still mounted in it first, so
+   * the removal never reaches through a mount into the layers.
+   */
+  async removeSession(name: string): Promise<void> {
+    const dir = this.sessionDir(name);
+    for (const point of await mountsUnder(dir)) unmount(point);
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Deletes layers no one can see any more: not in the current stack and not in the
+   * stack of any session directory that still exists. Caller holds the exclusive lock.
+   */
+  reclaimLayers(): string[] {
+    const keep = new Set(this.stack());
+    for (const name of this.sessionNames()) for (const id of this.session(name)?.stack ?? []) keep.add(id);
+    const removed: string[] = [];
+    // a session directory without session.json died while being created, before it
+    // mounted anything (creation writes the record first, under the shared lock)
+    for (const name of readdirSync(this.layersDir)) {
+      if (keep.has(name)) continue;
+      rmSync(this.layerDir(name), { recursive: true, force: true });
+      removed.push(name);
+    }
+    return removed;
+  }
+
+  lastPromotion(): PromotionRecord | undefined {
+    try {
+      const lines = readFileSync(join(this.root, "promotions.jsonl"), "utf8").trim().split("\n");
+      return lines.length && lines[0] ? (JSON.parse(lines[lines.length - 1]!) as PromotionRecord) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  recordPromotion(record: PromotionRecord): void {
+    const fd = openSync(join(this.root, "promotions.jsonl"), "a");
+    try {
+      writeSync(fd, `${JSON.stringify(record)}\n`);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}

@@ -1,0 +1,237 @@
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "pathe";
+import { UserError, messageOf } from "../../core/errors.ts";
+import { lockFile, type FileLock } from "../../core/linux.ts";
+import { helperPlan, shellQuote } from "../../core/plan.ts";
+import type { BaseContext, SessionContext } from "../../core/plugins.ts";
+import { ensureVolume } from "../../core/session.ts";
+import { chooseStrategy, type CloneStrategy, type StrategyChoice } from "./clone.ts";
+import { GoldenStore, markerName, writeAtomic, type SessionRecord, type StoreMarker } from "./layout.ts";
+import { promote, rebuild } from "./promote.ts";
+
+/** Past this many layers, a promotion also compacts the stack into one layer. */
+export const maxLayers = 16;
+
+export interface Located {
+  volume: string;
+  /** the volume's directory on the engine's host; undefined while the volume is missing or unseeded */
+  root?: string;
+  choice?: StrategyChoice;
+}
+
+function cacheFile(): string {
+  const base = process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), ".cache");
+  return join(base, "agentenv", "stores.json");
+}
+
+/** Which engine instance: the same volume name on another socket is another store. */
+function cacheKey(ctx: BaseContext): string {
+  const endpoint = ctx.runtime.name === "docker" ? process.env.DOCKER_HOST : process.env.CONTAINER_HOST;
+  return `${ctx.runtime.name}|${endpoint ?? ""}|${ctx.config.storeVolume}`;
+}
+
+function readCache(): Record<string, string> {
+  try {
+    return JSON.parse(readFileSync(cacheFile(), "utf8")) as Record<string, string>;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * Finds the golden store's directory. The answer is cached on the host and checked by
+ * the marker file inside the volume, so a session makes no engine call for it; a
+ * missing marker (volume removed, recreated, or never seeded) asks the engine again.
+ */
+export async function locateStore(ctx: BaseContext): Promise<Located> {
+  const volume = ctx.config.storeVolume;
+  const key = cacheKey(ctx);
+  const cache = readCache();
+  let root = cache[key];
+  if (!root || !existsSync(join(root, markerName))) {
+    root = await ctx.runtime.volumeMountpoint(volume);
+    if (!root) return { volume };
+    if (cache[key] !== root) {
+      try {
+        mkdirSync(join(cacheFile(), ".."), { recursive: true });
+        writeAtomic(cacheFile(), JSON.stringify({ ...readCache(), [key]: root }, null, 2));
+      } catch {
+        // a read-only HOME only costs the engine call next time
+      }
+    }
+  }
+  const choice = chooseStrategy(root);
+  if (choice.strategy && !existsSync(join(root, markerName))) return { volume, choice };
+  return { volume, root, choice };
+}
+
+/**
+ * Fills a new (or half-seeded) store volume with the image's /nix as layer 0, all inside
+ * a helper container, so seeding works on any engine. Idempotent: a seed copies into a
+ * private directory and only the first to finish becomes layer 0.
+ */
+export async function seedStore(ctx: BaseContext, volume: string): Promise<void> {
+  const image = ctx.config.image;
+  const marker: StoreMarker = { volume, created: new Date().toISOString(), image };
+  const tmp = `/golden/layers/.seed-${crypto.randomUUID()}`;
+  const script = [
+    "set -e",
+    'command -v nix-store >/dev/null || { echo "the image has no Nix (nix-store not found)" >&2; exit 3; }',
+    // an image that never ran Nix has no database yet: create it, so layer 0 has one
+    "[ -e /nix/var/nix/db/db.sqlite ] || nix-store --init",
+    `mkdir -p /golden/layers /golden/sessions ${tmp} && cp -a /nix/. ${tmp}/`,
+    `mv -T ${tmp} /golden/layers/0 2>/dev/null || rm -rf ${tmp}`,
+    "[ -e /golden/stack ] || { echo 0 > /golden/stack.tmp && mv /golden/stack.tmp /golden/stack; }",
+    `[ -e /golden/${markerName} ] || { printf '%s\\n' ${shellQuote(JSON.stringify(marker))} > /golden/marker.tmp && mv /golden/marker.tmp /golden/${markerName}; }`,
+  ].join("\n");
+  ctx.log.start(`seeding the golden Nix store (volume ${volume}) from ${image}…`);
+  const plan = helperPlan({ image, purpose: "seed-store", mounts: [{ type: "volume", source: volume, target: "/golden" }], script });
+  const result = await ctx.runtime.capture(plan);
+  if (result.code !== 0) {
+    throw new UserError(`seeding the golden store from ${image} failed: ${result.stderr.trim() || `exit ${result.code}`}`, "use --store none to run without it");
+  }
+}
+
+interface ActiveSession {
+  store: GoldenStore;
+  strategy: CloneStrategy;
+  record: SessionRecord;
+  lock: FileLock;
+}
+
+interface SessionState {
+  located: Located;
+  active?: ActiveSession;
+}
+
+const states = new WeakMap<SessionContext, SessionState>();
+
+function mountInPlan(ctx: SessionContext, root: string): void {
+  const merged = join(new GoldenStore(root).sessionDir(ctx.plan.name), "merged");
+  ctx.plan.mounts.push({ type: "bind", source: merged, target: "/nix" });
+  ctx.plan.labels["agentenv.store"] = ctx.config.store;
+}
+
+/** `session:mount`: the plan gets this session's clone at /nix (made in `startStore`). */
+export async function mountStore(ctx: SessionContext): Promise<void> {
+  const located = await locateStore(ctx);
+  states.set(ctx, { located });
+  if (located.root && located.choice?.strategy) mountInPlan(ctx, located.root);
+}
+
+/** Ends sessions whose agentenv died: their clone is discarded (never promoted). */
+async function reapAbandoned(ctx: BaseContext, store: GoldenStore): Promise<void> {
+  const candidates = store.sessionNames().filter((name) => store.isAbandoned(name));
+  if (candidates.length === 0) return;
+  const lock = store.lock("exclusive");
+  try {
+    for (const name of candidates) {
+      if (!store.isAbandoned(name)) continue;
+      const record = store.session(name);
+      // agentenv was killed but its container runs on: leave it be
+      if (record && (await ctx.runtime.containerRunning(record.container))) continue;
+      await store.removeSession(name);
+      ctx.log.debug(`golden store: removed what session ${name} left behind`);
+    }
+    store.reclaimLayers();
+  } finally {
+    lock.release();
+  }
+}
+
+/** `session:start`: seed the store on first use, then make this session's clone. */
+export async function startStore(ctx: SessionContext): Promise<void> {
+  const state = states.get(ctx) ?? { located: await locateStore(ctx) };
+  states.set(ctx, state);
+  if (!state.located.root) {
+    try {
+      if (!state.located.choice) await ensureVolume(ctx, { name: state.located.volume, labels: { "agentenv.store": "golden" } });
+      else if (state.located.choice.strategy) await seedStore(ctx, state.located.volume); // volume there, seed missing
+    } catch (error) {
+      // a stopped engine or a missing image: say that, not what it broke first
+      const why = await ctx.runtime.diagnose(ctx.plan);
+      throw why ? new UserError(why) : error;
+    }
+    state.located = await locateStore(ctx);
+    if (state.located.root && state.located.choice?.strategy) mountInPlan(ctx, state.located.root);
+  }
+  const { root, choice } = state.located;
+  if (!root || !choice?.strategy) {
+    ctx.log.warn(`golden store unavailable: ${choice?.reason ?? "volume not found"} — using the image's /nix (--store none silences this)`);
+    return;
+  }
+  const store = new GoldenStore(root);
+  await reapAbandoned(ctx, store);
+  const name = ctx.plan.name;
+  const dir = store.sessionDir(name);
+  let lock: FileLock | undefined;
+  let record: SessionRecord;
+  // under the shared lock, so no gc can delete the layers between reading the stack and
+  // recording that this session uses them
+  const shared = store.lock("shared");
+  try {
+    mkdirSync(dir, { recursive: true });
+    lock = lockFile(join(dir, "lock"), "exclusive")!;
+    record = { container: name, stack: store.stack(), mode: ctx.config.store === "ephemeral" ? "ephemeral" : "golden", started: new Date().toISOString() };
+    writeAtomic(join(dir, "session.json"), JSON.stringify(record, null, 2));
+  } catch (error) {
+    lock?.release();
+    await store.removeSession(name);
+    throw error;
+  } finally {
+    shared.release();
+  }
+  try {
+    await choice.strategy.prepare(store, name, record.stack);
+  } catch (error) {
+    await store.removeSession(name);
+    lock.release();
+    throw new UserError(`could not clone the golden store for this session: ${messageOf(error)}`, "use --store none to run without it");
+  }
+  state.active = { store, strategy: choice.strategy, record, lock };
+}
+
+/** `session:exit`: promote what the session added (golden mode), then remove its clone. */
+export async function endStore(ctx: SessionContext, _result: { exitCode: number }): Promise<void> {
+  const active = states.get(ctx)?.active;
+  if (!active) return;
+  const { store, strategy, record, lock } = active;
+  try {
+    const source = await strategy.release(store, record.container);
+    if (record.mode !== "golden") return;
+    const exclusive = store.lock("exclusive");
+    try {
+      const promotion = await promote(store, source, record.stack);
+      if (promotion?.skipped.length) ctx.log.warn(`golden store: not promoted (contents missing): ${promotion.skipped.join(" ")}`);
+      if (promotion?.paths.length) {
+        store.recordPromotion({ time: new Date().toISOString(), session: record.container, layer: promotion.layer, paths: promotion.paths.length, bytes: promotion.bytes });
+        ctx.log.info(`golden store: promoted ${promotion.paths.length} new store path${promotion.paths.length === 1 ? "" : "s"} (${formatBytes(promotion.bytes)})`);
+        if (store.stack().length > maxLayers) {
+          ctx.log.start(`golden store: compacting ${store.stack().length} layers into one…`);
+          await rebuild(store);
+          store.reclaimLayers();
+        }
+      }
+    } finally {
+      exclusive.release();
+    }
+  } catch (error) {
+    if (error instanceof UserError) throw error;
+    throw new UserError(`golden store: promoting this session's new paths failed (the golden store is unchanged): ${messageOf(error)}`);
+  } finally {
+    await store.removeSession(record.container);
+    lock.release();
+  }
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
