@@ -28,7 +28,7 @@ describe("the compiled binary", () => {
     expect(result.stderr).toBe("");
     expect(result.stdout).toBe("compiled-podman\n");
     const plugins = await agentenv(["plugins", project, "--json"], { bin: [binary] });
-    expect(JSON.parse(plugins.stdout).map((p: { name: string }) => p.name)).toEqual(["nix", "stamp"]);
+    expect(JSON.parse(plugins.stdout).map((p: { name: string }) => p.name)).toEqual(["golden", "nix", "stamp"]);
   });
 
   test("--version and --help", async () => {

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { agentenv, tempTree } from "../helpers/cli.ts";
-import { devShellFlake, leftoverContainers, requireImage } from "../helpers/engine.ts";
+import { derivationExpr, devShellFlake, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /**
  * The Docker runtime drives the real `docker` CLI. No Docker engine runs on these
@@ -24,8 +24,11 @@ beforeAll(async () => {
   throw new Error("podman's Docker API socket did not come up");
 });
 
-afterAll(() => {
+const storeVolume = `agentenv-test-docker-store-${process.pid}`;
+
+afterAll(async () => {
   service?.kill();
+  await removeStoreVolume(storeVolume);
 });
 
 describe("the Docker runtime against Podman's Docker API", () => {
@@ -36,6 +39,20 @@ describe("the Docker runtime against Podman's Docker API", () => {
     expect(result.code).toBe(4);
     expect(readFileSync(join(project, "out.txt"), "utf8")).toBe("out\n");
     expect(leftoverContainers(project)).toEqual([]);
+  });
+
+  test("the golden store works the same: a path one session builds is valid in the next", async () => {
+    const storeEnv = { ...env, AGENTENV_STORE_VOLUME: storeVolume };
+    const project = tempTree();
+    const first = await agentenv(["run", project, "--", "nix-build", "--no-out-link", "-E", derivationExpr(`docker-${Date.now()}`)], { env: storeEnv });
+    expect(first.code).toBe(0);
+    expect(first.stderr).toContain("golden store: promoted 2 new store paths");
+    expect(leftoverContainers(project)).toEqual([]);
+    const path = first.stdout.trim().split("\n").pop()!;
+    const second = await agentenv(["run", tempTree(), "--", "sh", "-c", `nix-store --check-validity ${path} && nix-store --verify --check-contents`], { env: storeEnv });
+    expect(second.code).toBe(0);
+    const status = JSON.parse((await agentenv(["store", "status", "--json"], { env: storeEnv })).stdout);
+    expect(status).toMatchObject({ engine: "docker", volume: storeVolume, strategy: "overlay", layers: 2, paths: 2 });
   });
 
   test("flake dev shell and config hooks work the same", async () => {

@@ -148,7 +148,9 @@ describe("bad input: one clear line, non-zero, nothing left behind", () => {
 describe("--dry-run and --json run nothing", () => {
   test("--dry-run prints the exact, shell-quoted engine command, which runs as printed", async () => {
     const project = tempTree({ "flake.nix": devShellFlake });
-    const result = await agentenv(["run", "--dry-run", project, "--", "sh", "-c", "echo $HELLO_FROM_SHELL > out.txt"]);
+    // the golden store's per-session clone is made when a session starts, which a dry
+    // run never does: replaying needs a plan without it
+    const result = await agentenv(["run", "--dry-run", "--no-store", project, "--", "sh", "-c", "echo $HELLO_FROM_SHELL > out.txt"]);
     expect(result.code).toBe(0);
     const lines = result.stdout.trim().split("\n");
     expect(lines).toHaveLength(1);

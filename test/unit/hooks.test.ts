@@ -59,9 +59,9 @@ describe("hooks", () => {
   });
 
   test("unknown hook names and plugins that fail to load are clear errors", async () => {
-    const typo = tempTree({ "agentenv.config.ts": `export default { hooks: { "session:start"() {} } };` });
+    const typo = tempTree({ "agentenv.config.ts": `export default { hooks: { "session:begin"() {} } };` });
     const { config } = await contextFor(typo);
-    await expect(loadPlugins(config, [])).rejects.toThrow('unknown hook "session:start"');
+    await expect(loadPlugins(config, [])).rejects.toThrow('unknown hook "session:begin"');
     const missing = tempTree({ "agentenv.config.ts": `export default { plugins: ["./nope.ts"] };` });
     const loaded = await contextFor(missing);
     await expect(loadPlugins(loaded.config, [])).rejects.toThrow(/plugin \.\/nope\.ts \(from .*agentenv\.config\.ts\) failed to load/);
