@@ -44,5 +44,5 @@ export async function removeStoreVolume(name: string, engine = "podman"): Promis
 
 /** A Nix expression for a derivation that needs nothing but /bin/sh (no nixpkgs here). */
 export function derivationExpr(name: string, script = "echo $name > $out"): string {
-  return `derivation { name = "${name}"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" ${JSON.stringify(script)} ]; }`;
+  return `derivation { name = "${name}"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; args = [ "-c" ${JSON.stringify(script)} ]; }`;
 }
