@@ -108,11 +108,21 @@ export function mountOverlay(target: string, layers: { lower: string[]; upper?: 
   }
 }
 
-/** Unmounts TARGET; false when nothing was mounted there (EINVAL). */
-export function unmount(target: string): boolean {
+const MNT_DETACH = 2;
+const EBUSY = 16;
+
+/**
+ * Unmounts TARGET; false when nothing was mounted there (EINVAL). `detachWhenBusy`
+ * falls back to a lazy unmount when something still uses it.
+ */
+export function unmount(target: string, options: { detachWhenBusy?: boolean } = {}): boolean {
   const c = load();
   if (c.umount2(cstr(target), 0) === 0) return true;
-  const errno = c.errno();
+  let errno = c.errno();
+  if (errno === EBUSY && options.detachWhenBusy) {
+    if (c.umount2(cstr(target), MNT_DETACH) === 0) return true;
+    errno = c.errno();
+  }
   if (errno === 22 || errno === 2) return false;
   throw new SystemError("umount", errno, target);
 }

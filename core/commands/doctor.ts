@@ -7,6 +7,7 @@ import { checkRuntimeName, loadConfig, mergeLayers, type ResolvedConfig } from "
 import { basePlan } from "../plan.ts";
 import { UserError, formatUserError, messageOf } from "../errors.ts";
 import { hashLabel, imageHash } from "../image.ts";
+import { createLog } from "../log.ts";
 import { loadPlugins } from "../plugins.ts";
 import { createRuntime, type Runtime } from "../runtime/index.ts";
 import { globalArgs, runtimeArgs } from "./_shared.ts";
@@ -59,6 +60,18 @@ async function engineChecks(runtime: Runtime, image: string): Promise<Check[]> {
   return checks;
 }
 
+/** The golden store: where it is and how sessions clone it (no engine call when cached). */
+async function storeCheck(runtime: Runtime, config: ResolvedConfig): Promise<Check> {
+  if (config.store === "none") return { name: "nix store", status: "ok", detail: "off (store: none): sessions use the image's /nix" };
+  const { locateStore } = await import("../../plugins/golden/session.ts");
+  const located = await locateStore({ config, runtime, log: createLog({ quiet: true }), plugins: [] });
+  const strategy = located.choice?.strategy;
+  if (!located.root && !located.choice) return { name: "nix store", status: "ok", detail: `volume ${located.volume} not created yet (the first session seeds it)` };
+  if (!strategy) return { name: "nix store", status: "warn", detail: `unavailable: ${located.choice?.reason}`, fix: "use a local engine, or store: \"none\" in config" };
+  if (strategy.name === "copy") return { name: "nix store", status: "warn", detail: `${located.volume}: ${strategy.cost}`, fix: "run agentenv as root for overlay clones" };
+  return { name: "nix store", status: "ok", detail: `${located.volume}: ${strategy.cost}` };
+}
+
 async function configChecks(): Promise<{ checks: Check[]; config?: ResolvedConfig }> {
   try {
     const config = await loadConfig({ project: process.cwd() });
@@ -83,6 +96,7 @@ export default defineCommand({
     try {
       const runtime = createRuntime(checkRuntimeName(args.runtime, "--runtime") ?? config?.runtime);
       checks.push(...(await engineChecks(runtime, config?.image ?? "localhost/agentenv:latest")));
+      if (config && checks.every((c) => c.status !== "fail")) checks.push(await storeCheck(runtime, config));
     } catch (error) {
       const detail = error instanceof UserError ? formatUserError(error) : messageOf(error);
       checks.push({ name: "engine", status: "fail", detail, fix: "bin/setup" });

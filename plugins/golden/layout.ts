@@ -135,7 +135,11 @@ export class GoldenStore {
 
   /** A session whose agentenv no longer holds its lock: ended badly, or still starting/ending. */
   isAbandoned(name: string): boolean {
-    return !isLocked(join(this.sessionDir(name), "lock"));
+    try {
+      return !isLocked(join(this.sessionDir(name), "lock"));
+    } catch {
+      return false; // its directory just went away: the session ended normally
+    }
   }
 
   /**
@@ -144,7 +148,8 @@ export class GoldenStore {
    */
   async removeSession(name: string): Promise<void> {
     const dir = this.sessionDir(name);
-    for (const point of await mountsUnder(dir)) unmount(point);
+    // detach when busy (a host shell inside it): the clone is discarded either way
+    for (const point of await mountsUnder(dir)) unmount(point, { detachWhenBusy: true });
     rmSync(dir, { recursive: true, force: true });
   }
 

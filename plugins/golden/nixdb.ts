@@ -49,11 +49,12 @@ export function missingFrom(db: Database, otherFile: string): string[] {
  * Copies the rows of PATHS (valid in `otherFile`) into `db`: ValidPaths, their
  * references and derivation outputs, ids renumbered. Every reference must be valid in
  * `db` or among PATHS — the caller checks — so the result is a closed, consistent store.
+ * Returns the NAR size they add up to.
  */
-export function copyRegistrations(db: Database, otherFile: string, paths: readonly string[]): void {
+export function copyRegistrations(db: Database, otherFile: string, paths: readonly string[]): { bytes: number } {
   db.run("ATTACH DATABASE ? AS other", [otherFile]);
   try {
-    db.transaction(() => {
+    return db.transaction(() => {
       db.run("CREATE TEMP TABLE promoted (path TEXT PRIMARY KEY)");
       const add = db.prepare("INSERT INTO promoted (path) VALUES (?)");
       for (const path of paths) add.run(path);
@@ -74,7 +75,11 @@ export function copyRegistrations(db: Database, otherFile: string, paths: readon
         JOIN other.ValidPaths d ON d.id = o.drv
         JOIN promoted p ON p.path = d.path
         JOIN main.ValidPaths md ON md.path = d.path`);
+      const { bytes } = db
+        .query("SELECT coalesce(sum(v.narSize), 0) AS bytes FROM main.ValidPaths v JOIN temp.promoted p ON p.path = v.path")
+        .get() as { bytes: number };
       db.run("DROP TABLE temp.promoted");
+      return { bytes };
     })();
   } finally {
     db.run("DETACH DATABASE other");

@@ -105,12 +105,7 @@ export async function promote(store: GoldenStore, source: string, sessionStack: 
       if (promoted.length === 0) return { layer: "", paths: [], bytes: 0, skipped: [...skipped] };
       for (const path of promoted) if (moves.has(path)) renameSync(moves.get(path)!, join(layer.dir, "store", basename(path)));
       await linkInto(join(layer.dir, "store"), promoted.filter((p) => links.has(p)).map((p) => links.get(p)!));
-      copyRegistrations(db, sessionDb, promoted);
-      const bytes = (
-        db.query(`SELECT coalesce(sum(narSize), 0) AS n FROM ValidPaths WHERE path IN (${promoted.map(() => "?").join(",")})`).get(...promoted) as {
-          n: number;
-        }
-      ).n;
+      const { bytes } = copyRegistrations(db, sessionDb, promoted);
       db.close();
       open = false;
       publish(store, layer, [layer.id, ...stack]);

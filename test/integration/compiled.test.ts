@@ -35,6 +35,6 @@ describe("the compiled binary", () => {
     const version = await agentenv(["--version"], { bin: [binary] });
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
     const help = await agentenv(["--help"], { bin: [binary] });
-    for (const word of ["USAGE", "run", "image", "doctor", "plugins", "--dry-run"]) expect(help.stdout).toContain(word);
+    for (const word of ["USAGE", "run", "image", "doctor", "plugins", "store", "--dry-run", "--store"]) expect(help.stdout).toContain(word);
   });
 });

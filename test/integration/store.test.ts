@@ -67,6 +67,11 @@ describe("the golden store", () => {
     expect(s.seeded).toMatchObject({ volume, image: "localhost/agentenv:latest" });
     expect(s.lastPromotion).toMatchObject({ paths: 2 });
     expect(typeof s.root).toBe("string");
+
+    const doctor = await agentenv(["doctor", "--json"], { env });
+    const checks = JSON.parse(doctor.stdout) as Array<{ name: string; status: string; detail: string }>;
+    expect(checks.find((c) => c.name === "nix store")).toMatchObject({ status: "ok", detail: `${volume}: copy-on-write overlay: constant time, whatever the store's size` });
+    expect(doctor.code).toBe(0);
   });
 
   test("two concurrent sessions each add paths: both sets survive, and the database verifies", async () => {
