@@ -62,8 +62,11 @@ export const copyClone: CloneStrategy = {
 
 export type StrategyChoice = { strategy: CloneStrategy; reason: string } | { strategy: undefined; reason: string };
 
-/** The fastest strategy this process can use on ROOT (the golden volume's directory). */
-export function chooseStrategy(root: string): StrategyChoice {
+/**
+ * The fastest strategy this process can use on ROOT (the golden volume's directory).
+ * `AGENTENV_STORE_CLONE=copy` forces the fallback (e.g. a kernel without overlayfs).
+ */
+export function chooseStrategy(root: string, forced = process.env.AGENTENV_STORE_CLONE): StrategyChoice {
   if (process.platform !== "linux") {
     return { strategy: undefined, reason: `the engine's volumes are not reachable from ${process.platform}` };
   }
@@ -72,6 +75,7 @@ export function chooseStrategy(root: string): StrategyChoice {
   } catch {
     return { strategy: undefined, reason: `the volume's directory ${root} is not reachable from here (a remote or VM engine, or not your files)` };
   }
+  if (forced === "copy") return { strategy: copyClone, reason: "AGENTENV_STORE_CLONE=copy" };
   if (process.getuid?.() === 0) return { strategy: overlayClone, reason: "overlay mounts available (root)" };
   return { strategy: copyClone, reason: "not root: no overlay mounts, so each session copies the store" };
 }

@@ -140,6 +140,37 @@ describe("the golden store", () => {
     expect(golden.stdout).toContain("/merged:/nix");
   });
 
+  test("a path gc removes while a session still uses it comes back with what that session promotes", async () => {
+    const project = tempTree();
+    const depExpr = derivationExpr(`revived-dep-${nonce}`);
+    const dep = outPath((await run(tempTree(), ["nix-build", "--no-out-link", "-E", depExpr])).stdout);
+    const topExpr = `let dep = ${depExpr}; in derivation { name = "revived-top-${nonce}"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo \${dep} > $out" ]; }`;
+    const session = run(project, ["sh", "-c", `touch /work/started; while [ ! -e /work/go ]; do sleep 0.1; done; nix-build --no-out-link -E '${topExpr}' > /work/out`]);
+    await waitFor(join(project, "started"));
+    const gc = await agentenv(["store", "gc", "--json"], { env }); // no roots: everything goes
+    expect(JSON.parse(gc.stdout).live).toBe(0);
+    expect((await status()).paths).toBe(0);
+    writeFileSync(join(project, "go"), "");
+    expect((await session).code).toBe(0);
+    const top = readFileSync(join(project, "out"), "utf8").trim();
+    const check = await run(tempTree(), ["sh", "-c", `nix-store --check-validity ${top} ${dep} && cat ${top} && nix-store --verify --check-contents`]);
+    expect(check.code).toBe(0);
+    expect(check.stdout).toContain(dep);
+  });
+
+  test("the copy fallback clones and promotes the same way (AGENTENV_STORE_CLONE=copy)", async () => {
+    const copyEnv = { ...env, AGENTENV_STORE_CLONE: "copy" };
+    const built = await agentenv(["run", tempTree(), "--", ...build("copied")], { env: copyEnv });
+    expect(built.code).toBe(0);
+    expect(built.stderr).toContain("golden store: promoted 2 new store paths");
+    const path = outPath(built.stdout);
+    const mounts = await agentenv(["run", tempTree(), "--", "sh", "-c", `grep ' /nix ' /proc/mounts | cut -d' ' -f3; nix-store --check-validity ${path} && nix-store --verify --check-contents`], { env: copyEnv });
+    expect(mounts.code).toBe(0);
+    expect(mounts.stdout).not.toContain("overlay"); // a plain directory, bind-mounted
+    const s = JSON.parse((await agentenv(["store", "status", "--json"], { env: copyEnv })).stdout);
+    expect(s).toMatchObject({ strategy: "copy", strategyNote: "plain copy: every session copies the whole store (slow for big stores)" });
+  });
+
   test("bad store settings are one-line errors", async () => {
     const bad = await agentenv(["run", "--store", "shared", tempTree(), "--", "true"], { env });
     expect(bad.code).not.toBe(0);
