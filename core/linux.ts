@@ -64,12 +64,12 @@ export interface FileLock {
 }
 
 /**
- * flock(2) on FILE (created if missing). `wait: false` returns undefined instead of
- * blocking when someone else holds it.
+ * flock(2) on FILE (created if missing, unless `create: false`). `wait: false` returns
+ * undefined instead of blocking when someone else holds it.
  */
-export function lockFile(file: string, mode: "shared" | "exclusive", wait = true): FileLock | undefined {
+export function lockFile(file: string, mode: "shared" | "exclusive", wait = true, create = true): FileLock | undefined {
   const c = load();
-  const fd = openSync(file, "a");
+  const fd = openSync(file, create ? "a" : "r");
   const op = (mode === "shared" ? LOCK_SH : LOCK_EX) | (wait ? 0 : LOCK_NB);
   while (c.flock(fd, op) !== 0) {
     const errno = c.errno();
@@ -89,9 +89,9 @@ export function lockFile(file: string, mode: "shared" | "exclusive", wait = true
   };
 }
 
-/** Whether anyone holds a lock on FILE right now (takes and drops it when free). */
+/** Whether anyone holds a lock on FILE right now (takes and drops it when free); throws ENOENT when FILE is gone. */
 export function isLocked(file: string): boolean {
-  const lock = lockFile(file, "exclusive", false);
+  const lock = lockFile(file, "exclusive", false, false);
   lock?.release();
   return lock === undefined;
 }

@@ -160,9 +160,11 @@ export class OciRuntime implements Runtime {
     return result.code === 0 ? result.stdout.trim() || undefined : undefined;
   }
 
-  async containerRunning(name: string): Promise<boolean> {
+  async containerStatus(name: string): Promise<"running" | "stopped" | "absent"> {
     const result = await this.call(["container", "inspect", "--format", "{{.State.Running}}", name]);
-    return result.code === 0 && result.stdout.trim() === "true";
+    if (result.code === 0) return result.stdout.trim() === "true" ? "running" : "stopped";
+    if (/no such container/i.test(result.stderr)) return "absent";
+    throw new UserError(`${this.name} could not inspect container ${name}: ${result.stderr.trim() || `exit ${result.code}`}`);
   }
 
   /** Only called after `run` failed with the engine's own error code. */

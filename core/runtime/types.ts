@@ -32,8 +32,8 @@ export interface Runtime {
   volumeRemove(name: string): Promise<void>;
   /** where the volume's files are on the engine's host; undefined when it does not exist */
   volumeMountpoint(name: string): Promise<string | undefined>;
-  /** whether a container of that name is running (false when stopped or gone) */
-  containerRunning(name: string): Promise<boolean>;
+  /** a container's state; throws when the engine cannot say (so callers never mistake a hiccup for "gone") */
+  containerStatus(name: string): Promise<"running" | "stopped" | "absent">;
   /** why a session failed to start, when the engine (not the command) failed */
   diagnose(plan: Plan): Promise<string | undefined>;
 }

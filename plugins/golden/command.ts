@@ -1,13 +1,13 @@
 import { defineCommand } from "citty";
-import { existsSync, lstatSync, readdirSync, readlinkSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "pathe";
 import { globalArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts";
 import { UserError } from "../../core/errors.ts";
 import { callHook, type BaseContext } from "../../core/plugins.ts";
 import { ensureVolume, loadContext } from "../../core/session.ts";
-import { GoldenStore, type PromotionRecord, type StoreMarker } from "./layout.ts";
+import { GoldenStore, markerName, type PromotionRecord, type StoreMarker } from "./layout.ts";
 import { liveClosure, rebuild, storeStats } from "./promote.ts";
-import { formatBytes, locateStore } from "./session.ts";
+import { deadSessions, formatBytes, locateStore } from "./session.ts";
 
 const storeArgs = {
   ...runtimeArgs,
@@ -52,7 +52,10 @@ const status = defineCommand({
     const ctx = await context(args);
     const located = await locateStore(ctx);
     const result: Status = { engine: ctx.runtime.name, volume: located.volume, exists: Boolean(located.root) };
-    if (located.root) {
+    if (located.root && !located.choice?.strategy) {
+      // the volume exists but its files are out of reach (a VM or remote engine)
+      Object.assign(result, { root: located.root, strategy: "unavailable", strategyNote: located.choice?.reason });
+    } else if (located.root) {
       const store = new GoldenStore(located.root);
       Object.assign(result, {
         root: located.root,
@@ -73,7 +76,8 @@ const status = defineCommand({
       ["engine", result.engine],
       ["volume", result.root ? `${result.volume} (${result.root})` : `${result.volume} — not created yet (the first session seeds it)`],
     ];
-    if (result.root) {
+    if (result.strategy === "unavailable") rows.push(["strategy", `unavailable — ${result.strategyNote}`]);
+    else if (result.root) {
       rows.push(
         ["strategy", `${result.strategy} — ${result.strategyNote}`],
         ["seeded", result.seeded ? `${result.seeded.created} from ${result.seeded.image}` : "unknown"],
@@ -190,10 +194,8 @@ const reset = defineCommand({
   async run({ args }) {
     const ctx = await context(args);
     const located = await locateStore(ctx);
-    if (located.root) {
+    if (located.root && located.choice?.strategy) {
       const store = new GoldenStore(located.root);
-      const running = liveSessions(store);
-      if (running.length) throw new UserError(`the golden store is in use by ${running.length} session(s): ${running.join(", ")}`, "end them first");
       if (!args.yes) {
         if (!process.stdin.isTTY) throw new UserError("store reset deletes every path in the golden store: pass --yes to confirm");
         const { paths, bytes } = storeStats(store);
@@ -203,8 +205,17 @@ const reset = defineCommand({
           return 1;
         }
       }
-      // sessions that died leave their clones mounted inside the volume
-      for (const name of store.sessionNames()) await store.removeSession(name);
+      const lock = store.lock("exclusive");
+      try {
+        // running = agentenv alive, or killed while its container runs on
+        const { dead, running } = await deadSessions(ctx, store);
+        if (running.length) throw new UserError(`the golden store is in use by ${running.length} session(s): ${running.join(", ")}`, "end them first");
+        // from here on a starting session sees no marker and stops; dead ones' clones are unmounted
+        rmSync(join(located.root, markerName), { force: true });
+        for (const name of dead) await store.removeSession(name);
+      } finally {
+        lock.release();
+      }
     }
     if (await ctx.runtime.volumeExists(located.volume)) await ctx.runtime.volumeRemove(located.volume);
     await ensureVolume(ctx, { name: located.volume, labels: { "agentenv.store": "golden" } });

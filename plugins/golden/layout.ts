@@ -28,6 +28,8 @@ export interface SessionRecord {
   container: string;
   /** the layers its /nix is made of, top first: they stay on disk while it exists */
   stack: string[];
+  /** the highest ValidPaths id of its starting database: rows above it are the session's own */
+  baseId: number;
   mode: "golden" | "ephemeral";
   started: string;
 }
@@ -137,9 +139,18 @@ export class GoldenStore {
   isAbandoned(name: string): boolean {
     try {
       return !isLocked(join(this.sessionDir(name), "lock"));
-    } catch {
-      return false; // its directory just went away: the session ended normally
+    } catch (error) {
+      // no lock file: the session is ending (its directory is going away), or died
+      // before taking it — then it never mounted anything
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      return existsSync(this.sessionDir(name)) && !existsSync(join(this.sessionDir(name), "session.json"));
     }
+  }
+
+  /** Layer directories on disk that the current stack does not list (cheap: one readdir). */
+  hasUnlistedLayers(): boolean {
+    const listed = new Set(this.stack());
+    return readdirSync(this.layersDir).some((name) => !listed.has(name));
   }
 
   /**
@@ -150,7 +161,15 @@ export class GoldenStore {
     const dir = this.sessionDir(name);
     // detach when busy (a host shell inside it): the clone is discarded either way
     for (const point of await mountsUnder(dir)) unmount(point, { detachWhenBusy: true });
-    rmSync(dir, { recursive: true, force: true });
+    // out of sessions/ in one step, so no one sees it half-deleted
+    const gone = join(this.sessionsDir, `.gone-${name}-${process.pid}`);
+    try {
+      renameSync(dir, gone);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw error;
+    }
+    rmSync(gone, { recursive: true, force: true });
   }
 
   /**

@@ -32,13 +32,25 @@ export function stats(db: Database): StoreStats {
   return { paths: row.paths, bytes: row.bytes };
 }
 
-/** Paths valid in the database attached as `other` and not in `main`. */
-export function missingFrom(db: Database, otherFile: string): string[] {
+/** The highest ValidPaths id: every path registered later gets a higher one. */
+export function lastId(db: Database): number {
+  return (db.query("SELECT coalesce(max(id), 0) AS id FROM ValidPaths").get() as { id: number }).id;
+}
+
+/**
+ * What a session adds: the paths it registered (id above SINCE_ID in its database,
+ * attached as `other`) and everything they reference, minus what `main` already has.
+ */
+export function missingFrom(db: Database, otherFile: string, sinceId: number): string[] {
   db.run("ATTACH DATABASE ? AS other", [otherFile]);
   try {
     const rows = db
-      .query("SELECT path FROM other.ValidPaths WHERE path NOT IN (SELECT path FROM main.ValidPaths) ORDER BY id")
-      .all() as Array<{ path: string }>;
+      .query(`WITH RECURSIVE wanted(id) AS (
+          SELECT id FROM other.ValidPaths WHERE id > ?
+          UNION SELECT r.reference FROM other.Refs r JOIN wanted w ON r.referrer = w.id)
+        SELECT v.path FROM other.ValidPaths v JOIN wanted w ON w.id = v.id
+        WHERE v.path NOT IN (SELECT path FROM main.ValidPaths) ORDER BY v.id`)
+      .all(sinceId) as Array<{ path: string }>;
     return rows.map((r) => r.path);
   } finally {
     db.run("DETACH DATABASE other");

@@ -59,13 +59,14 @@ export interface Promotion {
 
 /**
  * Promotes the store paths a finished session added. SOURCE is the directory holding
- * the session's writes (overlay upper, or its full copy); SESSION_STACK the layers its
- * /nix was made of. New paths are those valid in the session's database and not in the
- * golden one — which also brings back anything `store gc` removed meanwhile that the
- * session still references, found in the session's own (still present) layers. Paths
- * are moved (rename: no copy), their rows copied into a copy of the top database.
+ * the session's writes (overlay upper, or its full copy); the record says which layers
+ * its /nix was made of and where its own registrations begin. New paths are the ones it
+ * registered plus their closure, minus what the golden store has — which also brings
+ * back what `store gc` removed meanwhile and the new paths still reference, from the
+ * session's own (still present) layers. Paths are moved (rename: no copy), their rows
+ * copied into a copy of the top database.
  */
-export async function promote(store: GoldenStore, source: string, sessionStack: readonly string[]): Promise<Promotion | undefined> {
+export async function promote(store: GoldenStore, source: string, session: { stack: readonly string[]; baseId: number }): Promise<Promotion | undefined> {
   const sessionDb = join(source, dbPath);
   if (!existsSync(sessionDb)) return undefined; // the session never registered anything
   const stack = store.stack();
@@ -75,16 +76,18 @@ export async function promote(store: GoldenStore, source: string, sessionStack: 
     const db = openWritable(join(layer.dir, dbPath));
     let open = true;
     try {
-      const candidates = missingFrom(db, sessionDb);
+      const candidates = missingFrom(db, sessionDb, session.baseId);
       if (candidates.length === 0) return undefined;
       const moves = new Map<string, string>();
       const links = new Map<string, string>();
       for (const path of candidates) {
-        const own = entryIn(source, path);
-        if (own) moves.set(path, own);
+        // a path the session's layers have is complete there; its upper may hold only
+        // the files the session touched
+        const layerEntry = session.stack.map((id) => entryIn(store.layerDir(id), path)).find(Boolean);
+        if (layerEntry) links.set(path, layerEntry);
         else {
-          const layerEntry = sessionStack.map((id) => entryIn(store.layerDir(id), path)).find(Boolean);
-          if (layerEntry) links.set(path, layerEntry);
+          const own = entryIn(source, path);
+          if (own) moves.set(path, own);
         }
       }
       // a path whose contents are nowhere cannot be valid, nor can anything referencing it

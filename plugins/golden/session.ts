@@ -8,6 +8,7 @@ import type { BaseContext, SessionContext } from "../../core/plugins.ts";
 import { ensureVolume } from "../../core/session.ts";
 import { chooseStrategy, type CloneStrategy, type StrategyChoice } from "./clone.ts";
 import { GoldenStore, markerName, writeAtomic, type SessionRecord, type StoreMarker } from "./layout.ts";
+import { openReadOnly, lastId } from "./nixdb.ts";
 import { promote, rebuild } from "./promote.ts";
 
 /** Past this many layers, a promotion also compacts the stack into one layer. */
@@ -25,10 +26,10 @@ function cacheFile(): string {
   return join(base, "agentenv", "stores.json");
 }
 
-/** Which engine instance: the same volume name on another socket is another store. */
+/** Which engine instance: the same volume name on another socket, or for another user, is another store. */
 function cacheKey(ctx: BaseContext): string {
   const endpoint = ctx.runtime.name === "docker" ? process.env.DOCKER_HOST : process.env.CONTAINER_HOST;
-  return `${ctx.runtime.name}|${endpoint ?? ""}|${ctx.config.storeVolume}`;
+  return `${ctx.runtime.name}|${endpoint ?? ""}|${process.getuid?.() ?? ""}|${ctx.config.storeVolume}`;
 }
 
 function readCache(): Record<string, string> {
@@ -120,19 +121,43 @@ export async function mountStore(ctx: SessionContext): Promise<void> {
   if (located.root && located.choice?.strategy) mountInPlan(ctx, located.root);
 }
 
-/** Ends sessions whose agentenv died: their clone is discarded (never promoted). */
+/**
+ * Sessions whose agentenv died and whose container is gone (or stopped): their clones
+ * are discarded, never promoted. Caller holds the exclusive lock. Only a container the
+ * engine reports absent or stopped counts: an engine that cannot answer keeps it.
+ */
+export async function deadSessions(ctx: BaseContext, store: GoldenStore): Promise<{ dead: string[]; running: string[] }> {
+  const dead: string[] = [];
+  const running: string[] = [];
+  for (const name of store.sessionNames()) {
+    if (!store.isAbandoned(name)) {
+      running.push(name);
+      continue;
+    }
+    const record = store.session(name);
+    try {
+      if (record && (await ctx.runtime.containerStatus(record.container)) === "running") running.push(name);
+      else dead.push(name);
+    } catch (error) {
+      ctx.log.debug(`golden store: keeping session ${name} for now: ${messageOf(error)}`);
+      running.push(name);
+    }
+  }
+  return { dead, running };
+}
+
+/** Removes what dead sessions left behind (cheap when there is nothing: one readdir, a few flocks). */
 async function reapAbandoned(ctx: BaseContext, store: GoldenStore): Promise<void> {
-  const candidates = store.sessionNames().filter((name) => store.isAbandoned(name));
-  if (candidates.length === 0) return;
+  if (!store.sessionNames().some((name) => store.isAbandoned(name))) return;
   const lock = store.lock("exclusive");
   try {
-    for (const name of candidates) {
-      if (!store.isAbandoned(name)) continue;
-      const record = store.session(name);
-      // agentenv was killed but its container runs on: leave it be
-      if (record && (await ctx.runtime.containerRunning(record.container))) continue;
-      await store.removeSession(name);
-      ctx.log.debug(`golden store: removed what session ${name} left behind`);
+    for (const name of (await deadSessions(ctx, store)).dead) {
+      try {
+        await store.removeSession(name);
+        ctx.log.debug(`golden store: removed what session ${name} left behind`);
+      } catch (error) {
+        ctx.log.warn(`golden store: could not remove the leftovers of session ${name}: ${messageOf(error)}`);
+      }
     }
     store.reclaimLayers();
   } finally {
@@ -145,9 +170,17 @@ export async function startStore(ctx: SessionContext): Promise<void> {
   const state = states.get(ctx) ?? { located: await locateStore(ctx) };
   states.set(ctx, state);
   if (!state.located.root) {
+    const volume = state.located.volume;
     try {
-      if (!state.located.choice) await ensureVolume(ctx, { name: state.located.volume, labels: { "agentenv.store": "golden" } });
-      else if (state.located.choice.strategy) await seedStore(ctx, state.located.volume); // volume there, seed missing
+      if (!state.located.choice) {
+        // another agentenv may create it at the same moment: then theirs is used
+        await ensureVolume(ctx, { name: volume, labels: { "agentenv.store": "golden" } }).catch(async (error) => {
+          if (!(await ctx.runtime.volumeExists(volume))) throw error;
+        });
+        state.located = await locateStore(ctx);
+      }
+      // there but unseeded (a seed that died, or one still running elsewhere): seeding is idempotent
+      if (!state.located.root && state.located.choice?.strategy) await seedStore(ctx, volume);
     } catch (error) {
       // a stopped engine or a missing image: say that, not what it broke first
       const why = await ctx.runtime.diagnose(ctx.plan);
@@ -171,9 +204,14 @@ export async function startStore(ctx: SessionContext): Promise<void> {
   // recording that this session uses them
   const shared = store.lock("shared");
   try {
+    if (!store.marker()) throw new UserError("the golden store was reset while this session started", "run the command again");
     mkdirSync(dir, { recursive: true });
     lock = lockFile(join(dir, "lock"), "exclusive")!;
-    record = { container: name, stack: store.stack(), mode: ctx.config.store === "ephemeral" ? "ephemeral" : "golden", started: new Date().toISOString() };
+    const stack = store.stack();
+    const db = openReadOnly(store.topDatabase(stack));
+    const baseId = lastId(db);
+    db.close();
+    record = { container: name, stack, baseId, mode: ctx.config.store === "ephemeral" ? "ephemeral" : "golden", started: new Date().toISOString() };
     writeAtomic(join(dir, "session.json"), JSON.stringify(record, null, 2));
   } catch (error) {
     lock?.release();
@@ -192,36 +230,53 @@ export async function startStore(ctx: SessionContext): Promise<void> {
   state.active = { store, strategy: choice.strategy, record, lock };
 }
 
-/** `session:exit`: promote what the session added (golden mode), then remove its clone. */
+/**
+ * `session:exit`: promote what the session added (golden mode), then remove its clone.
+ * Never fails the session: the command's exit code stands, problems are warnings.
+ */
 export async function endStore(ctx: SessionContext, _result: { exitCode: number }): Promise<void> {
   const active = states.get(ctx)?.active;
   if (!active) return;
   const { store, strategy, record, lock } = active;
+  let step = "releasing this session's clone";
   try {
     const source = await strategy.release(store, record.container);
-    if (record.mode !== "golden") return;
-    const exclusive = store.lock("exclusive");
-    try {
-      const promotion = await promote(store, source, record.stack);
+    const exclusive = record.mode === "golden" ? store.lock("exclusive") : undefined;
+    if (exclusive) try {
+      step = "promoting this session's new paths (the golden store is unchanged)";
+      const promotion = await promote(store, source, record);
       if (promotion?.skipped.length) ctx.log.warn(`golden store: not promoted (contents missing): ${promotion.skipped.join(" ")}`);
       if (promotion?.paths.length) {
+        step = "recording the promotion (the paths are promoted)";
         store.recordPromotion({ time: new Date().toISOString(), session: record.container, layer: promotion.layer, paths: promotion.paths.length, bytes: promotion.bytes });
         ctx.log.info(`golden store: promoted ${promotion.paths.length} new store path${promotion.paths.length === 1 ? "" : "s"} (${formatBytes(promotion.bytes)})`);
         if (store.stack().length > maxLayers) {
+          step = "compacting the golden store's layers (the paths are promoted)";
           ctx.log.start(`golden store: compacting ${store.stack().length} layers into one…`);
           await rebuild(store);
-          store.reclaimLayers();
         }
       }
     } finally {
       exclusive.release();
     }
   } catch (error) {
-    if (error instanceof UserError) throw error;
-    throw new UserError(`golden store: promoting this session's new paths failed (the golden store is unchanged): ${messageOf(error)}`);
+    ctx.log.warn(`golden store: ${step} failed: ${messageOf(error)}`);
   } finally {
-    await store.removeSession(record.container);
+    try {
+      await store.removeSession(record.container);
+    } catch (error) {
+      ctx.log.warn(`golden store: could not remove this session's clone (the next session retries): ${messageOf(error)}`);
+    }
     lock.release();
+  }
+  // layers a gc or compaction replaced can go once no session names them
+  if (store.hasUnlistedLayers()) {
+    const exclusive = store.lock("exclusive");
+    try {
+      store.reclaimLayers();
+    } finally {
+      exclusive.release();
+    }
   }
 }
 

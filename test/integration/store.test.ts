@@ -8,6 +8,8 @@ import { derivationExpr, expectNoStackTrace, leftoverContainers, removeStoreVolu
 const volume = `agentenv-test-store-${process.pid}`;
 const env = { AGENTENV_STORE_VOLUME: volume };
 const nonce = Date.now().toString(36);
+/** built by the first test; later tests check what becomes of it */
+let sharedPath = "";
 
 const run = (project: string, command: string[], extra: string[] = []) => agentenv(["run", ...extra, project, "--", ...command], { env });
 const build = (name: string) => ["nix-build", "--no-out-link", "-E", derivationExpr(`${name}-${nonce}`)];
@@ -48,6 +50,7 @@ describe("the golden store", () => {
     expect(first.stderr).toContain(`seeding the golden Nix store (volume ${volume})`);
     expect(first.stderr).toContain("golden store: promoted 2 new store paths");
     const path = outPath(first.stdout);
+    sharedPath = path;
 
     const second = await run(tempTree(), ["sh", "-c", `nix-store --check-validity ${path} && cat ${path} && nix-store --verify --check-contents 2>&1 | tail -1`]);
     expect(second.code).toBe(0);
@@ -140,7 +143,7 @@ describe("the golden store", () => {
     expect(golden.stdout).toContain("/merged:/nix");
   });
 
-  test("a path gc removes while a session still uses it comes back with what that session promotes", async () => {
+  test("a path gc removes while a session still uses it comes back with what that session promotes — and nothing else does", async () => {
     const project = tempTree();
     const depExpr = derivationExpr(`revived-dep-${nonce}`);
     const dep = outPath((await run(tempTree(), ["nix-build", "--no-out-link", "-E", depExpr])).stdout);
@@ -156,6 +159,15 @@ describe("the golden store", () => {
     const check = await run(tempTree(), ["sh", "-c", `nix-store --check-validity ${top} ${dep} && cat ${top} && nix-store --verify --check-contents`]);
     expect(check.code).toBe(0);
     expect(check.stdout).toContain(dep);
+    // the session saw every path gc removed, but only the closure of what it built returns:
+    // the two outputs and their two .drv files
+    expect((await status()).paths).toBe(4);
+    const gone = await run(tempTree(), ["sh", "-c", `nix-store --check-validity ${sharedPath}; echo valid=$?`]);
+    expect(gone.stdout).toContain("valid=1");
+    // the layers gc replaced were kept while the session used them, and went when it ended
+    const root = (await status()).root as string;
+    const { stack, layers } = snapshot(root);
+    expect(layers).toEqual(stack.trim().split("\n").sort());
   });
 
   test("the copy fallback clones and promotes the same way (AGENTENV_STORE_CLONE=copy)", async () => {
@@ -205,10 +217,18 @@ describe("the golden store", () => {
     expect(after.code).toBe(0);
   });
 
-  test("reset asks first (refuses without --yes off a terminal), then reseeds from the image", async () => {
+  test("reset asks first (refuses without --yes off a terminal), refuses while a session runs, then reseeds from the image", async () => {
     const refused = await agentenv(["store", "reset"], { env });
     expect(refused.code).toBe(1);
     expect(refused.stderr.trim()).toBe("agentenv: store reset deletes every path in the golden store: pass --yes to confirm");
+    const project = tempTree();
+    const session = run(project, ["sh", "-c", "touch /work/started; while [ ! -e /work/go ]; do sleep 0.1; done"]);
+    await waitFor(join(project, "started"));
+    const busy = await agentenv(["store", "reset", "--yes"], { env });
+    expect(busy.code).toBe(1);
+    expect(busy.stderr).toMatch(/^agentenv: the golden store is in use by 1 session\(s\): agentenv-agentenv-test-[a-z0-9]+-[0-9a-f]{8} — end them first\n$/);
+    writeFileSync(join(project, "go"), "");
+    expect((await session).code).toBe(0);
     expect((await status()).paths).toBeGreaterThan(0);
     const reset = await agentenv(["store", "reset", "--yes"], { env });
     expect(reset.code).toBe(0);
