@@ -11,8 +11,14 @@ import { GoldenStore, markerName, writeAtomic, type SessionRecord, type StoreMar
 import { openReadOnly, lastId } from "./nixdb.ts";
 import { promote, rebuild } from "./promote.ts";
 
-/** Past this many layers, a promotion also compacts the stack into one layer. */
-export const maxLayers = 16;
+/**
+ * Past this many layers, a promotion also compacts the stack into one layer (each layer
+ * is one more directory every lookup may visit). `AGENTENV_STORE_MAX_LAYERS` tunes it.
+ */
+function maxLayers(): number {
+  const n = Number(process.env.AGENTENV_STORE_MAX_LAYERS);
+  return Number.isInteger(n) && n > 0 ? n : 16;
+}
 
 export interface Located {
   volume: string;
@@ -241,8 +247,9 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
   let step = "releasing this session's clone";
   try {
     const source = await strategy.release(store, record.container);
-    const exclusive = record.mode === "golden" ? store.lock("exclusive") : undefined;
-    if (exclusive) try {
+    if (record.mode === "ephemeral") return;
+    const exclusive = store.lock("exclusive");
+    try {
       step = "promoting this session's new paths (the golden store is unchanged)";
       const promotion = await promote(store, source, record);
       if (promotion?.skipped.length) ctx.log.warn(`golden store: not promoted (contents missing): ${promotion.skipped.join(" ")}`);
@@ -250,7 +257,7 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
         step = "recording the promotion (the paths are promoted)";
         store.recordPromotion({ time: new Date().toISOString(), session: record.container, layer: promotion.layer, paths: promotion.paths.length, bytes: promotion.bytes });
         ctx.log.info(`golden store: promoted ${promotion.paths.length} new store path${promotion.paths.length === 1 ? "" : "s"} (${formatBytes(promotion.bytes)})`);
-        if (store.stack().length > maxLayers) {
+        if (store.stack().length > maxLayers()) {
           step = "compacting the golden store's layers (the paths are promoted)";
           ctx.log.start(`golden store: compacting ${store.stack().length} layers into one…`);
           await rebuild(store);
@@ -268,15 +275,22 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
       ctx.log.warn(`golden store: could not remove this session's clone (the next session retries): ${messageOf(error)}`);
     }
     lock.release();
+    reclaimIfNeeded(ctx, store);
   }
-  // layers a gc or compaction replaced can go once no session names them
-  if (store.hasUnlistedLayers()) {
+}
+
+/** Layers a gc or compaction replaced can go once no session names them; a later run retries. */
+function reclaimIfNeeded(ctx: BaseContext, store: GoldenStore): void {
+  try {
+    if (!store.hasUnlistedLayers()) return;
     const exclusive = store.lock("exclusive");
     try {
       store.reclaimLayers();
     } finally {
       exclusive.release();
     }
+  } catch (error) {
+    ctx.log.warn(`golden store: could not delete unused layers (a later session retries): ${messageOf(error)}`);
   }
 }
 

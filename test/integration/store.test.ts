@@ -183,6 +183,26 @@ describe("the golden store", () => {
     expect(s).toMatchObject({ strategy: "copy", strategyNote: "plain copy: every session copies the whole store (slow for big stores)" });
   });
 
+  test("past the layer limit a promotion compacts the stack into one layer of hard links", async () => {
+    const compactEnv = { ...env, AGENTENV_STORE_MAX_LAYERS: "2" };
+    const paths: string[] = [];
+    let compacted = 0;
+    for (const name of ["compact-1", "compact-2", "compact-3"]) {
+      const result = await agentenv(["run", tempTree(), "--", ...build(name)], { env: compactEnv });
+      expect(result.code).toBe(0);
+      paths.push(outPath(result.stdout));
+      if (result.stderr.includes("golden store: compacting")) compacted++;
+    }
+    expect(compacted).toBeGreaterThan(0);
+    const s = await status();
+    expect(s.layers).toBeLessThanOrEqual(2);
+    const root = s.root as string;
+    const { stack, layers } = snapshot(root);
+    expect(layers).toEqual(stack.trim().split("\n").sort()); // replaced layers are gone
+    const check = await run(tempTree(), ["sh", "-c", `nix-store --check-validity ${paths.join(" ")} && nix-store --verify --check-contents`]);
+    expect(check.code).toBe(0);
+  });
+
   test("bad store settings are one-line errors", async () => {
     const bad = await agentenv(["run", "--store", "shared", tempTree(), "--", "true"], { env });
     expect(bad.code).not.toBe(0);
