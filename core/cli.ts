@@ -163,10 +163,6 @@ async function builtinCommands(): Promise<Record<string, Lazy>> {
   return commands;
 }
 
-async function builtinCommand(name: string): Promise<Lazy | undefined> {
-  return (await builtinCommands())[name];
-}
-
 async function pluginCommand(name: string): Promise<Lazy | undefined> {
   const { loadConfig } = await import("./config.ts");
   const { loadPlugins } = await import("./plugins.ts");
@@ -191,7 +187,7 @@ async function resolve(argv: string[], where: Where): Promise<Resolved> {
   const index = firstPositional(argv, valueFlags(sessionArgs));
   const word = index >= 0 ? argv[index]! : undefined;
   const rest = index >= 0 ? [...argv.slice(0, index), ...argv.slice(index + 1)] : argv;
-  let lazy = word !== undefined ? coreCommands[word] ?? (await builtinCommand(word)) : undefined;
+  let lazy = word !== undefined ? coreCommands[word] ?? (await builtinCommands())[word] : undefined;
   if (word !== undefined && !lazy && !existsSync(word)) lazy = await pluginCommand(word);
   if (!lazy) {
     const looksLikePath = word === undefined || word === "." || word === ".." || word.includes("/");

@@ -1,7 +1,7 @@
 import { accessSync, constants, mkdirSync } from "node:fs";
 import { join } from "pathe";
 import { mountOverlay, unmount } from "../../core/linux.ts";
-import type { GoldenStore } from "./layout.ts";
+import { cp, type GoldenStore } from "./layout.ts";
 
 /**
  * How a session gets its private, writable /nix from the golden layers. Every strategy
@@ -51,8 +51,7 @@ export const copyClone: CloneStrategy = {
     mkdirSync(merged, { recursive: true });
     // bottom layer first, so a higher layer's database wins
     for (const id of [...stack].reverse()) {
-      const cp = Bun.spawn(["cp", "-a", "--reflink=auto", `${store.layerDir(id)}/.`, `${merged}/`], { stderr: "pipe" });
-      if ((await cp.exited) !== 0) throw new Error(`copying layer ${id} failed: ${(await new Response(cp.stderr).text()).trim()}`);
+      await cp(["-a", "--reflink=auto", `${store.layerDir(id)}/.`, `${merged}/`], `copying layer ${id}`);
     }
   },
   async release(store, session) {

@@ -160,8 +160,7 @@ const gc = defineCommand({
     const roots = ownRoots(store);
     await callHook(ctx.plugins, "store:roots", ctx, roots);
     const normalised = new Set([...roots].map((r) => storePathOf(r)).filter((r): r is string => r !== undefined));
-    const lock = store.lock("exclusive");
-    try {
+    return store.withLock("exclusive", async () => {
       const before = storeStats(store);
       const live = liveClosure(store, normalised);
       const dead = before.paths - live.size;
@@ -179,9 +178,7 @@ const gc = defineCommand({
       if (args.json) console.log(JSON.stringify(report, null, 2));
       else console.log(`deleted ${removed.length} store paths, ${formatBytes(report.freedBytes)} freed; ${live.size} live paths kept`);
       return 0;
-    } finally {
-      lock.release();
-    }
+    });
   },
 });
 
@@ -205,17 +202,14 @@ const reset = defineCommand({
           return 1;
         }
       }
-      const lock = store.lock("exclusive");
-      try {
+      await store.withLock("exclusive", async () => {
         // running = agentenv alive, or killed while its container runs on
         const { dead, running } = await deadSessions(ctx, store);
         if (running.length) throw new UserError(`the golden store is in use by ${running.length} session(s): ${running.join(", ")}`, "end them first");
         // from here on a starting session sees no marker and stops; dead ones' clones are unmounted
-        rmSync(join(located.root, markerName), { force: true });
+        rmSync(join(store.root, markerName), { force: true });
         for (const name of dead) await store.removeSession(name);
-      } finally {
-        lock.release();
-      }
+      });
     }
     if (await ctx.runtime.volumeExists(located.volume)) await ctx.runtime.volumeRemove(located.volume);
     await ensureVolume(ctx, { name: located.volume, labels: { "agentenv.store": "golden" } });

@@ -44,6 +44,12 @@ export interface PromotionRecord {
 
 export const markerName = "agentenv-store.json";
 
+/** `cp ARGS…`; WHAT names the step in the error when it fails. */
+export async function cp(args: string[], what: string): Promise<void> {
+  const child = Bun.spawn(["cp", ...args], { stderr: "pipe" });
+  if ((await child.exited) !== 0) throw new Error(`${what} failed: ${(await new Response(child.stderr).text()).trim()}`);
+}
+
 /** Writes FILE so that a reader (or a crash) sees the old content or the new, never half. */
 export function writeAtomic(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
@@ -98,6 +104,16 @@ export class GoldenStore {
 
   lock(mode: "shared" | "exclusive"): FileLock {
     return lockFile(join(this.root, "lock"), mode)!;
+  }
+
+  /** Runs FN holding the store's lock in MODE. */
+  async withLock<T>(mode: "shared" | "exclusive", fn: () => T | Promise<T>): Promise<T> {
+    const lock = this.lock(mode);
+    try {
+      return await fn();
+    } finally {
+      lock.release();
+    }
   }
 
   /** The store database a session starting now sees: the topmost layer's. */

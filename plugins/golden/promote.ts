@@ -1,7 +1,7 @@
 import { copyFileSync, constants, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { basename, join } from "pathe";
 import { syncFilesystem } from "../../core/linux.ts";
-import type { GoldenStore } from "./layout.ts";
+import { cp, type GoldenStore } from "./layout.ts";
 import { closure, copyRegistrations, keepOnly, missingFrom, openReadOnly, openWritable, referencesOf, stats } from "./nixdb.ts";
 
 /**
@@ -28,8 +28,7 @@ function entryIn(source: string, path: string): string | undefined {
 /** Hard-links ENTRIES into DIR, a few hundred per `cp` call. */
 async function linkInto(dir: string, entries: readonly string[]): Promise<void> {
   for (let i = 0; i < entries.length; i += 500) {
-    const cp = Bun.spawn(["cp", "-al", "-t", dir, ...entries.slice(i, i + 500)], { stderr: "pipe" });
-    if ((await cp.exited) !== 0) throw new Error(`linking store paths failed: ${(await new Response(cp.stderr).text()).trim()}`);
+    await cp(["-al", "-t", dir, ...entries.slice(i, i + 500)], "linking store paths");
   }
 }
 
@@ -134,8 +133,7 @@ export async function rebuild(store: GoldenStore, keep?: ReadonlySet<string>): P
     for (const id of [...stack].reverse()) {
       for (const name of readdirSync(store.layerDir(id))) {
         if (name === "store") continue;
-        const cp = Bun.spawn(["cp", "-a", join(store.layerDir(id), name), `${layer.dir}/`], { stderr: "pipe" });
-        if ((await cp.exited) !== 0) throw new Error(`copying layer ${id} failed: ${(await new Response(cp.stderr).text()).trim()}`);
+        await cp(["-a", join(store.layerDir(id), name), `${layer.dir}/`], `copying layer ${id}`);
       }
     }
     const db = openWritable(join(layer.dir, dbPath));

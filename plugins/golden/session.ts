@@ -155,8 +155,7 @@ export async function deadSessions(ctx: BaseContext, store: GoldenStore): Promis
 /** Removes what dead sessions left behind (cheap when there is nothing: one readdir, a few flocks). */
 async function reapAbandoned(ctx: BaseContext, store: GoldenStore): Promise<void> {
   if (!store.sessionNames().some((name) => store.isAbandoned(name))) return;
-  const lock = store.lock("exclusive");
-  try {
+  await store.withLock("exclusive", async () => {
     for (const name of (await deadSessions(ctx, store)).dead) {
       try {
         await store.removeSession(name);
@@ -166,9 +165,7 @@ async function reapAbandoned(ctx: BaseContext, store: GoldenStore): Promise<void
       }
     }
     store.reclaimLayers();
-  } finally {
-    lock.release();
-  }
+  });
 }
 
 /** `session:start`: seed the store on first use, then make this session's clone. */
@@ -248,8 +245,7 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
   try {
     const source = await strategy.release(store, record.container);
     if (record.mode === "ephemeral") return;
-    const exclusive = store.lock("exclusive");
-    try {
+    await store.withLock("exclusive", async () => {
       step = "promoting this session's new paths (the golden store is unchanged)";
       const promotion = await promote(store, source, record);
       if (promotion?.skipped.length) ctx.log.warn(`golden store: not promoted (contents missing): ${promotion.skipped.join(" ")}`);
@@ -263,9 +259,7 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
           await rebuild(store);
         }
       }
-    } finally {
-      exclusive.release();
-    }
+    });
   } catch (error) {
     ctx.log.warn(`golden store: ${step} failed: ${messageOf(error)}`);
   } finally {
@@ -275,20 +269,14 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
       ctx.log.warn(`golden store: could not remove this session's clone (the next session retries): ${messageOf(error)}`);
     }
     lock.release();
-    reclaimIfNeeded(ctx, store);
   }
+  await reclaimIfNeeded(ctx, store);
 }
 
 /** Layers a gc or compaction replaced can go once no session names them; a later run retries. */
-function reclaimIfNeeded(ctx: BaseContext, store: GoldenStore): void {
+async function reclaimIfNeeded(ctx: BaseContext, store: GoldenStore): Promise<void> {
   try {
-    if (!store.hasUnlistedLayers()) return;
-    const exclusive = store.lock("exclusive");
-    try {
-      store.reclaimLayers();
-    } finally {
-      exclusive.release();
-    }
+    if (store.hasUnlistedLayers()) await store.withLock("exclusive", () => store.reclaimLayers());
   } catch (error) {
     ctx.log.warn(`golden store: could not delete unused layers (a later session retries): ${messageOf(error)}`);
   }
