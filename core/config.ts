@@ -12,6 +12,16 @@ export type StoreMode = "golden" | "ephemeral" | "none";
 export const storeModes: readonly StoreMode[] = ["golden", "ephemeral", "none"];
 export const defaultStoreVolume = "agentenv-nix";
 
+/** Which environment (persistent home) sessions get. */
+export interface EnvConfig {
+  /** the environment every session uses unless `--env`/`--no-env` says otherwise */
+  default?: string;
+  /** create the default environment on first use instead of failing */
+  autoCreate?: boolean;
+  /** the template directory `autoCreate` (and `env create` without one) copies; default: the shipped test-env */
+  template?: string;
+}
+
 export interface MountConfig {
   /** host path (`~` and paths relative to the project dir allowed) or, with type "volume", a volume name */
   source: string;
@@ -28,6 +38,10 @@ export interface AgentenvConfig {
   store?: StoreMode;
   /** the engine volume holding the golden store (default "agentenv-nix") */
   storeVolume?: string;
+  /** the environment (named persistent HOME) sessions use */
+  env?: EnvConfig;
+  /** legacy: a profile directory mounted live under HOME, its activate.sh run before the shell */
+  profile?: string;
   /** extra mounts for every session */
   mounts?: MountConfig[];
   /** extra environment variables for every session */
@@ -52,6 +66,9 @@ export interface ResolvedConfig {
   image: string;
   store: StoreMode;
   storeVolume: string;
+  /** `name` undefined: no environment, HOME is the image's own (thrown away) */
+  env: { name?: string; autoCreate: boolean; template?: string };
+  profile?: string;
   mounts: MountConfig[];
   extraEnv: Record<string, string>;
   extraRunArgs: string[];
@@ -128,8 +145,15 @@ function checkShape(config: AgentenvConfig, file: string): AgentenvConfig {
   const fail = (what: string) => {
     throw new UserError(`config ${file}: ${what}`);
   };
-  for (const key of ["runtime", "image", "store", "storeVolume"] as const) {
+  for (const key of ["runtime", "image", "store", "storeVolume", "profile"] as const) {
     if (config[key] !== undefined && typeof config[key] !== "string") fail(`${key} must be a string`);
+  }
+  if (config.env !== undefined) {
+    if (typeof config.env !== "object" || config.env === null || Array.isArray(config.env)) fail('env must be an object, e.g. { default: "dev" }');
+    for (const key of ["default", "template"] as const) {
+      if (config.env[key] !== undefined && typeof config.env[key] !== "string") fail(`env.${key} must be a string`);
+    }
+    if (config.env.autoCreate !== undefined && typeof config.env.autoCreate !== "boolean") fail("env.autoCreate must be true or false");
   }
   if (config.extraRunArgs !== undefined && !(Array.isArray(config.extraRunArgs) && config.extraRunArgs.every((a) => typeof a === "string"))) {
     fail("extraRunArgs must be a list of strings, e.g. [\"--cap-add\", \"SYS_PTRACE\"]");
@@ -195,6 +219,17 @@ export function checkVolumeName(value: string | undefined, source: string): stri
   return value;
 }
 
+/** An environment name: it becomes part of a volume name and a path, so it is kept plain. */
+export const envNamePattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+export function checkEnvName(value: string | undefined, source: string): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!envNamePattern.test(value)) {
+    throw new UserError(`invalid environment name "${value}" (from ${source})`, "use 1–63 of a-z 0-9 . _ - starting with a letter or digit");
+  }
+  return value;
+}
+
 export function checkRuntimeName(value: string | undefined, source: string): RuntimeName | undefined {
   if (value === undefined || value === "") return undefined;
   if (!isRuntimeName(value)) {
@@ -204,11 +239,12 @@ export function checkRuntimeName(value: string | undefined, source: string): Run
 }
 
 /** Scalars: later layers win. Records: merged by key. Lists: concatenated. */
-export function mergeLayers(layers: ConfigLayer[]): ResolvedConfig {
+export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | undefined> = process.env): ResolvedConfig {
   const resolved: ResolvedConfig = {
     image: defaultImage,
     store: "golden",
     storeVolume: defaultStoreVolume,
+    env: { autoCreate: false },
     mounts: [],
     extraEnv: {},
     extraRunArgs: [],
@@ -219,6 +255,14 @@ export function mergeLayers(layers: ConfigLayer[]): ResolvedConfig {
     if (config.image) resolved.image = config.image;
     if (config.store !== undefined) resolved.store = checkStoreMode(config.store, file ?? name) ?? resolved.store;
     if (config.storeVolume) resolved.storeVolume = checkVolumeName(config.storeVolume, file ?? name) ?? resolved.storeVolume;
+    if (config.env) {
+      const where = file ?? name;
+      // `--no-env` arrives as default: "" and clears any default set below it
+      if (config.env.default !== undefined) resolved.env.name = checkEnvName(config.env.default, where);
+      if (config.env.autoCreate !== undefined) resolved.env.autoCreate = config.env.autoCreate;
+      if (config.env.template) resolved.env.template = file ? resolve(dirname(file), expandHome(config.env.template, env)) : config.env.template;
+    }
+    if (config.profile !== undefined) resolved.profile = config.profile && file ? resolve(dirname(file), expandHome(config.profile, env)) : config.profile || undefined;
     if (config.mounts) resolved.mounts.push(...config.mounts);
     if (config.extraEnv) Object.assign(resolved.extraEnv, config.extraEnv);
     if (config.extraRunArgs) resolved.extraRunArgs.push(...config.extraRunArgs);
@@ -230,6 +274,17 @@ export interface ConfigFlags {
   runtime?: string;
   image?: string;
   store?: string;
+  /** an environment name; "" (from `--no-env`) means none */
+  env?: string;
+  profile?: string;
+}
+
+/** `~` and `~/…` are the user's HOME (config files are written by hand). */
+export function expandHome(path: string, env: Record<string, string | undefined> = process.env): string {
+  const home = env.HOME || homedir();
+  if (path === "~") return home;
+  if (path.startsWith("~/")) return join(home, path.slice(2));
+  return path;
 }
 
 /** defaults < user config < project config < AGENTENV_* variables < flags. */
@@ -253,6 +308,7 @@ export async function loadConfig(options: {
       image: env.AGENTENV_IMAGE || undefined,
       store: checkStoreMode(env.AGENTENV_STORE, "AGENTENV_STORE"),
       storeVolume: checkVolumeName(env.AGENTENV_STORE_VOLUME, "AGENTENV_STORE_VOLUME"),
+      env: env.AGENTENV_ENV !== undefined ? { default: env.AGENTENV_ENV } : undefined,
     },
   });
   layers.push({
@@ -261,7 +317,9 @@ export async function loadConfig(options: {
       runtime: checkRuntimeName(options.flags?.runtime, "--runtime"),
       image: options.flags?.image || undefined,
       store: checkStoreMode(options.flags?.store, "--store"),
+      env: options.flags?.env !== undefined ? { default: options.flags.env } : undefined,
+      profile: options.flags?.profile ? resolve(expandHome(options.flags.profile, env)) : undefined,
     },
   });
-  return mergeLayers(layers);
+  return mergeLayers(layers, env);
 }

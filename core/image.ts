@@ -1,9 +1,8 @@
-import { rmSync } from "node:fs";
-import { mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile, mkdir } from "node:fs/promises";
 import { dirname, join } from "pathe";
 import { imageFiles } from "../image/files.ts";
 import { UserError } from "./errors.ts";
+import { withTempDir } from "./interrupt.ts";
 import type { Log } from "./log.ts";
 import type { Runtime } from "./runtime/types.ts";
 
@@ -27,28 +26,6 @@ async function spawnLogged(argv: string[], log: Log, stdin?: "pipe"): Promise<nu
     stderr: "inherit",
   });
   return child.exited;
-}
-
-/**
- * Runs `fn` with a fresh temp dir that is removed afterwards — also on Ctrl-C or
- * SIGTERM, which would otherwise end Bun without running `finally` (a debootstrap
- * root is hundreds of MB).
- */
-async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  const onSignal = (signal: NodeJS.Signals) => {
-    rmSync(dir, { recursive: true, force: true });
-    process.exit(signal === "SIGINT" ? 130 : 143);
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  try {
-    return await fn(dir);
-  } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    await rm(dir, { recursive: true, force: true });
-  }
 }
 
 /** debootstrap a minimal Debian and import it: the same base, without a registry. */

@@ -1,7 +1,6 @@
 import { existsSync, statSync } from "node:fs";
-import { homedir } from "node:os";
-import { basename, isAbsolute, join, resolve } from "pathe";
-import type { MountConfig, ResolvedConfig } from "./config.ts";
+import { basename, isAbsolute, resolve } from "pathe";
+import { expandHome, type MountConfig, type ResolvedConfig } from "./config.ts";
 import { UserError } from "./errors.ts";
 
 export type SessionMode = "shell" | "run";
@@ -44,6 +43,8 @@ export interface Plan {
 }
 
 export const projectMountPoint = "/work";
+/** HOME inside the container: it runs as root (an environment volume is mounted here) */
+export const containerHome = "/root";
 
 /** DIR must exist and be a directory; returns its absolute path. */
 export function resolveProjectDir(dir: string, cwd = process.cwd()): string {
@@ -51,12 +52,6 @@ export function resolveProjectDir(dir: string, cwd = process.cwd()): string {
   if (!existsSync(abs)) throw new UserError(`${dir}: no such directory`, "pass an existing project directory");
   if (!statSync(abs).isDirectory()) throw new UserError(`${dir}: not a directory`, "pass a project directory, not a file");
   return abs;
-}
-
-function expandHome(path: string): string {
-  if (path === "~") return process.env.HOME || homedir();
-  if (path.startsWith("~/")) return join(process.env.HOME || homedir(), path.slice(2));
-  return path;
 }
 
 export function configMount(mount: MountConfig, project: string): Mount {

@@ -3,7 +3,7 @@ import { loadConfig, type ConfigFlags } from "./config.ts";
 import { UserError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import { basePlan, resolveProjectDir, shellJoin, type SessionMode } from "./plan.ts";
-import { callHook, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext, type VolumeSpec } from "./plugins.ts";
+import { callHook, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
 
 export interface SessionOptions extends ConfigFlags {
@@ -31,7 +31,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
   const project = resolveProjectDir(options.dir);
   const { config, plugins, runtime } = await loadContext({
     project,
-    flags: { runtime: options.runtime, image: options.image, store: options.store },
+    flags: { runtime: options.runtime, image: options.image, store: options.store, env: options.env, profile: options.profile },
     log: options.log,
   });
   const plan = basePlan({
@@ -64,24 +64,4 @@ export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<nu
   }
   if (engineFailure) throw new UserError(engineFailure, undefined, result.exitCode);
   return result.exitCode;
-}
-
-/**
- * Creates a volume agentenv manages if it does not exist yet, firing `volume:create`
- * then `volume:seed`. A seed that fails removes the volume again: nothing half-made.
- * Returns whether it was created.
- */
-export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec): Promise<boolean> {
-  const { plugins } = ctx;
-  if (await ctx.runtime.volumeExists(volume.name)) return false;
-  volume.labels = { "agentenv.volume": "1", ...volume.labels };
-  await callHook(plugins, "volume:create", ctx, volume);
-  await ctx.runtime.volumeCreate(volume.name, volume.labels);
-  try {
-    await callHook(plugins, "volume:seed", ctx, volume);
-  } catch (error) {
-    await ctx.runtime.volumeRemove(volume.name).catch(() => {});
-    throw error;
-  }
-  return true;
 }

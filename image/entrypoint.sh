@@ -9,7 +9,17 @@
 #   AGENTENV_NIX_DEVELOP=DIR  run inside the dev shell of the flake in DIR
 #                             (what `nix develop DIR --command ...` gives)
 #   AGENTENV_SHELL=SHELL      shell for interactive sessions and $SHELL
-#                             (default: zsh, else bash, else sh)
+#                             (default: the environment's choice, else zsh,
+#                             else bash, else sh)
+#   AGENTENV_ACTIVATE=FILE    a legacy profile's activate.sh: run in HOME
+#                             before anything else (agentenv --profile DIR)
+#
+# The environment (HOME): agentenv's own state in it lives in
+# ~/.local/state/agentenv/ — `shell` (the environment's shell), `last-used`
+# (touched here), and what agentenv-install-tools keeps. When ~/flake.nix (or
+# ~/flake.lock) is newer than the last install, or the installed profile is
+# gone, agentenv-install-tools installs it; otherwise no Nix call is made. The
+# profile's bin/ comes first on PATH.
 #
 # Hooks: every /etc/agentenv/entrypoint.d/*.sh is sourced first, in name
 # order, by this POSIX sh with `set -eu` in force. Hooks may export variables
@@ -25,6 +35,36 @@ for hook in /etc/agentenv/entrypoint.d/*.sh; do
 	. "$hook"
 done
 unset hook
+
+if [ -n "${AGENTENV_ACTIVATE:-}" ]; then
+	# its output goes to stderr: `agentenv run` output stays the command's own
+	if [ -x "$AGENTENV_ACTIVATE" ]; then
+		(cd "$HOME" && "$AGENTENV_ACTIVATE") >&2 || echo "agentenv: $AGENTENV_ACTIVATE failed (exit $?); continuing" >&2
+	elif [ -r "$AGENTENV_ACTIVATE" ]; then
+		(cd "$HOME" && sh "$AGENTENV_ACTIVATE") >&2 || echo "agentenv: $AGENTENV_ACTIVATE failed (exit $?); continuing" >&2
+	fi
+fi
+
+state=$HOME/.local/state/agentenv
+if [ -d "$state" ]; then
+	# a redirection of a regular builtin: no fork, and a read-only home only skips it
+	true 2>/dev/null >"$state/last-used" || true
+	if [ -z "${AGENTENV_SHELL:-}" ] && [ -r "$state/shell" ]; then
+		read -r AGENTENV_SHELL <"$state/shell" || true
+	fi
+fi
+if [ -e "$HOME/flake.nix" ]; then
+	# `-nt` is false when its right side is missing: test for that first
+	if [ ! -e "$state/tools.hash" ] || [ ! -e "$state/profile" ] ||
+		[ "$HOME/flake.nix" -nt "$state/tools.hash" ] || [ "$HOME/flake.lock" -nt "$state/tools.hash" ]; then
+		agentenv-install-tools ||
+			echo "agentenv: installing the tools of ~/flake.nix failed; this session runs without them (the next one retries)" >&2
+	fi
+fi
+if [ -d "$state/profile/bin" ]; then
+	PATH=$state/profile/bin:$PATH
+	export PATH
+fi
 
 # Find the shell without running `command -v` in a subshell (dash forks for
 # $(...)). A name without a slash is looked up in PATH; the first executable

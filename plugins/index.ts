@@ -1,6 +1,8 @@
 import type { Plugin } from "../core/plugins.ts";
+import env from "./env/index.ts";
 import golden from "./golden/index.ts";
 import nix from "./nix/index.ts";
+import profile from "./profile/index.ts";
 
 /** The built-in plugins, in the order their hooks run (before any user plugin). */
-export const builtinPlugins: readonly Plugin[] = [golden, nix];
+export const builtinPlugins: readonly Plugin[] = [golden, env, profile, nix];

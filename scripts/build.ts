@@ -3,10 +3,10 @@
  * dist/agentenv-darwin-arm64 and dist/agentenv-linux-arm64.
  */
 import { join } from "pathe";
-import { renderFilesModule } from "./image-files.ts";
+import { writeModules } from "./embed.ts";
 
 const root = join(import.meta.dir, "..");
-await Bun.write(join(root, "image", "files.ts"), await renderFilesModule());
+await writeModules();
 
 const targets: Array<[target: string | undefined, outfile: string]> = [[undefined, "dist/agentenv"]];
 if (process.argv.includes("--all")) {

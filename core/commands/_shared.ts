@@ -17,6 +17,9 @@ export const runtimeArgs = {
 
 export const sessionArgs = {
   ...runtimeArgs,
+  env: { type: "string", valueHint: "name", description: "Environment whose home is HOME (default: config env.default; see `agentenv env`)" },
+  "no-env": { type: "boolean", description: "No environment, even if config names one: HOME is the image's, thrown away" },
+  profile: { type: "string", valueHint: "dir", description: "Legacy: mount DIR live under HOME and run its activate.sh first" },
   image: { type: "string", valueHint: "ref", description: "Image to boot (default: localhost/agentenv:latest)" },
   store: {
     type: "string",
@@ -31,4 +34,19 @@ export const sessionArgs = {
 
 export function logFor(args: { verbose?: boolean; quiet?: boolean }): Log {
   return createLog({ verbose: args.verbose, quiet: args.quiet });
+}
+
+/**
+ * Every value of a flag given more than once (`--keep a --keep b`, `--keep=c`): citty
+ * keeps only the last.
+ */
+export function repeatedFlag(rawArgs: readonly string[], flag: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i < rawArgs.length; i++) {
+    const word = rawArgs[i]!;
+    if (word === "--") break;
+    if (word === flag && i + 1 < rawArgs.length) values.push(rawArgs[++i]!);
+    else if (word.startsWith(`${flag}=`)) values.push(word.slice(flag.length + 1));
+  }
+  return values;
 }

@@ -10,6 +10,10 @@ interface SessionArgs {
   /** citty reads `--no-store` as `store: false` */
   store?: string | boolean;
   "no-store"?: boolean;
+  /** citty reads `--no-env` as `env: false` */
+  env?: string | boolean;
+  "no-env"?: boolean;
+  profile?: string;
   "dry-run"?: boolean;
   json?: boolean;
   verbose?: boolean;
@@ -25,6 +29,8 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     runtime: args.runtime,
     image: args.image,
     store: args["no-store"] || args.store === false ? "none" : typeof args.store === "string" ? args.store : undefined,
+    env: args["no-env"] || args.env === false ? "" : typeof args.env === "string" ? args.env : undefined,
+    profile: args.profile,
     log,
   });
   const { plan, runtime } = prepared.ctx;

@@ -106,11 +106,27 @@ export class OciRuntime implements Runtime {
     return exitCodeOf(child);
   }
 
-  async capture(plan: Plan): Promise<EngineResult> {
-    const result = await this.call(this.runArgs({ ...plan, interactive: false, tty: false }));
+  async capture(plan: Plan, io: { stdin?: string; stdout?: string } = {}): Promise<EngineResult> {
+    const args = this.runArgs({ ...plan, interactive: io.stdin !== undefined, tty: false });
+    const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await this.stream(args, io);
     const remove = this.removeArgs(plan);
     if (remove) await this.call(remove);
     return result;
+  }
+
+  /** An engine call whose stdin and/or stdout are host files ("-": agentenv's own), not buffered. */
+  private async stream(args: string[], io: { stdin?: string; stdout?: string }): Promise<EngineResult> {
+    const child = Bun.spawn([this.bin, ...args], {
+      stdin: io.stdin === undefined ? "ignore" : io.stdin === "-" ? "inherit" : Bun.file(io.stdin),
+      stdout: io.stdout === undefined ? "pipe" : io.stdout === "-" ? "inherit" : Bun.file(io.stdout),
+      stderr: "pipe",
+    });
+    const [stdout, stderr] = await Promise.all([
+      child.stdout instanceof ReadableStream ? new Response(child.stdout).text() : "",
+      new Response(child.stderr).text(),
+    ]);
+    await child.exited;
+    return { code: exitCodeOf(child), stdout, stderr };
   }
 
   async call(args: string[], options: { stdin?: Blob | string } = {}): Promise<EngineResult> {
@@ -151,8 +167,36 @@ export class OciRuntime implements Runtime {
   }
 
   async volumeRemove(name: string): Promise<void> {
+    // Podman's --force removes the users too, Docker's does not: remove them first
+    const users = await this.volumeUsers(name);
+    if (users.length) await this.call(["rm", "--force", ...users.map((u) => u.name)]);
     const result = await this.call(["volume", "rm", "--force", name]);
     if (result.code !== 0) throw new UserError(`${this.name} could not remove volume ${name}: ${result.stderr.trim()}`);
+  }
+
+  async volumeList(label: string): Promise<Array<{ name: string; mountpoint?: string }>> {
+    const result = await this.call(["volume", "ls", "--filter", `label=${label}`, "--format", "{{.Name}}\t{{.Mountpoint}}"]);
+    if (result.code !== 0) throw new UserError(`${this.name} could not list volumes: ${result.stderr.trim() || `exit ${result.code}`}`);
+    return result.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => {
+        const [name, mountpoint] = line.split("\t");
+        return { name: name!, mountpoint: mountpoint || undefined };
+      });
+  }
+
+  async volumeUsers(name: string): Promise<Array<{ name: string; running: boolean }>> {
+    // .Status is "Up …" for a running container on both engines (.State differs between them)
+    const result = await this.call(["ps", "--all", "--filter", `volume=${name}`, "--format", "{{.Names}}\t{{.Status}}"]);
+    if (result.code !== 0) throw new UserError(`${this.name} could not list containers: ${result.stderr.trim() || `exit ${result.code}`}`);
+    return result.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => {
+        const [container, status] = line.split("\t");
+        return { name: container!, running: /^up\b/i.test(status ?? "") };
+      });
   }
 
   async volumeMountpoint(name: string): Promise<string | undefined> {

@@ -19,8 +19,13 @@ export interface Runtime {
   argv(plan: Plan): string[][];
   /** runs the session attached to this terminal; resolves to its exit code (128+N for signals) */
   run(plan: Plan): Promise<number>;
-  /** runs a helper container to its end with output captured (no terminal), removing it after */
-  capture(plan: Plan): Promise<EngineResult>;
+  /**
+   * runs a helper container to its end with output captured (no terminal), removing it
+   * after; `io` streams a host file in as stdin and/or the container's stdout out to one
+   * ("-": agentenv's own stdin/stdout), binary-safe (archives); `stdout` in the result is
+   * then empty
+   */
+  capture(plan: Plan, io?: { stdin?: string; stdout?: string }): Promise<EngineResult>;
   /** one captured engine call, e.g. `call(["volume", "ls"])` */
   call(args: string[], options?: { stdin?: Blob | string }): Promise<EngineResult>;
   version(): Promise<string | undefined>;
@@ -29,7 +34,12 @@ export interface Runtime {
   imageLabels(ref: string): Promise<Record<string, string> | undefined>;
   volumeExists(name: string): Promise<boolean>;
   volumeCreate(name: string, labels: Record<string, string>): Promise<void>;
+  /** removes the volume and any container still using it */
   volumeRemove(name: string): Promise<void>;
+  /** volumes carrying label KEY (any value), with their directories on the engine's host */
+  volumeList(label: string): Promise<Array<{ name: string; mountpoint?: string }>>;
+  /** containers (running or not) that mount the volume */
+  volumeUsers(name: string): Promise<Array<{ name: string; running: boolean }>>;
   /** where the volume's files are on the engine's host; undefined when it does not exist */
   volumeMountpoint(name: string): Promise<string | undefined>;
   /** a container's state; throws when the engine cannot say (so callers never mistake a hiccup for "gone") */

@@ -1,6 +1,7 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "pathe";
 import { isLocked, lockFile, mountsUnder, unmount, type FileLock } from "../../core/linux.ts";
+import { writeAtomic } from "../../core/volumes.ts";
 
 /**
  * The golden store on disk: the directory of the engine volume that holds it.
@@ -48,19 +49,6 @@ export const markerName = "agentenv-store.json";
 export async function cp(args: string[], what: string): Promise<void> {
   const child = Bun.spawn(["cp", ...args], { stderr: "pipe" });
   if ((await child.exited) !== 0) throw new Error(`${what} failed: ${(await new Response(child.stderr).text()).trim()}`);
-}
-
-/** Writes FILE so that a reader (or a crash) sees the old content or the new, never half. */
-export function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", 0o644);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
 }
 
 export class GoldenStore {

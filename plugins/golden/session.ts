@@ -1,13 +1,12 @@
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join } from "pathe";
 import { UserError, messageOf } from "../../core/errors.ts";
 import { lockFile, type FileLock } from "../../core/linux.ts";
 import { helperPlan, shellQuote } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
-import { ensureVolume } from "../../core/session.ts";
+import { ensureVolume, volumeDir, writeAtomic } from "../../core/volumes.ts";
 import { chooseStrategy, type CloneStrategy, type StrategyChoice } from "./clone.ts";
-import { GoldenStore, markerName, writeAtomic, type SessionRecord, type StoreMarker } from "./layout.ts";
+import { GoldenStore, markerName, type SessionRecord, type StoreMarker } from "./layout.ts";
 import { openReadOnly, lastId } from "./nixdb.ts";
 import { promote, rebuild } from "./promote.ts";
 
@@ -27,50 +26,14 @@ export interface Located {
   choice?: StrategyChoice;
 }
 
-function cacheFile(): string {
-  const base = process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), ".cache");
-  return join(base, "agentenv", "stores.json");
-}
-
-/** Which engine instance: the same volume name on another socket, or for another user, is another store. */
-function cacheKey(ctx: BaseContext): string {
-  const endpoint = ctx.runtime.name === "docker" ? process.env.DOCKER_HOST : process.env.CONTAINER_HOST;
-  return `${ctx.runtime.name}|${endpoint ?? ""}|${process.getuid?.() ?? ""}|${ctx.config.storeVolume}`;
-}
-
-function readCache(): Record<string, string> {
-  try {
-    return JSON.parse(readFileSync(cacheFile(), "utf8")) as Record<string, string>;
-  } catch {
-    return {};
-  }
-}
-
-/**
- * Finds the golden store's directory. The answer is cached on the host and checked by
- * the marker file inside the volume, so a session makes no engine call for it; a
- * missing marker (volume removed, recreated, or never seeded) asks the engine again.
- */
+/** Finds the golden store's directory (cached: no engine call on the hot path). */
 export async function locateStore(ctx: BaseContext): Promise<Located> {
   const volume = ctx.config.storeVolume;
-  const key = cacheKey(ctx);
-  const cache = readCache();
-  let root = cache[key];
-  if (!root || !existsSync(join(root, markerName))) {
-    root = await ctx.runtime.volumeMountpoint(volume);
-    if (!root) return { volume };
-    if (cache[key] !== root) {
-      try {
-        mkdirSync(join(cacheFile(), ".."), { recursive: true });
-        writeAtomic(cacheFile(), JSON.stringify({ ...readCache(), [key]: root }, null, 2));
-      } catch {
-        // a read-only HOME only costs the engine call next time
-      }
-    }
-  }
-  const choice = chooseStrategy(root);
-  if (choice.strategy && !existsSync(join(root, markerName))) return { volume, choice };
-  return { volume, root, choice };
+  const { dir, marked } = await volumeDir(ctx, volume, markerName);
+  if (!dir) return { volume };
+  const choice = chooseStrategy(dir);
+  if (choice.strategy && !marked) return { volume, choice };
+  return { volume, root: dir, choice };
 }
 
 /**

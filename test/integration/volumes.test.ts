@@ -4,7 +4,7 @@ import { createLog } from "../../core/log.ts";
 import { basePlan } from "../../core/plan.ts";
 import { definePlugin, loadPlugins, type Plugin, type SessionContext } from "../../core/plugins.ts";
 import { createRuntime } from "../../core/runtime/index.ts";
-import { ensureVolume } from "../../core/session.ts";
+import { ensureVolume } from "../../core/volumes.ts";
 import { tempTree } from "../helpers/cli.ts";
 import { requireImage } from "../helpers/engine.ts";
 

@@ -1,13 +1,15 @@
 import { describe, expect, test } from "bun:test";
 import { imageFiles } from "../../image/files.ts";
 import { imageHash } from "../../core/image.ts";
-import { renderFilesModule } from "../../scripts/image-files.ts";
+import { embedded, renderModule } from "../../scripts/embed.ts";
 
 describe("image sources embedded in the binary", () => {
-  test("image/files.ts lists exactly the files in image/ (run `bun scripts/image-files.ts` when this fails)", async () => {
-    const current = await Bun.file(new URL("../../image/files.ts", import.meta.url)).text();
-    expect(current).toBe(await renderFilesModule());
-  });
+  for (const entry of embedded) {
+    test(`${entry.module} lists exactly the files in ${entry.dir}/ (run \`bun scripts/embed.ts\` when this fails)`, async () => {
+      const current = await Bun.file(new URL(`../../${entry.module}`, import.meta.url)).text();
+      expect(current).toBe(await renderModule(entry));
+    });
+  }
 
   test("the entrypoint and Containerfile are embedded, and the content hash follows content", () => {
     expect(imageFiles["entrypoint.sh"]!.content).toStartWith("#!/bin/sh");

@@ -1,0 +1,96 @@
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "pathe";
+import { undoOnInterrupt } from "./interrupt.ts";
+import { callHook, type BaseContext, type VolumeSpec } from "./plugins.ts";
+
+/** Writes FILE so that readers see the old or the new content, never a part. */
+export function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+}
+
+function cacheFile(): string {
+  const base = process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), ".cache");
+  return join(base, "agentenv", "volumes.json");
+}
+
+/** Which engine instance: the same volume name on another socket, or for another user, is another volume. */
+function cacheKey(ctx: BaseContext, volume: string): string {
+  const endpoint = ctx.runtime.name === "docker" ? process.env.DOCKER_HOST : process.env.CONTAINER_HOST;
+  return `${ctx.runtime.name}|${endpoint ?? ""}|${process.getuid?.() ?? ""}|${volume}`;
+}
+
+function readCache(): Record<string, string> {
+  try {
+    return JSON.parse(readFileSync(cacheFile(), "utf8")) as Record<string, string>;
+  } catch {
+    return {};
+  }
+}
+
+export interface VolumeDir {
+  /** the volume's directory on the engine's host; undefined when the volume does not exist */
+  dir?: string;
+  /** MARKER exists in it, as seen from here (so the volume is filled, and readable from this host) */
+  marked: boolean;
+}
+
+/**
+ * Where a volume agentenv made lives on the engine's host. The answer is cached on this
+ * host and checked by a marker file the volume holds once it is filled, so the hot path
+ * makes no engine call; a missing marker (volume removed, recreated, unfilled, or out of
+ * this host's reach) asks the engine again.
+ */
+export async function volumeDir(ctx: BaseContext, volume: string, marker: string): Promise<VolumeDir> {
+  const key = cacheKey(ctx, volume);
+  const cached = readCache()[key];
+  if (cached && existsSync(join(cached, marker))) return { dir: cached, marked: true };
+  const dir = await ctx.runtime.volumeMountpoint(volume);
+  if (!dir) return { marked: false };
+  if (cached !== dir) {
+    try {
+      mkdirSync(join(cacheFile(), ".."), { recursive: true });
+      writeAtomic(cacheFile(), JSON.stringify({ ...readCache(), [key]: dir }, null, 2));
+    } catch {
+      // a read-only HOME only costs the engine call next time
+    }
+  }
+  return { dir, marked: existsSync(join(dir, marker)) };
+}
+
+/**
+ * Creates a volume agentenv manages if it does not exist yet: `volume:create` hooks,
+ * the engine call, `fill` (the creator's content), then `volume:seed` hooks. A fill or
+ * seed that fails, or Ctrl-C at any point, removes the volume again: nothing half-made.
+ * Returns whether it was created.
+ */
+export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: () => Promise<void>): Promise<boolean> {
+  const { plugins } = ctx;
+  if (await ctx.runtime.volumeExists(volume.name)) return false;
+  volume.labels = { "agentenv.volume": "1", ...volume.labels };
+  await callHook(plugins, "volume:create", ctx, volume);
+  let created = false;
+  const remove = async () => {
+    if (created) await ctx.runtime.volumeRemove(volume.name).catch(() => {});
+  };
+  await undoOnInterrupt(remove, async () => {
+    await ctx.runtime.volumeCreate(volume.name, volume.labels);
+    created = true;
+    try {
+      await fill?.();
+      await callHook(plugins, "volume:seed", ctx, volume);
+    } catch (error) {
+      await remove();
+      throw error;
+    }
+  });
+  return true;
+}

@@ -1,0 +1,216 @@
+import { defineCommand } from "citty";
+import { globalArgs, logFor, repeatedFlag, runtimeArgs } from "../../core/commands/_shared.ts";
+import type { BaseContext } from "../../core/plugins.ts";
+import { loadContext } from "../../core/session.ts";
+import { formatBytes } from "../golden/session.ts";
+import { UserError } from "../../core/errors.ts";
+import { checkName, describeSource, diskUsage, envLabel, hasFlake, readRecord, lastUsed, toolsHash, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
+import { createEnv, exportEnv, importEnv, recordOf, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
+
+const commonArgs = { ...runtimeArgs, ...globalArgs } as const;
+const nameArg = { name: { type: "positional", required: true, valueHint: "name", description: "Environment name ([a-z0-9][a-z0-9._-]*)" } } as const;
+const jsonArg = { json: { type: "boolean", description: "Print as JSON" } } as const;
+
+async function context(args: { runtime?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
+  return loadContext({ project: process.cwd(), flags: { runtime: args.runtime }, log: logFor(args) });
+}
+
+const create = defineCommand({
+  meta: { name: "create", description: "Create a persistent home from a template directory (default: config env.template, else the built-in test-env)" },
+  args: {
+    ...nameArg,
+    template: { type: "positional", required: false, valueHint: "template-dir", description: "Directory copied into the new home (dotfiles, .config, flake.nix…)" },
+    "from-profile": { type: "string", valueHint: "dir", description: "Turn a legacy profile into an environment: DIR is copied under HOME and its activate.sh run once" },
+    shell: { type: "string", valueHint: "shell", description: "Shell sessions start (default: zsh if the template configures zsh, bash if only bash)" },
+    ...commonArgs,
+  },
+  async run({ args }) {
+    const name = checkName(args.name);
+    const ctx = await context(args);
+    if (args.template && args["from-profile"]) throw new UserError("give a template directory or --from-profile, not both");
+    const from = args["from-profile"] ? { profile: args["from-profile"] } : { template: args.template };
+    ctx.log.start(`creating environment ${name}…`);
+    const record = await createEnv(ctx, name, from, { shell: args.shell });
+    ctx.log.success(`environment ${name} created from ${describeSource(record.source)} — use it: agentenv --env ${name} [DIR]`);
+    return 0;
+  },
+});
+
+interface EnvInfo {
+  name: string;
+  volume: string;
+  source?: EnvRecord["source"];
+  created?: string;
+  lastUsed?: string;
+  /** bytes on disk; undefined when the engine's files are out of reach from here */
+  size?: number;
+  shell?: string;
+}
+
+async function infoOf(name: string, dir: string | undefined, record: EnvRecord | undefined): Promise<EnvInfo> {
+  const readable = dir !== undefined && record !== undefined;
+  return {
+    name,
+    volume: volumeName(name),
+    source: record?.source,
+    created: record?.created,
+    lastUsed: readable ? lastUsed(dir) : undefined,
+    size: readable ? await diskUsage(dir) : undefined,
+    shell: record?.shell,
+  };
+}
+
+/** "3 min ago"-style age, short enough for a table. */
+function age(iso: string | undefined, now = Date.now()): string {
+  if (!iso) return "-";
+  const seconds = Math.max(0, (now - Date.parse(iso)) / 1000);
+  const steps: Array<[number, string]> = [[60, "s"], [60, "min"], [24, "h"], [Infinity, "d"]];
+  let value = seconds;
+  for (const [size, unit] of steps) {
+    if (value < size) return `${Math.floor(value)} ${unit} ago`;
+    value /= size;
+  }
+  return iso;
+}
+
+const list = defineCommand({
+  meta: { name: "list", description: "List environments: name, source, created, last used, size" },
+  args: { ...jsonArg, ...commonArgs },
+  async run({ args }) {
+    const ctx = await context(args);
+    const volumes = await ctx.runtime.volumeList(envLabel);
+    const infos: EnvInfo[] = [];
+    for (const { name: volume, mountpoint } of volumes.sort((a, b) => a.name.localeCompare(b.name))) {
+      // one engine call for all: their files are read here (a VM or remote engine shows "?")
+      const record = mountpoint ? readRecord(mountpoint) : undefined;
+      infos.push(await infoOf(volume.slice(volumeName("").length), mountpoint, record));
+    }
+    if (args.json) {
+      console.log(JSON.stringify(infos, null, 2));
+      return 0;
+    }
+    if (!infos.length) {
+      console.log("no environments yet — create one: agentenv env create NAME [TEMPLATE_DIR]");
+      return 0;
+    }
+    const rows = [["NAME", "SOURCE", "CREATED", "LAST USED", "SIZE"], ...infos.map((i) => [i.name, describeSource(i.source), age(i.created), age(i.lastUsed), i.size === undefined ? "?" : formatBytes(i.size)])];
+    const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+    for (const row of rows) console.log(row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  "));
+    return 0;
+  },
+});
+
+const show = defineCommand({
+  meta: { name: "show", description: "Show one environment: source, dates, size, shell, tools, sessions using it" },
+  args: { ...nameArg, ...jsonArg, ...commonArgs },
+  async run({ args }) {
+    const name = checkName(args.name);
+    const ctx = await context(args);
+    const home = await requireHome(ctx, name);
+    const record = await recordOf(ctx, home);
+    const dir = home.readable ? home.dir : undefined;
+    const info = {
+      ...(await infoOf(name, dir, record)),
+      mountpoint: home.dir,
+      reset: record?.reset,
+      tools: dir ? { flake: hasFlake(dir), installedHash: toolsHash(dir), profile: toolsStorePath(dir) } : undefined,
+      sessions: await runningUsers(ctx, home),
+    };
+    if (args.json) {
+      console.log(JSON.stringify(info, null, 2));
+      return 0;
+    }
+    const tools = info.tools
+      ? info.tools.flake
+        ? info.tools.profile
+          ? `~/flake.nix installed (${info.tools.profile})`
+          : "~/flake.nix not installed yet (the next session installs it)"
+        : "no ~/flake.nix"
+      : "?";
+    const rows: Array<[string, string]> = [
+      ["name", name],
+      ["volume", `${home.volume}${home.dir ? ` (${home.dir})` : ""}`],
+      ["source", describeSource(info.source)],
+      ["created", info.created ?? "?"],
+      ...(info.reset ? [["reset", info.reset] as [string, string]] : []),
+      ["last used", info.lastUsed ?? "never"],
+      ["size", info.size === undefined ? "?" : formatBytes(info.size)],
+      ["shell", info.shell ?? "image default (zsh)"],
+      ["tools", tools],
+      ["sessions", info.sessions.length ? info.sessions.join(", ") : "none running"],
+    ];
+    for (const [key, value] of rows) console.log(`${key.padEnd(9)} ${value}`);
+    return 0;
+  },
+});
+
+const rm = defineCommand({
+  meta: { name: "rm", description: "Remove an environment and everything in its home (export it first to keep a copy)" },
+  args: { ...nameArg, force: { type: "boolean", alias: "f", description: "Remove it even while sessions use it (they are stopped)" }, ...commonArgs },
+  async run({ args }) {
+    const name = checkName(args.name);
+    const ctx = await context(args);
+    await removeEnv(ctx, name, Boolean(args.force));
+    ctx.log.success(`environment ${name} removed`);
+    return 0;
+  },
+});
+
+const reset = defineCommand({
+  meta: { name: "reset", description: "Recreate a home from the source it was made from; --keep PATH (repeatable) keeps chosen paths" },
+  args: {
+    ...nameArg,
+    keep: { type: "string", valueHint: "path", description: "A path under HOME to keep, e.g. .zsh_history or .claude (repeat for more)" },
+    force: { type: "boolean", alias: "f", description: "Reset even while sessions use it" },
+    ...commonArgs,
+  },
+  async run({ args, rawArgs }) {
+    const name = checkName(args.name);
+    const keep = repeatedFlag(rawArgs, "--keep");
+    const ctx = await context(args);
+    ctx.log.start(`resetting environment ${name}${keep.length ? ` (keeping ${keep.join(", ")})` : ""}…`);
+    const record = await resetEnv(ctx, name, keep, Boolean(args.force));
+    ctx.log.success(`environment ${name} reset from ${describeSource(record.source)}`);
+    return 0;
+  },
+});
+
+const exportCommand = defineCommand({
+  meta: { name: "export", description: "Write the whole home as one gzip-compressed tar archive (portable between machines and engines)" },
+  args: {
+    ...nameArg,
+    output: { type: "string", alias: "o", valueHint: "file", description: "Archive to write (default: NAME.tar.gz; - for stdout)" },
+    ...commonArgs,
+  },
+  async run({ args }) {
+    const name = checkName(args.name);
+    const ctx = await context(args);
+    const out = args.output ?? `${name}.tar.gz`;
+    if (out !== "-") ctx.log.start(`exporting environment ${name}…`);
+    const { file, bytes } = await exportEnv(ctx, name, out);
+    if (file !== "-") ctx.log.success(`environment ${name} exported to ${file} (${formatBytes(bytes ?? 0)})`);
+    return 0;
+  },
+});
+
+const importCommand = defineCommand({
+  meta: { name: "import", description: "Create an environment from an archive made by `env export` (- reads stdin)" },
+  args: {
+    ...nameArg,
+    file: { type: "positional", required: true, valueHint: "file", description: "The archive (.tar.gz or .tar)" },
+    ...commonArgs,
+  },
+  async run({ args }) {
+    const name = checkName(args.name);
+    const ctx = await context(args);
+    ctx.log.start(`importing ${args.file} as environment ${name}…`);
+    await importEnv(ctx, name, args.file);
+    ctx.log.success(`environment ${name} imported — use it: agentenv --env ${name} [DIR]`);
+    return 0;
+  },
+});
+
+export default defineCommand({
+  meta: { name: "env", description: "Environments: named, persistent homes (dotfiles, tools from ~/flake.nix, history, agent memory)" },
+  subCommands: { create, list, show, rm, reset, export: exportCommand, import: importCommand },
+});

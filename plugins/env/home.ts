@@ -1,0 +1,144 @@
+import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "pathe";
+import { checkEnvName } from "../../core/config.ts";
+import { UserError } from "../../core/errors.ts";
+import { containerHome } from "../../core/plan.ts";
+import type { BaseContext } from "../../core/plugins.ts";
+import { volumeDir } from "../../core/volumes.ts";
+
+/**
+ * An environment is one engine volume, `agentenv-env-NAME`, labelled `agentenv.env=NAME`,
+ * mounted as HOME. What agentenv keeps about it lives inside it, in
+ * ~/.local/state/agentenv/ (never among the user's dotfiles), so it travels with an
+ * export:
+ *
+ *   env.json      where it came from, when (written last: a home without it is unfinished)
+ *   shell         the shell sessions start (zsh, bash…), read by the entrypoint
+ *   last-used     touched by the entrypoint at every session start
+ *   profile       the Nix profile ~/flake.nix is installed into (agentenv-install-tools)
+ *   tools.hash    the content hash of the installed flake.nix + flake.lock
+ */
+export const stateDir = ".local/state/agentenv";
+export const recordPath = `${stateDir}/env.json`;
+export const envLabel = "agentenv.env";
+const volumePrefix = "agentenv-env-";
+
+export function volumeName(name: string): string {
+  return volumePrefix + name;
+}
+
+/** NAME checked, for commands: a bad name is a one-line error before anything runs. */
+export function checkName(name: string | undefined): string {
+  if (!name) throw new UserError("an environment name is needed", "e.g. agentenv env create dev");
+  return checkEnvName(name, "the command line")!;
+}
+
+export type EnvSource =
+  /** the template shipped in agentenv (test-env/) */
+  | { kind: "builtin"; hash: string }
+  | { kind: "template"; path: string; hash: string }
+  /** a legacy profile directory, copied to ~/TARGET, its activate.sh run once */
+  | { kind: "profile"; path: string; target: string; hash: string }
+  /** `env import`: the archive it came from */
+  | { kind: "archive"; path: string; hash?: string };
+
+export interface EnvRecord {
+  version: 1;
+  source: EnvSource;
+  created: string;
+  /** the last `env reset` */
+  reset?: string;
+  /** the shell recorded at creation (also in `shell`, where the entrypoint reads it) */
+  shell?: string;
+}
+
+export function describeSource(source: EnvSource | undefined): string {
+  switch (source?.kind) {
+    case "builtin":
+      return "test-env (built in)";
+    case "template":
+      return source.path;
+    case "profile":
+      return `profile ${source.path}`;
+    case "archive":
+      return `archive ${source.path}`;
+    default:
+      return "unknown";
+  }
+}
+
+export interface Home {
+  name: string;
+  volume: string;
+  /** the volume's directory on the engine's host (undefined: no such environment) */
+  dir?: string;
+  /** its files can be read from here (a local engine); false for a VM or remote engine */
+  readable: boolean;
+}
+
+/** Finds an environment's volume; cached, so a session makes no engine call for it. */
+export async function findHome(ctx: BaseContext, name: string): Promise<Home> {
+  const volume = volumeName(name);
+  const { dir, marked } = await volumeDir(ctx, volume, recordPath);
+  return { name, volume, dir, readable: marked };
+}
+
+export function readRecord(dir: string): EnvRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, recordPath), "utf8")) as EnvRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+function mtime(file: string): string | undefined {
+  try {
+    return statSync(file).mtime.toISOString();
+  } catch {
+    return undefined;
+  }
+}
+
+export function lastUsed(dir: string): string | undefined {
+  return mtime(join(dir, stateDir, "last-used"));
+}
+
+/** Disk usage of a directory tree, as `du` counts it (hard links once). */
+export async function diskUsage(dir: string): Promise<number | undefined> {
+  const child = Bun.spawn(["du", "-s", "--block-size=1", dir], { stdout: "pipe", stderr: "ignore" });
+  const out = await new Response(child.stdout).text();
+  return (await child.exited) === 0 ? Number(out.split("\t")[0]) : undefined;
+}
+
+/**
+ * The store path the environment's tools profile points at, read on the host. The
+ * profile's links are made inside the container, so an absolute one names /root/….
+ */
+export function toolsStorePath(dir: string): string | undefined {
+  const hostPath = (link: string, target: string) =>
+    target.startsWith(`${containerHome}/`) ? join(dir, target.slice(containerHome.length + 1)) : resolve(dirname(link), target);
+  let link = join(dir, stateDir, "profile");
+  for (let hops = 0; hops < 10; hops++) {
+    let target: string;
+    try {
+      target = readlinkSync(link);
+    } catch {
+      return undefined;
+    }
+    if (target.startsWith("/nix/store/")) return target.split("/").slice(0, 4).join("/");
+    link = hostPath(link, target);
+  }
+  return undefined;
+}
+
+export function toolsHash(dir: string): string | undefined {
+  try {
+    return readFileSync(join(dir, stateDir, "tools.hash"), "utf8").trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function hasFlake(dir: string): boolean {
+  return existsSync(join(dir, "flake.nix"));
+}

@@ -1,0 +1,104 @@
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "pathe";
+import { UserError } from "../../core/errors.ts";
+import { isLocked, lockFile, type FileLock } from "../../core/linux.ts";
+import { containerHome } from "../../core/plan.ts";
+import type { BaseContext, SessionContext } from "../../core/plugins.ts";
+import { envLabel, findHome, recordPath, toolsStorePath, volumeName, type Home } from "./home.ts";
+import { createEnv } from "./lifecycle.ts";
+
+interface SessionState {
+  home: Home;
+  /** env.autoCreate and the environment does not exist yet: `session:start` creates it */
+  create: boolean;
+  lock?: { file: string; held: FileLock };
+}
+
+const states = new WeakMap<SessionContext, SessionState>();
+
+/** `session:mount`: the environment's volume is HOME. */
+export async function mountEnv(ctx: SessionContext): Promise<void> {
+  const name = ctx.config.env.name;
+  if (!name) return;
+  const home = await findHome(ctx, name);
+  if (!home.dir && !ctx.config.env.autoCreate) {
+    throw new UserError(`no environment named ${name}`, `create it (agentenv env create ${name}), or set env.autoCreate in config`);
+  }
+  ctx.plan.mounts.push({ type: "volume", source: home.volume, target: containerHome });
+  ctx.plan.env.AGENTENV_ENV = name;
+  ctx.plan.labels[envLabel] = name;
+  states.set(ctx, { home, create: !home.dir });
+}
+
+/** Host-side record of which sessions have which environment open (flocks: a dead holder lets go). */
+function sessionsDir(ctx: BaseContext, volume: string): string {
+  const base = process.env.XDG_STATE_HOME || join(process.env.HOME || homedir(), ".local", "state");
+  return join(base, "agentenv", "sessions", `${ctx.runtime.name}-${volume}`);
+}
+
+/** Other live sessions of this environment on this host; stale entries are removed. */
+function otherSessions(dir: string, self: string): string[] {
+  const others: string[] = [];
+  for (const name of readdirSync(dir)) {
+    if (name === self) continue;
+    let held = false;
+    try {
+      held = isLocked(join(dir, name));
+    } catch {
+      continue; // removed meanwhile
+    }
+    if (held) others.push(name);
+    else rmSync(join(dir, name), { force: true });
+  }
+  return others;
+}
+
+/**
+ * `session:start`: create the environment if config asks for it, and say when another
+ * session has it open. Two sessions on one environment share one home, as two terminals
+ * on one machine do (see README, "One environment, several sessions").
+ */
+export async function startEnv(ctx: SessionContext): Promise<void> {
+  const state = states.get(ctx);
+  if (!state) return;
+  const { name, volume } = state.home;
+  if (state.create) {
+    ctx.log.start(`creating environment ${name} (env.autoCreate)…`);
+    await createEnv(ctx, name, {}).catch(async (error) => {
+      // another session created it at the same moment: use theirs
+      if (!(await ctx.runtime.volumeExists(volume))) throw error;
+    });
+  }
+  try {
+    const dir = sessionsDir(ctx, volume);
+    mkdirSync(dir, { recursive: true });
+    const others = otherSessions(dir, ctx.plan.name);
+    const file = join(dir, ctx.plan.name);
+    state.lock = { file, held: lockFile(file, "exclusive")! };
+    if (others.length) ctx.log.warn(`environment ${name} is also open in ${others.join(", ")}: the sessions share one home`);
+  } catch (error) {
+    // only a notice is lost: the session itself is fine
+    ctx.log.debug(`could not record the session of environment ${name}: ${(error as Error).message}`);
+  }
+}
+
+export function endEnv(ctx: SessionContext): void {
+  const lock = states.get(ctx)?.lock;
+  if (!lock) return;
+  rmSync(lock.file, { force: true });
+  lock.held.release();
+}
+
+/** `store:roots`: every environment's installed tools survive `agentenv store gc`, mounted or not. */
+export async function envRoots(ctx: BaseContext, roots: Set<string>): Promise<void> {
+  for (const { name: volume, mountpoint } of await ctx.runtime.volumeList(envLabel)) {
+    const name = volume.startsWith(volumeName("")) ? volume.slice(volumeName("").length) : volume;
+    if (!mountpoint || !existsSync(join(mountpoint, recordPath))) {
+      ctx.log.warn(`environment ${name}: its files are not readable from here; its tools may be collected (its next session reinstalls them)`);
+      continue;
+    }
+    const target = toolsStorePath(mountpoint);
+    if (target) roots.add(target);
+  }
+}
