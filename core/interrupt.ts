@@ -9,6 +9,7 @@ const signalNumbers: Record<Signal, number> = { SIGINT: 2, SIGTERM: 15, SIGHUP: 
 /** What to undo if the user interrupts now, innermost last. */
 const pending: Array<() => unknown> = [];
 let undoing = false;
+const never = new Promise<never>(() => {});
 
 async function onSignal(signal: Signal): Promise<void> {
   // a second Ctrl-C while undoing must not leave the undo half-done
@@ -36,6 +37,9 @@ export async function undoOnInterrupt<T>(undo: () => unknown, work: () => Promis
   try {
     return await work();
   } finally {
+    // interrupted: the undo is running and exits the process; the work must not go on
+    // to report success (or a failure the undo itself caused)
+    if (undoing) await never;
     pending.splice(pending.lastIndexOf(undo), 1);
     if (pending.length === 0 && !undoing) for (const signal of signals) process.off(signal, onSignal);
   }

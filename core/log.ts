@@ -28,3 +28,15 @@ export function createLog(options: { verbose?: boolean; quiet?: boolean } = {}):
   const level = options.quiet ? 1 : options.verbose ? 4 : 3;
   return createConsola({ level, reporters: [stderrReporter] });
 }
+
+/** 1536 → "1.5 KiB": sizes for people. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}

@@ -166,12 +166,24 @@ export class OciRuntime implements Runtime {
     if (result.code !== 0) throw new UserError(`${this.name} could not create volume ${name}: ${result.stderr.trim()}`);
   }
 
+  /**
+   * Users first, then the volume, without `volume rm --force`: Podman 4.3 deadlocks when
+   * that meets a `run` still creating a container on the volume (volume lock, then
+   * container lock, against the reverse). A user that appears meanwhile is removed on
+   * the next round. A volume already gone counts as removed.
+   */
   async volumeRemove(name: string): Promise<void> {
-    // Podman's --force removes the users too, Docker's does not: remove them first
-    const users = await this.volumeUsers(name);
-    if (users.length) await this.call(["rm", "--force", ...users.map((u) => u.name)]);
-    const result = await this.call(["volume", "rm", "--force", name]);
-    if (result.code !== 0) throw new UserError(`${this.name} could not remove volume ${name}: ${result.stderr.trim()}`);
+    let why = "";
+    for (let round = 0; round < 20; round++) {
+      const users = await this.volumeUsers(name).catch(() => []);
+      if (users.length) await this.call(["rm", "--force", ...users.map((u) => u.name)]);
+      const result = await this.call(["volume", "rm", name]);
+      if (result.code === 0 || /no such volume|no volume with name/i.test(result.stderr)) return;
+      why = result.stderr.trim();
+      if (!/in use|being used/i.test(why)) break;
+      await Bun.sleep(100);
+    }
+    throw new UserError(`${this.name} could not remove volume ${name}: ${why}`);
   }
 
   async volumeList(label: string): Promise<Array<{ name: string; mountpoint?: string }>> {

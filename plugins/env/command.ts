@@ -2,7 +2,7 @@ import { defineCommand } from "citty";
 import { globalArgs, logFor, repeatedFlag, runtimeArgs } from "../../core/commands/_shared.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { loadContext } from "../../core/session.ts";
-import { formatBytes } from "../golden/session.ts";
+import { formatBytes } from "../../core/log.ts";
 import { UserError } from "../../core/errors.ts";
 import { checkName, describeSource, diskUsage, envLabel, hasFlake, readRecord, lastUsed, toolsHash, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
 import { createEnv, exportEnv, importEnv, recordOf, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
@@ -29,7 +29,6 @@ const create = defineCommand({
     const ctx = await context(args);
     if (args.template && args["from-profile"]) throw new UserError("give a template directory or --from-profile, not both");
     const from = args["from-profile"] ? { profile: args["from-profile"] } : { template: args.template };
-    ctx.log.start(`creating environment ${name}…`);
     const record = await createEnv(ctx, name, from, { shell: args.shell });
     ctx.log.success(`environment ${name} created from ${describeSource(record.source)} — use it: agentenv --env ${name} [DIR]`);
     return 0;
@@ -168,7 +167,6 @@ const reset = defineCommand({
     const name = checkName(args.name);
     const keep = repeatedFlag(rawArgs, "--keep");
     const ctx = await context(args);
-    ctx.log.start(`resetting environment ${name}${keep.length ? ` (keeping ${keep.join(", ")})` : ""}…`);
     const record = await resetEnv(ctx, name, keep, Boolean(args.force));
     ctx.log.success(`environment ${name} reset from ${describeSource(record.source)}`);
     return 0;
@@ -186,7 +184,6 @@ const exportCommand = defineCommand({
     const name = checkName(args.name);
     const ctx = await context(args);
     const out = args.output ?? `${name}.tar.gz`;
-    if (out !== "-") ctx.log.start(`exporting environment ${name}…`);
     const { file, bytes } = await exportEnv(ctx, name, out);
     if (file !== "-") ctx.log.success(`environment ${name} exported to ${file} (${formatBytes(bytes ?? 0)})`);
     return 0;
@@ -203,7 +200,6 @@ const importCommand = defineCommand({
   async run({ args }) {
     const name = checkName(args.name);
     const ctx = await context(args);
-    ctx.log.start(`importing ${args.file} as environment ${name}…`);
     await importEnv(ctx, name, args.file);
     ctx.log.success(`environment ${name} imported — use it: agentenv --env ${name} [DIR]`);
     return 0;

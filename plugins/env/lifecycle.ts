@@ -5,7 +5,8 @@ import { undoOnInterrupt, withTempDir } from "../../core/interrupt.ts";
 import { containerHome, helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { ensureVolume } from "../../core/volumes.ts";
-import { envLabel, findHome, readRecord, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
+import { formatBytes } from "../../core/log.ts";
+import { describeSource, envLabel, findHome, readRecord, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
 import { profileTarget } from "../profile/index.ts";
 import { scanTemplate, writeBuiltinTemplate, type TemplateScan } from "./template.ts";
 
@@ -83,6 +84,11 @@ async function withSource<T>(ctx: BaseContext, from: CreateFrom, fn: (content: C
   });
 }
 
+function describeContent(content: Content, source: EnvSource): string {
+  const what = describeSource(source);
+  return "template" in content ? `${what} (${content.template.files} files, ${formatBytes(content.template.bytes)})` : what;
+}
+
 function alreadyExists(name: string): UserError {
   return new UserError(`environment ${name} already exists`, `use it (agentenv --env ${name}), or remove it first (agentenv env rm ${name})`);
 }
@@ -93,6 +99,7 @@ export async function createEnv(ctx: BaseContext, name: string, from: CreateFrom
   // checked before the template is even read: the cheap, common mistake first
   if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
   return withSource(ctx, from, async (content, source, shell) => {
+    ctx.log.start(`creating environment ${name} from ${describeContent(content, source)}…`);
     const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: options.shell ?? shell };
     const script = [...contentScript(content, home), ...activateScript(content), ...recordScript(record)];
     const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
@@ -161,6 +168,7 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
   if (!old) throw new UserError(`environment ${name} has no record of its source (${recordPath})`, "remove it and create it again");
   const stage = `${home}/.agentenv-reset`;
   const reset = async (content: Content, source: EnvSource, shell?: string) => {
+    ctx.log.start(`resetting environment ${name} from ${describeContent(content, source)}${keeps.length ? `, keeping ${keeps.join(", ")}` : ""}…`);
     const record: EnvRecord = { ...old, source, reset: new Date().toISOString(), shell: old.shell ?? shell };
     const q = shellQuote;
     const script = [
@@ -214,6 +222,7 @@ export async function exportEnv(ctx: BaseContext, name: string, out: string): Pr
     return { file: "-" };
   }
   const file = resolve(out);
+  ctx.log.start(`exporting environment ${name} to ${file}…`);
   const partial = `${file}.partial-${process.pid}`;
   const removePartial = () => rmSync(partial, { force: true });
   await undoOnInterrupt(removePartial, async () => {
@@ -244,6 +253,7 @@ export async function importEnv(ctx: BaseContext, name: string, file: string): P
   const source: EnvSource = fromStdin ? { kind: "archive", path: "(stdin)" } : { kind: "archive", path, hash: await fileHash(path) };
   const record: EnvRecord = { version: 1, source, created: new Date().toISOString() };
   const content: Content = { archive: path, gzip: fromStdin || isGzip(path) };
+  ctx.log.start(`importing ${file} as environment ${name}…`);
   const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
     await runHelper(ctx, `importing ${file} into environment ${name}`, volume, [...contentScript(content, home), ...recordScript(record)], content);
   });

@@ -8,7 +8,8 @@ import { loadContext } from "../../core/session.ts";
 import { ensureVolume } from "../../core/volumes.ts";
 import { GoldenStore, markerName, type PromotionRecord, type StoreMarker } from "./layout.ts";
 import { liveClosure, rebuild, storeStats } from "./promote.ts";
-import { deadSessions, formatBytes, locateStore } from "./session.ts";
+import { formatBytes } from "../../core/log.ts";
+import { deadSessions, locateStore } from "./session.ts";
 
 const storeArgs = {
   ...runtimeArgs,

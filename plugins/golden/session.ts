@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "pathe";
 import { UserError, messageOf } from "../../core/errors.ts";
 import { lockFile, type FileLock } from "../../core/linux.ts";
+import { formatBytes } from "../../core/log.ts";
 import { helperPlan, shellQuote } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
 import { ensureVolume, volumeDir, writeAtomic } from "../../core/volumes.ts";
@@ -243,15 +244,4 @@ async function reclaimIfNeeded(ctx: BaseContext, store: GoldenStore): Promise<vo
   } catch (error) {
     ctx.log.warn(`golden store: could not delete unused layers (a later session retries): ${messageOf(error)}`);
   }
-}
-
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
