@@ -308,7 +308,7 @@ export async function loadConfig(options: {
       image: env.AGENTENV_IMAGE || undefined,
       store: checkStoreMode(env.AGENTENV_STORE, "AGENTENV_STORE"),
       storeVolume: checkVolumeName(env.AGENTENV_STORE_VOLUME, "AGENTENV_STORE_VOLUME"),
-      env: env.AGENTENV_ENV !== undefined ? { default: env.AGENTENV_ENV } : undefined,
+      env: env.AGENTENV_ENV !== undefined ? { default: checkEnvName(env.AGENTENV_ENV, "AGENTENV_ENV") ?? "" } : undefined,
     },
   });
   layers.push({
@@ -317,7 +317,7 @@ export async function loadConfig(options: {
       runtime: checkRuntimeName(options.flags?.runtime, "--runtime"),
       image: options.flags?.image || undefined,
       store: checkStoreMode(options.flags?.store, "--store"),
-      env: options.flags?.env !== undefined ? { default: options.flags.env } : undefined,
+      env: options.flags?.env !== undefined ? { default: checkEnvName(options.flags.env, "--env") ?? "" } : undefined,
       profile: options.flags?.profile ? resolve(expandHome(options.flags.profile, env)) : undefined,
     },
   });

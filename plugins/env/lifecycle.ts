@@ -146,7 +146,7 @@ export async function removeEnv(ctx: BaseContext, name: string, force: boolean):
 /** A path under HOME to keep across a reset: relative, inside HOME, not agentenv's own state. */
 export function checkKeepPath(path: string): string {
   const rel = path.replace(/^~\//, "").replace(/\/+$/, "");
-  if (!rel || rel.startsWith("/") || rel.split("/").some((part) => part === ".." || part === "." || part === "")) {
+  if (!rel || rel === "~" || rel.startsWith("/") || rel.split("/").some((part) => part === ".." || part === "." || part === "")) {
     throw new UserError(`--keep ${path}: give a path inside HOME, e.g. --keep .zsh_history`);
   }
   if (rel === stateDir || rel.startsWith(`${stateDir}/`) || stateDir.startsWith(`${rel}/`)) {

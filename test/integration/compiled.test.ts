@@ -1,4 +1,5 @@
 import { beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { agentenv, repoRoot, tempTree } from "../helpers/cli.ts";
@@ -28,13 +29,27 @@ describe("the compiled binary", () => {
     expect(result.stderr).toBe("");
     expect(result.stdout).toBe("compiled-podman\n");
     const plugins = await agentenv(["plugins", project, "--json"], { bin: [binary] });
-    expect(JSON.parse(plugins.stdout).map((p: { name: string }) => p.name)).toEqual(["golden", "nix", "stamp"]);
+    expect(JSON.parse(plugins.stdout).map((p: { name: string }) => p.name)).toEqual(["golden", "env", "profile", "nix", "stamp"]);
+  });
+
+  test("creates an environment from the test-env template it carries", async () => {
+    const name = `compiled-${process.pid}`;
+    try {
+      const created = await agentenv(["env", "create", name], { bin: [binary], cwd: tempTree() });
+      expect(created.code).toBe(0);
+      // read on the host: a session would install the template's tools, which need the network
+      const dir = Bun.spawnSync(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", `agentenv-env-${name}`]).stdout.toString().trim();
+      expect(readFileSync(join(dir, "flake.nix"), "utf8")).toBe(readFileSync(join(repoRoot, "test-env", "flake.nix"), "utf8"));
+      expect(readFileSync(join(dir, ".local/state/agentenv/shell"), "utf8")).toBe("zsh\n");
+    } finally {
+      Bun.spawnSync(["podman", "volume", "rm", "--force", `agentenv-env-${name}`]);
+    }
   });
 
   test("--version and --help", async () => {
     const version = await agentenv(["--version"], { bin: [binary] });
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
     const help = await agentenv(["--help"], { bin: [binary] });
-    for (const word of ["USAGE", "run", "image", "doctor", "plugins", "store", "--dry-run", "--store"]) expect(help.stdout).toContain(word);
+    for (const word of ["USAGE", "run", "image", "doctor", "plugins", "store", "env", "--dry-run", "--store", "--env"]) expect(help.stdout).toContain(word);
   });
 });

@@ -79,4 +79,29 @@ describe("the Docker runtime against Podman's Docker API", () => {
     expect(result.stderr).toContain("agentenv: docker is not working");
     expect(result.stderr).toContain("start the Docker daemon, or point DOCKER_HOST at a running engine");
   });
+
+  test("an environment exported from Docker imports into Podman with identical files", async () => {
+    const [fromDocker, intoPodman] = [`docker-export-${process.pid}`, `podman-import-${process.pid}`];
+    const archive = join(tempTree(), "home.tar.gz");
+    try {
+      const template = tempTree({ ".bashrc": "# docker home\n", ".config/tool/conf": "x = 1\n" });
+      expect((await agentenv(["env", "create", fromDocker, template], { env })).code).toBe(0);
+      const session = await agentenv(["run", "--env", fromDocker, tempTree(), "--", "sh", "-c", "echo made-in-docker > ~/note; mkdir -p ~/.agent && ln -s ../note ~/.agent/link"], { env });
+      expect(session.code).toBe(0);
+      expect((await agentenv(["env", "export", fromDocker, "-o", archive], { env })).code).toBe(0);
+      const imported = await agentenv(["env", "import", intoPodman, archive], { env: { AGENTENV_RUNTIME: "podman" } });
+      expect(imported.code).toBe(0);
+      const listing = (name: string) => {
+        const dir = Bun.spawnSync(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", `agentenv-env-${name}`]).stdout.toString().trim();
+        const script = `cd ${dir} && find . ! -path ./.local/state/agentenv/env.json ! -path ./.local/state/agentenv/last-used -printf '%p %y %m %U %l\\n' | sort && find . -type f ! -path ./.local/state/agentenv/env.json -exec sha256sum {} + | sort`;
+        return Bun.spawnSync(["sh", "-c", script]).stdout.toString();
+      };
+      expect(listing(intoPodman)).toContain("./note f 644 0");
+      expect(listing(intoPodman)).toBe(listing(fromDocker));
+      const read = await agentenv(["run", "--env", intoPodman, tempTree(), "--", "cat", "/root/.agent/link"], { env: { AGENTENV_RUNTIME: "podman" } });
+      expect(read.stdout).toBe("made-in-docker\n");
+    } finally {
+      for (const name of [fromDocker, intoPodman]) Bun.spawnSync(["podman", "volume", "rm", "--force", `agentenv-env-${name}`]);
+    }
+  });
 });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, lstatSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, isolatedHome, repoRoot, tempTree } from "../helpers/cli.ts";
-import { devShellFlake, expectNoStackTrace, leftoverContainers, requireImage } from "../helpers/engine.ts";
+import { derivationExpr, devShellFlake, expectNoStackTrace, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /** Environments on real Podman, with the input-less fixture home (test/fixtures/env). */
 const fixture = join(repoRoot, "test", "fixtures", "env");
@@ -263,6 +263,29 @@ describe("sessions with --env", () => {
     expect(rm.code).toBe(0);
     expect(volumeExists(name)).toBe(false);
     expect(await session.exited).not.toBe(0);
+  });
+});
+
+describe("the golden store", () => {
+  const storeVolume = `agentenv-test-env-store-${process.pid}`;
+  afterAll(() => removeStoreVolume(storeVolume));
+
+  test("an environment's installed tools are a gc root, also while no session mounts it", async () => {
+    const env = { AGENTENV_STORE_VOLUME: storeVolume };
+    const name = envName("gcroot");
+    await create(name);
+    const first = await agentenv(["run", "--env", name, tempTree(), "--", "hello-env"], { env });
+    expect(first.stdout).toBe("hello-env v1\n");
+    const target = readlinkSync(join(volumeDir(name), ".local/state/agentenv/profile-1-link"));
+    // a path no root reaches: gc deletes it, the tools stay
+    const orphan = await agentenv(["run", tempTree(), "--", "nix-build", "--no-out-link", "-E", derivationExpr(`orphan-${process.pid}`)], { env });
+    const orphanPath = orphan.stdout.trim();
+    const gc = await agentenv(["store", "gc", "--json"], { env });
+    expect(gc.code).toBe(0);
+    expect(JSON.parse(gc.stdout).deleted).toBeGreaterThan(0);
+    const after = await agentenv(["run", "--env", name, tempTree(), "--", "sh", "-c", `nix-store --check-validity ${target} && hello-env; nix-store --check-validity ${orphanPath} 2>/dev/null || echo orphan-collected`], { env });
+    expect(after.stdout).toBe("hello-env v1\norphan-collected\n");
+    expect(after.stderr).not.toContain("installing");
   });
 });
 

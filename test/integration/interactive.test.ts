@@ -19,8 +19,8 @@ async function waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
   throw new Error(`timed out waiting for ${pattern}; screen:\n${screen()}`);
 }
 
-function start(project: string, resultFile: string) {
-  const command = `HOME=${isolatedHome} ${process.execPath} ${entry} ${project}; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`;
+function start(project: string, resultFile: string, flags: string[] = []) {
+  const command = `HOME=${isolatedHome} ${process.execPath} ${entry} ${flags.join(" ")} ${project}; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`;
   tmux("kill-session", "-t", session);
   const started = tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", command);
   if (started.exitCode !== 0) throw new Error(`tmux failed: ${started.stderr}`);
@@ -66,5 +66,29 @@ describe("agentenv DIR in a terminal", () => {
     tmux("send-keys", "-t", session, "exit", "Enter");
     await waitFor(/AGENTENV-DONE/);
     expect(readFileSync(resultFile, "utf8").trim()).toBe("0");
+  });
+
+  test("an environment keeps shell history across sessions (zsh, with the home's own ZDOTDIR)", async () => {
+    const name = `t${process.pid}-history`;
+    const template = tempTree({
+      ".zshenv": 'export ZDOTDIR="$HOME/.config/zsh"\n',
+      ".config/zsh/.zshrc": "PROMPT='history-test %~ %# '\n",
+    });
+    try {
+      expect(Bun.spawnSync([process.execPath, entry, "env", "create", name, template], { env: { ...process.env, HOME: isolatedHome } }).exitCode).toBe(0);
+      for (const [i, line] of ["echo first-session-marker", "fc -ln -5"].entries()) {
+        const project = tempTree();
+        const resultFile = join(project, ".exit-code");
+        start(project, resultFile, ["--env", name]);
+        await waitFor(/history-test \/work/);
+        tmux("send-keys", "-t", session, line, "Enter");
+        if (i === 1) await waitFor(/^echo first-session-marker$/m);
+        tmux("send-keys", "-t", session, "exit", "Enter");
+        await waitFor(/AGENTENV-DONE/);
+        expect(readFileSync(resultFile, "utf8").trim()).toBe("0");
+      }
+    } finally {
+      Bun.spawnSync(["podman", "volume", "rm", "--force", `agentenv-env-${name}`]);
+    }
   });
 });
