@@ -14,6 +14,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
+import { median, timed } from "./measure.ts";
 
 const root = join(import.meta.dir, "..");
 const binary = join(root, "dist", "agentenv");
@@ -26,18 +27,7 @@ writeFileSync(join(home, ".config", "agentenv", "config.ts"), `export default { 
 const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, ".config") };
 const project = mkdtempSync(join(tmpdir(), "agentenv-bench-"));
 
-function time(argv: string[]): number {
-  const started = performance.now();
-  const result = Bun.spawnSync(argv, { stdout: "ignore", stderr: "pipe", env });
-  const ms = performance.now() - started;
-  if (result.exitCode !== 0) throw new Error(`${argv.join(" ")} failed: ${result.stderr}`);
-  return ms;
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
+const time = (argv: string[]) => timed(argv, env).ms;
 
 if (!(await Bun.file(binary).exists())) throw new Error("dist/agentenv is missing: run `bun run build` first");
 const volumes = [`agentenv-env-${id}`, `agentenv-env-${id}-big`, `agentenv-${id}-peer`];

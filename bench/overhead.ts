@@ -13,24 +13,14 @@
 import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
+import { median, timed } from "./measure.ts";
 
 const root = join(import.meta.dir, "..");
 const binary = join(root, "dist", "agentenv");
 const rounds = Number(process.env.ROUNDS ?? 20);
 const project = mkdtempSync(join(tmpdir(), "agentenv-bench-"));
 
-function time(argv: string[], env?: Record<string, string>): number {
-  const started = performance.now();
-  const result = Bun.spawnSync(argv, { stdout: "ignore", stderr: "pipe", env: { ...process.env, ...env } });
-  const ms = performance.now() - started;
-  if (result.exitCode !== 0) throw new Error(`${argv.join(" ")} failed: ${result.stderr}`);
-  return ms;
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
+const time = (argv: string[], env?: Record<string, string>) => timed(argv, { ...process.env, ...env }).ms;
 
 if (!(await Bun.file(binary).exists())) throw new Error("dist/agentenv is missing: run `bun run build` first");
 // no user config may add work to either side

@@ -16,6 +16,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
+import { median, timed } from "./measure.ts";
 import { derivationExpr, removeStoreVolume } from "../test/helpers/engine.ts";
 
 const root = join(import.meta.dir, "..");
@@ -28,21 +29,11 @@ const volumes = { small: `agentenv-bench-1k-${process.pid}`, big: `agentenv-benc
 // no user config may add work; Nix must not wait for an unreachable binary cache
 const baseEnv = { ...process.env, HOME: home, XDG_CONFIG_HOME: "/nonexistent" };
 
-function spawn(argv: string[], env: Record<string, string> = {}): { ms: number; stdout: string; stderr: string } {
-  const started = performance.now();
-  const result = Bun.spawnSync(argv, { stdout: "pipe", stderr: "pipe", env: { ...baseEnv, ...env } });
-  const ms = performance.now() - started;
-  if (result.exitCode !== 0) throw new Error(`${argv.join(" ")} failed: ${result.stderr}`);
-  return { ms, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
-}
+const spawn = (argv: string[], env: Record<string, string> = {}) => timed(argv, { ...baseEnv, ...env });
 
 const session = (volume: string, command: string[], flags: string[] = []) =>
   spawn([binary, "run", ...flags, project, "--", "env", "NIX_CONFIG=substituters =", ...command], { AGENTENV_STORE_VOLUME: volume });
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Fills a store with one package of N small files (built by Nix in a session, promoted). */
 function fill(volume: string, files: number): void {

@@ -187,28 +187,24 @@ export class OciRuntime implements Runtime {
   }
 
   async volumeList(label: string): Promise<Array<{ name: string; mountpoint?: string }>> {
-    const result = await this.call(["volume", "ls", "--filter", `label=${label}`, "--format", "{{.Name}}\t{{.Mountpoint}}"]);
-    if (result.code !== 0) throw new UserError(`${this.name} could not list volumes: ${result.stderr.trim() || `exit ${result.code}`}`);
-    return result.stdout
-      .split("\n")
-      .filter(Boolean)
-      .map((line) => {
-        const [name, mountpoint] = line.split("\t");
-        return { name: name!, mountpoint: mountpoint || undefined };
-      });
+    const rows = await this.table(["volume", "ls", "--filter", `label=${label}`, "--format", "{{.Name}}\t{{.Mountpoint}}"], "list volumes");
+    return rows.map(([name, mountpoint]) => ({ name: name!, mountpoint: mountpoint || undefined }));
   }
 
   async volumeUsers(name: string): Promise<Array<{ name: string; running: boolean }>> {
     // .Status is "Up …" for a running container on both engines (.State differs between them)
-    const result = await this.call(["ps", "--all", "--filter", `volume=${name}`, "--format", "{{.Names}}\t{{.Status}}"]);
-    if (result.code !== 0) throw new UserError(`${this.name} could not list containers: ${result.stderr.trim() || `exit ${result.code}`}`);
+    const rows = await this.table(["ps", "--all", "--filter", `volume=${name}`, "--format", "{{.Names}}\t{{.Status}}"], "list containers");
+    return rows.map(([container, status]) => ({ name: container!, running: /^up\b/i.test(status ?? "") }));
+  }
+
+  /** An engine listing formatted as tab-separated columns, one row per line. */
+  private async table(args: string[], what: string): Promise<string[][]> {
+    const result = await this.call(args);
+    if (result.code !== 0) throw new UserError(`${this.name} could not ${what}: ${result.stderr.trim() || `exit ${result.code}`}`);
     return result.stdout
       .split("\n")
       .filter(Boolean)
-      .map((line) => {
-        const [container, status] = line.split("\t");
-        return { name: container!, running: /^up\b/i.test(status ?? "") };
-      });
+      .map((line) => line.split("\t"));
   }
 
   async volumeMountpoint(name: string): Promise<string | undefined> {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { mergeLayers, type ConfigLayer } from "../../core/config.ts";
+import { mergeLayers } from "../../core/config.ts";
 import { basePlan, shellJoin, shellQuote } from "../../core/plan.ts";
 import { OciRuntime, dockerDialect, podmanDialect } from "../../core/runtime/oci.ts";
 import { splitRunArgs } from "../../core/cli.ts";

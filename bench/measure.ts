@@ -1,0 +1,21 @@
+/** What every benchmark here needs: a timed command that must succeed, and the median. */
+
+export interface Timed {
+  ms: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs ARGV to its end; its wall time in ms. A failure stops the benchmark. */
+export function timed(argv: string[], env: Record<string, string | undefined> = process.env): Timed {
+  const started = performance.now();
+  const result = Bun.spawnSync(argv, { stdout: "pipe", stderr: "pipe", env });
+  const ms = performance.now() - started;
+  if (result.exitCode !== 0) throw new Error(`${argv.join(" ")} failed: ${result.stderr}`);
+  return { ms, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
