@@ -16,16 +16,17 @@
 #
 # The environment (HOME): agentenv's own state in it lives in
 # ~/.local/state/agentenv/ — `shell` (the environment's shell), `last-used`
-# (touched here), and what agentenv-install-tools keeps. When ~/flake.nix (or
-# ~/flake.lock) is newer than the last install, or the installed profile is
-# gone, agentenv-install-tools installs it; otherwise no Nix call is made. The
-# profile's bin/ comes first on PATH.
+# (touched here), and what agentenv-install-tools keeps. When the content of
+# ~/flake.nix (and ~/flake.lock) differs from the last install, or the
+# installed profile is gone, agentenv-install-tools installs it; otherwise no
+# Nix call is made. The profile's bin/ comes first on PATH.
 #
 # Hooks: every /etc/agentenv/entrypoint.d/*.sh is sourced first, in name
 # order, by this POSIX sh with `set -eu` in force. Hooks may export variables
 # or change AGENTENV_* but must not exit or exec.
 #
-# This runs on every session: keep it to shell builtins (no forks).
+# This runs on every session: keep it to shell builtins (no forks), except
+# where a home's ~/flake.nix needs its hash checked.
 set -eu
 
 for hook in /etc/agentenv/entrypoint.d/*.sh; do
@@ -54,12 +55,18 @@ if [ -d "$state" ]; then
 	fi
 fi
 if [ -e "$HOME/flake.nix" ]; then
-	# `-nt` is false when its right side is missing: test for that first
-	if [ ! -e "$state/tools.hash" ] || [ ! -e "$state/profile" ] ||
-		[ "$HOME/flake.nix" -nt "$state/tools.hash" ] || [ "$HOME/flake.lock" -nt "$state/tools.hash" ]; then
+	# The one fork on this path: a content hash (file times miss a restored
+	# backup, and an edit made while another session installs).
+	hash=$(cat "$HOME/flake.nix" "$HOME/flake.lock" 2>/dev/null | sha256sum)
+	recorded=
+	if [ -r "$state/tools.hash" ]; then
+		read -r recorded <"$state/tools.hash" || true
+	fi
+	if [ "${hash%% *}" != "$recorded" ] || [ ! -e "$state/profile" ]; then
 		agentenv-install-tools ||
 			echo "agentenv: installing the tools of ~/flake.nix failed; this session runs without them (the next one retries)" >&2
 	fi
+	unset hash recorded
 fi
 if [ -d "$state/profile/bin" ]; then
 	PATH=$state/profile/bin:$PATH

@@ -28,30 +28,34 @@ fi
 mkdir -p "$state"
 
 # Two sessions of one environment starting together: the second waits, then
-# finds the hash recorded and makes no Nix call.
+# finds the same hash recorded and makes no Nix call.
 exec 9>"$state/tools.lock"
 flock 9
 
-hash=$(cat "$HOME/flake.nix" "$HOME/flake.lock" 2>/dev/null | sha256sum)
+# Build from a copy of the two files, hashed as copied: an edit made while the
+# build runs is not recorded as installed, so the next session picks it up.
+rm -rf "$state/flake.new"
+mkdir -p "$state/flake.new"
+cp "$HOME/flake.nix" "$state/flake.new/flake.nix"
+if [ -e "$HOME/flake.lock" ]; then
+	cp "$HOME/flake.lock" "$state/flake.new/flake.lock"
+fi
+hash=$(cat "$state/flake.new/flake.nix" "$state/flake.new/flake.lock" 2>/dev/null | sha256sum)
 hash=${hash%% *}
 recorded=
 if [ -r "$state/tools.hash" ]; then
 	read -r recorded <"$state/tools.hash" || true
 fi
 if [ -z "$force" ] && [ "$hash" = "$recorded" ] && [ -e "$state/profile" ]; then
-	# only touched (or just installed by another session): note it, no Nix call
-	printf '%s\n' "$hash" >"$state/tools.hash"
+	# installed meanwhile by another session of this environment
+	rm -rf "$state/flake.new"
 	exit 0
 fi
 
 echo "agentenv: installing your tools from ~/flake.nix…" >&2
 rm -f "$state/tools.hash"
 rm -rf "$state/flake"
-mkdir -p "$state/flake"
-cp "$HOME/flake.nix" "$state/flake/flake.nix"
-if [ -e "$HOME/flake.lock" ]; then
-	cp "$HOME/flake.lock" "$state/flake/flake.lock"
-fi
+mv "$state/flake.new" "$state/flake"
 nix build --no-link --no-write-lock-file --profile "$state/profile" "path:$state/flake#default"
 printf '%s\n' "$hash" >"$state/tools.hash"
 echo "agentenv: tools installed ($state/profile)" >&2

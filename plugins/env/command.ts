@@ -177,13 +177,13 @@ const exportCommand = defineCommand({
   meta: { name: "export", description: "Write the whole home as one gzip-compressed tar archive (portable between machines and engines)" },
   args: {
     ...nameArg,
-    output: { type: "string", alias: "o", valueHint: "file", description: "Archive to write (default: NAME.tar.gz; - for stdout)" },
+    output: { type: "string", alias: "o", valueHint: "file", description: "Archive to write (default: NAME.tar.gz here; a directory: NAME.tar.gz in it; - for stdout)" },
     ...commonArgs,
   },
   async run({ args }) {
     const name = checkName(args.name);
     const ctx = await context(args);
-    const out = args.output ?? `${name}.tar.gz`;
+    const out = args.output ?? ".";
     const { file, bytes } = await exportEnv(ctx, name, out);
     if (file !== "-") ctx.log.success(`environment ${name} exported to ${file} (${formatBytes(bytes ?? 0)})`);
     return 0;

@@ -1,5 +1,5 @@
-import { existsSync, openSync, readSync, closeSync, renameSync, rmSync, statSync } from "node:fs";
-import { resolve } from "pathe";
+import { accessSync, closeSync, constants, existsSync, openSync, readSync, renameSync, rmSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "pathe";
 import { UserError } from "../../core/errors.ts";
 import { undoOnInterrupt, withTempDir } from "../../core/interrupt.ts";
 import { containerHome, helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
@@ -146,7 +146,7 @@ export async function removeEnv(ctx: BaseContext, name: string, force: boolean):
 /** A path under HOME to keep across a reset: relative, inside HOME, not agentenv's own state. */
 export function checkKeepPath(path: string): string {
   const rel = path.replace(/^~\//, "").replace(/\/+$/, "");
-  if (!rel || rel === "~" || rel.startsWith("/") || rel.split("/").some((part) => part === ".." || part === "." || part === "")) {
+  if (!rel || rel === "~" || rel.includes("\n") || rel.startsWith("/") || rel.split("/").some((part) => part === ".." || part === "." || part === "")) {
     throw new UserError(`--keep ${path}: give a path inside HOME, e.g. --keep .zsh_history`);
   }
   if (rel === stateDir || rel.startsWith(`${stateDir}/`) || stateDir.startsWith(`${rel}/`)) {
@@ -155,13 +155,50 @@ export function checkKeepPath(path: string): string {
   return rel;
 }
 
+/** Keeps, each once: a path inside another kept path goes with it. */
+export function keepPaths(paths: string[]): string[] {
+  const keeps = [...new Set(paths.map(checkKeepPath))].sort();
+  return keeps.filter((k) => !keeps.some((other) => k.startsWith(`${other}/`)));
+}
+
+/**
+ * The reset's swap, resumable: a reset interrupted during it (Ctrl-C, a crash) is
+ * finished by the next one, so a kept path is never lost. `.keep` exists once the new home
+ * is fully staged and lists the paths to keep; `.moving` once the old home is gone.
+ */
+const swapScript = (stage: string) => `
+ready=${stage}.keep
+moving=${stage}.moving
+swap() {
+	if [ -e "$ready" ]; then
+		if [ ! -d "${stage}" ]; then rm -f "$ready"; return; fi
+		while IFS= read -r k; do
+			[ -n "$k" ] || continue
+			if [ -e "${home}/$k" ] || [ -L "${home}/$k" ]; then
+				rm -rf "${stage}/$k" && mv "${home}/$k" "${stage}/$k" || exit 1
+			fi
+		done <"$ready"
+		find ${home} -mindepth 1 -maxdepth 1 ! -name .agentenv-reset ! -name .agentenv-reset.keep ! -name .agentenv-reset.moving -exec rm -rf {} +
+		mv "$ready" "$moving"
+	fi
+	if [ -e "$moving" ]; then
+		if [ -d "${stage}" ]; then
+			find "${stage}" -mindepth 1 -maxdepth 1 -exec mv -t ${home} {} +
+			rmdir "${stage}"
+		fi
+		rm -f "$moving"
+	fi
+}
+swap`;
+
 /**
  * Recreates NAME's home from the source it was made from, keeping KEEP paths. The new
- * home is staged inside the volume first (the slow, failure-prone copy), so a failure
- * there changes nothing; then the old top level is deleted and the staged one renamed in.
+ * home is staged inside the volume first (the slow, failure-prone copy; a failure there
+ * changes nothing), then the kept paths are moved into it, the old top level deleted and
+ * the staged one moved in — resumably (see swapScript).
  */
 export async function resetEnv(ctx: BaseContext, name: string, keep: string[], force: boolean): Promise<EnvRecord> {
-  const keeps = keep.map(checkKeepPath);
+  const keeps = keepPaths(keep);
   const found = await requireHome(ctx, name);
   if (!force) refuseInUse(name, await runningUsers(ctx, found), `agentenv env reset ${name}`);
   const old = await recordOf(ctx, found);
@@ -170,16 +207,16 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
   const reset = async (content: Content, source: EnvSource, shell?: string) => {
     ctx.log.start(`resetting environment ${name} from ${describeContent(content, source)}${keeps.length ? `, keeping ${keeps.join(", ")}` : ""}…`);
     const record: EnvRecord = { ...old, source, reset: new Date().toISOString(), shell: old.shell ?? shell };
-    const q = shellQuote;
     const script = [
+      // an earlier reset interrupted mid-swap is finished first
+      swapScript(stage),
       `rm -rf ${stage}`,
       ...contentScript(content, stage),
-      ...keeps.flatMap((k) => [
-        `if [ -e ${q(`${home}/${k}`)} ] || [ -L ${q(`${home}/${k}`)} ]; then mkdir -p "$(dirname ${q(`${stage}/${k}`)})" && rm -rf ${q(`${stage}/${k}`)} && mv ${q(`${home}/${k}`)} ${q(`${stage}/${k}`)}; fi`,
-      ]),
-      `find ${home} -mindepth 1 -maxdepth 1 ! -name .agentenv-reset -exec rm -rf {} +`,
-      `find ${stage} -mindepth 1 -maxdepth 1 -exec mv -t ${home} {} +`,
-      `rmdir ${stage}`,
+      // a kept path's parent must be a directory in the new home: checked while nothing has changed
+      ...keeps.map((k) => `mkdir -p "$(dirname ${shellQuote(`${stage}/${k}`)})" || { echo ${shellQuote(`cannot keep ${k}: the new home has a file where its parent directory would be`)} >&2; exit 1; }`),
+      keeps.length ? `printf '%s\\n' ${keeps.map(shellQuote).join(" ")} >${stage}.keep.tmp` : `: >${stage}.keep.tmp`,
+      `mv ${stage}.keep.tmp ${stage}.keep`,
+      "swap",
       ...activateScript(content),
       ...recordScript(record),
     ];
@@ -196,6 +233,7 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
       return withSource(ctx, source.kind === "template" ? { template: source.path } : { profile: source.path }, reset);
     }
     case "archive": {
+      if (source.path === "(stdin)") throw new UserError(`environment ${name} was imported from stdin: there is nothing to reset it from`, "import the archive again under a new name");
       if (!existsSync(source.path)) throw new UserError(`environment ${name} was imported from ${source.path}, which no longer exists`);
       return reset({ archive: source.path, gzip: isGzip(source.path) }, source);
     }
@@ -214,14 +252,17 @@ function isGzip(file: string): boolean {
 
 /** The whole home as one gzip-compressed tar: to FILE (written whole, or not at all) or "-" for stdout. */
 export async function exportEnv(ctx: BaseContext, name: string, out: string): Promise<{ file: string; bytes?: number }> {
+  if (out === "-" && process.stdout.isTTY) throw new UserError("refusing to write an archive to a terminal", "pass -o FILE, or pipe the output");
+  const file = out === "-" ? "-" : outputFile(out, `${name}.tar.gz`);
   const found = await requireHome(ctx, name);
-  const script = [`tar -C ${home} --numeric-owner -czf - .`];
-  if (out === "-") {
-    if (process.stdout.isTTY) throw new UserError("refusing to write an archive to a terminal", "pass -o FILE, or pipe the output");
+  const users = await runningUsers(ctx, found);
+  if (users.length) ctx.log.warn(`environment ${name} is in use by ${users.join(", ")}: files written during the export may be caught mid-change`);
+  // a file that changes while tar reads it (shell history, an agent's memory) is tar's exit 1: not a failure
+  const script = [`tar -C ${home} --numeric-owner --warning=no-file-changed -czf - . || [ $? -eq 1 ]`];
+  if (file === "-") {
     await runExport(ctx, found, script, "-");
-    return { file: "-" };
+    return { file };
   }
-  const file = resolve(out);
   ctx.log.start(`exporting environment ${name} to ${file}…`);
   const partial = `${file}.partial-${process.pid}`;
   const removePartial = () => rmSync(partial, { force: true });
@@ -242,12 +283,33 @@ async function runExport(ctx: BaseContext, found: Home, script: string[], stdout
   if (result.code !== 0) throw new UserError(`exporting environment ${found.name} failed: ${result.stderr.trim() || `exit ${result.code}`}`);
 }
 
+/** Where an export goes: FILE, or DIR/DEFAULT_NAME for a directory; its directory must exist. */
+function outputFile(out: string, defaultName: string): string {
+  let file = resolve(out);
+  if (existsSync(file) && statSync(file).isDirectory()) file = join(file, defaultName);
+  const dir = dirname(file);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UserError(`-o ${out}: the directory ${dir} does not exist`);
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch {
+    throw new UserError(`-o ${out}: cannot write in ${dir}`);
+  }
+  return file;
+}
+
 /** Creates NAME from an archive made by `env export` (or any tar of a home), all or nothing. */
 export async function importEnv(ctx: BaseContext, name: string, file: string): Promise<EnvRecord> {
   const fromStdin = file === "-";
   const path = fromStdin ? "-" : resolve(file);
   if (!fromStdin && !existsSync(path)) throw new UserError(`${file}: no such file`);
   if (!fromStdin && !statSync(path).isFile()) throw new UserError(`${file}: not a file`);
+  if (!fromStdin) {
+    try {
+      accessSync(path, constants.R_OK);
+    } catch {
+      throw new UserError(`${file}: cannot read it (permission denied)`);
+    }
+  }
   const volume = volumeName(name);
   if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
   const source: EnvSource = fromStdin ? { kind: "archive", path: "(stdin)" } : { kind: "archive", path, hash: await fileHash(path) };

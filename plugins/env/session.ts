@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "pathe";
 import { UserError } from "../../core/errors.ts";
@@ -41,7 +41,8 @@ function sessionsDir(ctx: BaseContext, volume: string): string {
 function otherSessions(dir: string, self: string): string[] {
   const others: string[] = [];
   for (const name of readdirSync(dir)) {
-    if (name === self) continue;
+    // .create and .new-* are locks of a different kind
+    if (name === self || name.startsWith(".")) continue;
     let held = false;
     try {
       held = isLocked(join(dir, name));
@@ -63,19 +64,27 @@ export async function startEnv(ctx: SessionContext): Promise<void> {
   const state = states.get(ctx);
   if (!state) return;
   const { name, volume } = state.home;
+  const dir = sessionsDir(ctx, volume);
+  mkdirSync(dir, { recursive: true });
   if (state.create) {
-    ctx.log.start(`creating environment ${name} (env.autoCreate)…`);
-    await createEnv(ctx, name, {}).catch(async (error) => {
-      // another session created it at the same moment: use theirs
-      if (!(await ctx.runtime.volumeExists(volume))) throw error;
-    });
+    // two sessions auto-creating one environment: the second waits for the first, then uses it
+    const creating = lockFile(join(dir, ".create"), "exclusive")!;
+    try {
+      if (!(await ctx.runtime.volumeExists(volume))) {
+        ctx.log.start(`creating environment ${name} (env.autoCreate)…`);
+        await createEnv(ctx, name, {});
+      }
+    } finally {
+      creating.release();
+    }
   }
   try {
-    const dir = sessionsDir(ctx, volume);
-    mkdirSync(dir, { recursive: true });
     const others = otherSessions(dir, ctx.plan.name);
+    // locked before it has its name: a file another session sees is never mistaken for stale
     const file = join(dir, ctx.plan.name);
-    state.lock = { file, held: lockFile(file, "exclusive")! };
+    const held = lockFile(join(dir, `.new-${ctx.plan.name}`), "exclusive")!;
+    renameSync(join(dir, `.new-${ctx.plan.name}`), file);
+    state.lock = { file, held };
     if (others.length) ctx.log.warn(`environment ${name} is also open in ${others.join(", ")}: the sessions share one home`);
   } catch (error) {
     // only a notice is lost: the session itself is fine

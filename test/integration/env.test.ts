@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { cpSync, existsSync, lstatSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, isolatedHome, repoRoot, tempTree } from "../helpers/cli.ts";
 import { derivationExpr, devShellFlake, expectNoStackTrace, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
@@ -164,20 +164,25 @@ describe("sessions with --env", () => {
 
     // a changed ~/flake.nix is installed at the next boot
     const flake = join(dir, "flake.nix");
-    await Bun.sleep(1100); // -nt compares whole seconds
-    writeFileSync(flake, readFileSync(flake, "utf8").replace("hello-env v1", "hello-env v2"));
+    const v1 = readFileSync(flake, "utf8");
+    writeFileSync(flake, v1.replace("hello-env v1", "hello-env v2"));
     const third = await agentenv(["run", "--env", name, projectA, "--", "hello-env"]);
     expect(third.stdout).toBe("hello-env v2\n");
     expect(third.stderr).toContain("installing your tools");
     expect(readlinkSync(join(dir, ".local/state/agentenv/profile"))).toBe("profile-2-link");
 
-    // touched but unchanged: hashed again, still no Nix build
-    await Bun.sleep(1100);
+    // touched but unchanged: no Nix build
     writeFileSync(flake, readFileSync(flake, "utf8"));
     const fourth = await agentenv(["run", "--env", name, projectA, "--", "hello-env"]);
     expect(fourth.stdout).toBe("hello-env v2\n");
     expect(fourth.stderr).not.toContain("installing");
-    expect(readlinkSync(join(dir, ".local/state/agentenv/profile"))).toBe("profile-2-link");
+
+    // an older copy put back, with its old file time: the content decides, not the time
+    writeFileSync(flake, v1);
+    utimesSync(flake, new Date(2001, 0, 1), new Date(2001, 0, 1));
+    const fifth = await agentenv(["run", "--env", name, projectA, "--", "hello-env"]);
+    expect(fifth.stdout).toBe("hello-env v1\n");
+    expect(fifth.stderr).toContain("installing your tools");
   });
 
   test("an environment's tools never reach another environment, nor a session without one", async () => {
@@ -313,6 +318,34 @@ describe("env reset, export and import", () => {
     const bad = await agentenv(["env", "reset", name, "--keep", "../etc"]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toBe("agentenv: --keep ../etc: give a path inside HOME, e.g. --keep .zsh_history\n");
+
+    // a kept path whose parent is a file in the new home: refused before anything changes
+    writeFileSync(join(dir, "scratch.txt"), "still here\n");
+    const blocked = await agentenv(["env", "reset", name, "--keep", ".bashrc/inner"]);
+    expect(blocked.code).toBe(1);
+    expect(blocked.stderr).toContain("cannot keep .bashrc/inner: the new home has a file where its parent directory would be");
+    expect(readFileSync(join(dir, "scratch.txt"), "utf8")).toBe("still here\n");
+    expect(existsSync(join(dir, ".agentenv-reset.keep"))).toBe(false);
+  });
+
+  test("a reset interrupted during its swap is finished by the next one: kept paths survive", async () => {
+    const name = envName("resume");
+    await create(name, tempTree({ ".bashrc": "# new\n" }));
+    const dir = volumeDir(name);
+    // the state a reset killed mid-swap leaves: the new home staged, a kept path already
+    // moved into it, another still in the old home, part of the old home deleted
+    mkdirSync(join(dir, ".agentenv-reset/.config"), { recursive: true });
+    writeFileSync(join(dir, ".agentenv-reset/.bashrc"), "# staged\n");
+    writeFileSync(join(dir, ".agentenv-reset/.zsh_history"), "moved already\n");
+    mkdirSync(join(dir, ".claude/projects"), { recursive: true });
+    writeFileSync(join(dir, ".claude/projects/memory.md"), "not moved yet\n");
+    writeFileSync(join(dir, ".agentenv-reset.keep"), ".zsh_history\n.claude\n");
+    const again = await agentenv(["env", "reset", name, "--keep", ".zsh_history", "--keep", ".claude", "--keep", ".claude/projects"]);
+    expect(again.code).toBe(0);
+    expect(readFileSync(join(dir, ".zsh_history"), "utf8")).toBe("moved already\n");
+    expect(readFileSync(join(dir, ".claude/projects/memory.md"), "utf8")).toBe("not moved yet\n");
+    expect(readFileSync(join(dir, ".bashrc"), "utf8")).toBe("# new\n");
+    for (const leftover of [".agentenv-reset", ".agentenv-reset.keep", ".agentenv-reset.moving"]) expect(existsSync(join(dir, leftover))).toBe(false);
   });
 
   test("export writes one archive; import makes an identical home under another name", async () => {
@@ -333,6 +366,13 @@ describe("env reset, export and import", () => {
     expect(JSON.parse(readFileSync(join(volumeDir(copy), ".local/state/agentenv/env.json"), "utf8")).source).toMatchObject({ kind: "archive", path: out });
     const session = await agentenv(["run", "--env", copy, tempTree(), "--", "cat", "/root/made-in-session.txt"]);
     expect(session.stdout).toBe("hello\n");
+
+    // -o a directory: NAME.tar.gz in it; a directory that does not exist: one line, nothing run
+    const outDir = tempTree();
+    expect((await agentenv(["env", "export", name, "-o", outDir])).code).toBe(0);
+    expect(existsSync(join(outDir, `${name}.tar.gz`))).toBe(true);
+    const nowhere = await agentenv(["env", "export", name, "-o", "/nonexistent/dir/home.tar.gz"]);
+    expect(nowhere.stderr).toBe("agentenv: -o /nonexistent/dir/home.tar.gz: the directory /nonexistent/dir does not exist\n");
 
     const notArchive = await agentenv(["env", "import", envName("broken"), join(fixture, "flake.nix")]);
     expect(notArchive.code).toBe(1);

@@ -3,7 +3,7 @@ import { symlinkSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "pathe";
 import { repeatedFlag } from "../../core/commands/_shared.ts";
 import { checkEnvName, loadConfig } from "../../core/config.ts";
-import { checkKeepPath } from "../../plugins/env/lifecycle.ts";
+import { checkKeepPath, keepPaths } from "../../plugins/env/lifecycle.ts";
 import { guessShell, scanTemplate } from "../../plugins/env/template.ts";
 import { profileTarget } from "../../plugins/profile/index.ts";
 import { tempTree } from "../helpers/cli.ts";
@@ -68,6 +68,10 @@ describe("paths", () => {
     expect(checkKeepPath("~/.claude/")).toBe(".claude");
     for (const bad of ["/etc", "../x", "a/../../b", "", "~", "./x"]) expect(() => checkKeepPath(bad)).toThrow(/give a path inside HOME/);
     for (const state of [".local/state/agentenv", ".local/state/agentenv/env.json", ".local"]) expect(() => checkKeepPath(state)).toThrow(/agentenv's own record/);
+  });
+
+  test("a kept path inside another kept path goes with it (keeping both would lose the inner one)", () => {
+    expect(keepPaths([".claude/projects", ".claude", ".zsh_history", ".zsh_history", ".claude-other"])).toEqual([".claude", ".claude-other", ".zsh_history"]);
   });
 
   test("a profile appears at its place under HOME, else under its own name", () => {
