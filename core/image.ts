@@ -1,6 +1,6 @@
-import { writeFile, mkdir } from "node:fs/promises";
-import { dirname, join } from "pathe";
+import { join } from "pathe";
 import { imageFiles } from "../image/files.ts";
+import { writeEmbedded } from "./embedded.ts";
 import { UserError } from "./errors.ts";
 import { withTempDir } from "./interrupt.ts";
 import type { Log } from "./log.ts";
@@ -71,11 +71,7 @@ export async function buildImage(options: { runtime: Runtime; tag: string; base?
   const { runtime, tag, log } = options;
   const base = await resolveBase(runtime, options.base, log);
   await withTempDir("agentenv-image-", async (context) => {
-    for (const [path, file] of Object.entries(imageFiles)) {
-      const target = join(context, path);
-      await mkdir(dirname(target), { recursive: true });
-      await writeFile(target, file.content, { mode: file.mode });
-    }
+    await writeEmbedded(imageFiles, context);
     log.start(`building ${tag} from ${base} with ${runtime.name}…`);
     const argv = [runtime.bin, "build", "-t", tag, "--build-arg", `BASE=${base}`, "--label", `${hashLabel}=${imageHash()}`, "-f", join(context, "Containerfile"), context];
     log.debug(`$ ${argv.join(" ")}`);

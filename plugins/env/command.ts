@@ -4,7 +4,7 @@ import type { BaseContext } from "../../core/plugins.ts";
 import { loadContext } from "../../core/session.ts";
 import { formatBytes } from "../../core/log.ts";
 import { UserError } from "../../core/errors.ts";
-import { checkName, describeSource, diskUsage, envLabel, hasFlake, readRecord, lastUsed, toolsHash, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
+import { checkName, describeSource, diskUsage, envLabel, envNameOf, hasFlake, readRecord, lastUsed, toolsHash, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
 import { createEnv, exportEnv, importEnv, recordOf, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
 
 const commonArgs = { ...runtimeArgs, ...globalArgs } as const;
@@ -82,7 +82,7 @@ const list = defineCommand({
     for (const { name: volume, mountpoint } of volumes.sort((a, b) => a.name.localeCompare(b.name))) {
       // one engine call for all: their files are read here (a VM or remote engine shows "?")
       const record = mountpoint ? readRecord(mountpoint) : undefined;
-      infos.push(await infoOf(volume.slice(volumeName("").length), mountpoint, record));
+      infos.push(await infoOf(envNameOf(volume), mountpoint, record));
     }
     if (args.json) {
       console.log(JSON.stringify(infos, null, 2));

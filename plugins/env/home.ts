@@ -27,6 +27,11 @@ export function volumeName(name: string): string {
   return volumePrefix + name;
 }
 
+/** The environment a volume of `volumeList(envLabel)` holds. */
+export function envNameOf(volume: string): string {
+  return volume.startsWith(volumePrefix) ? volume.slice(volumePrefix.length) : volume;
+}
+
 /** NAME checked, for commands: a bad name is a one-line error before anything runs. */
 export function checkName(name: string | undefined): string {
   if (!name) throw new UserError("an environment name is needed", "e.g. agentenv env create dev");

@@ -45,13 +45,22 @@ function recordScript(record: EnvRecord): string[] {
   return lines;
 }
 
-async function runHelper(ctx: BaseContext, what: string, volume: string, script: string[], content?: Content, readonly = false) {
-  const mounts: Mount[] = [{ type: "volume", source: volume, target: home, readonly }];
+interface HelperOptions {
+  /** what the helper fills the home from: a template bind-mounted at /template, or an archive on stdin */
+  content?: Content;
+  /** only reads the home */
+  readonly?: boolean;
+  /** the helper's stdout goes to this file ("-": agentenv's stdout) */
+  stdout?: string;
+}
+
+async function runHelper(ctx: BaseContext, what: string, volume: string, script: string[], options: HelperOptions = {}) {
+  const { content } = options;
+  const mounts: Mount[] = [{ type: "volume", source: volume, target: home, readonly: options.readonly }];
   if (content && "template" in content) mounts.push({ type: "bind", source: content.template.dir, target: "/template", readonly: true });
   const plan = helperPlan({ image: ctx.config.image, purpose: "env", mounts, script: ["set -e", ...script].join("\n") });
   plan.env.HOME = home;
-  const io = content && "archive" in content ? { stdin: content.archive } : {};
-  const result = await ctx.runtime.capture(plan, io);
+  const result = await ctx.runtime.capture(plan, { stdin: content && "archive" in content ? content.archive : undefined, stdout: options.stdout });
   if (result.code !== 0) {
     const why = (await ctx.runtime.diagnose(plan)) ?? (result.stderr.trim() || `exit ${result.code}`);
     throw new UserError(`${what} failed: ${why}`);
@@ -103,7 +112,7 @@ export async function createEnv(ctx: BaseContext, name: string, from: CreateFrom
     const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: options.shell ?? shell };
     const script = [...contentScript(content, home), ...activateScript(content), ...recordScript(record)];
     const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
-      await runHelper(ctx, `creating environment ${name}`, volume, script, content);
+      await runHelper(ctx, `creating environment ${name}`, volume, script, { content });
     });
     if (!created) throw alreadyExists(name);
     return record;
@@ -120,7 +129,7 @@ export async function requireHome(ctx: BaseContext, name: string): Promise<Home>
 /** env.json, read on the host when the volume is reachable, else through a helper container. */
 export async function recordOf(ctx: BaseContext, found: Home): Promise<EnvRecord | undefined> {
   if (found.readable && found.dir) return readRecord(found.dir);
-  const result = await runHelper(ctx, `reading environment ${found.name}`, found.volume, [`cat ${home}/${recordPath} 2>/dev/null || true`], undefined, true);
+  const result = await runHelper(ctx, `reading environment ${found.name}`, found.volume, [`cat ${home}/${recordPath} 2>/dev/null || true`], { readonly: true });
   try {
     return JSON.parse(result.stdout) as EnvRecord;
   } catch {
@@ -220,7 +229,7 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
       ...activateScript(content),
       ...recordScript(record),
     ];
-    await runHelper(ctx, `resetting environment ${name}`, found.volume, script, content);
+    await runHelper(ctx, `resetting environment ${name}`, found.volume, script, { content });
     return record;
   };
   const source = old.source;
@@ -260,7 +269,7 @@ export async function exportEnv(ctx: BaseContext, name: string, out: string): Pr
   // a file that changes while tar reads it (shell history, an agent's memory) is tar's exit 1: not a failure
   const script = [`tar -C ${home} --numeric-owner --warning=no-file-changed -czf - . || [ $? -eq 1 ]`];
   if (file === "-") {
-    await runExport(ctx, found, script, "-");
+    await runHelper(ctx, `exporting environment ${name}`, found.volume, script, { readonly: true, stdout: "-" });
     return { file };
   }
   ctx.log.start(`exporting environment ${name} to ${file}…`);
@@ -268,19 +277,13 @@ export async function exportEnv(ctx: BaseContext, name: string, out: string): Pr
   const removePartial = () => rmSync(partial, { force: true });
   await undoOnInterrupt(removePartial, async () => {
     try {
-      await runExport(ctx, found, script, partial);
+      await runHelper(ctx, `exporting environment ${name}`, found.volume, script, { readonly: true, stdout: partial });
       renameSync(partial, file);
     } finally {
       removePartial();
     }
   });
   return { file, bytes: statSync(file).size };
-}
-
-async function runExport(ctx: BaseContext, found: Home, script: string[], stdout: string): Promise<void> {
-  const plan = helperPlan({ image: ctx.config.image, purpose: "env", mounts: [{ type: "volume", source: found.volume, target: home, readonly: true }], script: ["set -e", ...script].join("\n") });
-  const result = await ctx.runtime.capture(plan, { stdout });
-  if (result.code !== 0) throw new UserError(`exporting environment ${found.name} failed: ${result.stderr.trim() || `exit ${result.code}`}`);
 }
 
 /** Where an export goes: FILE, or DIR/DEFAULT_NAME for a directory; its directory must exist. */
@@ -317,7 +320,7 @@ export async function importEnv(ctx: BaseContext, name: string, file: string): P
   const content: Content = { archive: path, gzip: fromStdin || isGzip(path) };
   ctx.log.start(`importing ${file} as environment ${name}…`);
   const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
-    await runHelper(ctx, `importing ${file} into environment ${name}`, volume, [...contentScript(content, home), ...recordScript(record)], content);
+    await runHelper(ctx, `importing ${file} into environment ${name}`, volume, [...contentScript(content, home), ...recordScript(record)], { content });
   });
   if (!created) throw alreadyExists(name);
   return record;

@@ -5,8 +5,7 @@ import { UserError } from "../../core/errors.ts";
 import { isLocked, lockFile, type FileLock } from "../../core/linux.ts";
 import { containerHome } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
-import { envLabel, findHome, recordPath, toolsStorePath, volumeName, type Home } from "./home.ts";
-import { createEnv } from "./lifecycle.ts";
+import { envLabel, envNameOf, findHome, recordPath, toolsStorePath, type Home } from "./home.ts";
 
 interface SessionState {
   home: Home;
@@ -64,20 +63,28 @@ export async function startEnv(ctx: SessionContext): Promise<void> {
   const state = states.get(ctx);
   if (!state) return;
   const { name, volume } = state.home;
-  const dir = sessionsDir(ctx, volume);
-  mkdirSync(dir, { recursive: true });
+  let dir: string | undefined = sessionsDir(ctx, volume);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    // a read-only HOME: no shared-session notice, no lock around auto-create
+    ctx.log.debug(`could not record the session of environment ${name}: ${(error as Error).message}`);
+    dir = undefined;
+  }
   if (state.create) {
     // two sessions auto-creating one environment: the second waits for the first, then uses it
-    const creating = lockFile(join(dir, ".create"), "exclusive")!;
+    const creating = dir ? lockFile(join(dir, ".create"), "exclusive") : undefined;
     try {
       if (!(await ctx.runtime.volumeExists(volume))) {
         ctx.log.start(`creating environment ${name} (env.autoCreate)…`);
+        const { createEnv } = await import("./lifecycle.ts");
         await createEnv(ctx, name, {});
       }
     } finally {
-      creating.release();
+      creating?.release();
     }
   }
+  if (!dir) return;
   try {
     const others = otherSessions(dir, ctx.plan.name);
     // locked before it has its name: a file another session sees is never mistaken for stale
@@ -102,7 +109,7 @@ export function endEnv(ctx: SessionContext): void {
 /** `store:roots`: every environment's installed tools survive `agentenv store gc`, mounted or not. */
 export async function envRoots(ctx: BaseContext, roots: Set<string>): Promise<void> {
   for (const { name: volume, mountpoint } of await ctx.runtime.volumeList(envLabel)) {
-    const name = volume.startsWith(volumeName("")) ? volume.slice(volumeName("").length) : volume;
+    const name = envNameOf(volume);
     if (!mountpoint || !existsSync(join(mountpoint, recordPath))) {
       ctx.log.warn(`environment ${name}: its files are not readable from here; its tools may be collected (its next session reinstalls them)`);
       continue;

@@ -1,6 +1,6 @@
 import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "pathe";
+import { writeEmbedded } from "../../core/embedded.ts";
 import { UserError } from "../../core/errors.ts";
 
 export interface TemplateScan {
@@ -71,9 +71,5 @@ export function guessShell(dir: string): string | undefined {
 /** Writes the template shipped in the binary (test-env/) into DIR. */
 export async function writeBuiltinTemplate(dir: string): Promise<void> {
   const { templateFiles } = await import("./template-files.ts");
-  for (const [path, file] of Object.entries(templateFiles)) {
-    const target = join(dir, path);
-    await mkdir(dirname(target), { recursive: true });
-    await writeFile(target, file.content, { mode: file.mode });
-  }
+  await writeEmbedded(templateFiles, dir);
 }
