@@ -81,6 +81,9 @@ function firstPositional(argv: readonly string[], values: Set<string>): number {
   return -1;
 }
 
+/** A positional argument that takes the rest of the words: `{ type: "positional", variadic: true }`. */
+export type Variadic = { variadic?: boolean };
+
 /**
  * citty accepts any flag and any number of words; agentenv does not. Every flag
  * before `--` must be defined, value flags need their value, and there may be no
@@ -108,8 +111,10 @@ function checkArgs(argv: readonly string[], args: ArgsDef): void {
     if (!known.has(flag)) throw new ArgumentError(`unknown option ${flag}`);
     if (!word.includes("=") && values.has(flag)) flagValue(argv, i++);
   }
-  const accepted = Object.values(args).filter((def) => def.type === "positional").length;
-  if (positionals.length > accepted) throw new ArgumentError(`unexpected argument ${positionals[accepted]}`);
+  const defined = Object.values(args).filter((def) => def.type === "positional");
+  // a positional marked `variadic` takes every word after it (citty leaves them in args._)
+  if (defined.some((def) => (def as Variadic).variadic)) return;
+  if (positionals.length > defined.length) throw new ArgumentError(`unexpected argument ${positionals[defined.length]}`);
 }
 
 /**

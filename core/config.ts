@@ -20,6 +20,8 @@ export interface EnvConfig {
   autoCreate?: boolean;
   /** the template directory `autoCreate` (and `env create` without one) copies; default: the shipped test-env */
   template?: string;
+  /** a session does not open when its environment's setup fails (dotfiles, ~/flake.nix tools); default: it opens with a warning */
+  strict?: boolean;
 }
 
 export interface MountConfig {
@@ -67,7 +69,7 @@ export interface ResolvedConfig {
   store: StoreMode;
   storeVolume: string;
   /** `name` undefined: no environment, HOME is the image's own (thrown away) */
-  env: { name?: string; autoCreate: boolean; template?: string };
+  env: { name?: string; autoCreate: boolean; template?: string; strict: boolean };
   profile?: string;
   mounts: MountConfig[];
   extraEnv: Record<string, string>;
@@ -244,7 +246,7 @@ export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | 
     image: defaultImage,
     store: "golden",
     storeVolume: defaultStoreVolume,
-    env: { autoCreate: false },
+    env: { autoCreate: false, strict: false },
     mounts: [],
     extraEnv: {},
     extraRunArgs: [],
@@ -260,6 +262,7 @@ export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | 
       // `--no-env` arrives as default: "" and clears any default set below it
       if (config.env.default !== undefined) resolved.env.name = checkEnvName(config.env.default, where);
       if (config.env.autoCreate !== undefined) resolved.env.autoCreate = config.env.autoCreate;
+      if (config.env.strict !== undefined) resolved.env.strict = config.env.strict;
       if (config.env.template) resolved.env.template = file ? resolve(dirname(file), expandHome(config.env.template, env)) : config.env.template;
     }
     if (config.profile !== undefined) resolved.profile = config.profile && file ? resolve(dirname(file), expandHome(config.profile, env)) : config.profile || undefined;
@@ -277,6 +280,8 @@ export interface ConfigFlags {
   /** an environment name; "" (from `--no-env`) means none */
   env?: string;
   profile?: string;
+  /** `--strict`: see EnvConfig.strict */
+  strict?: boolean;
 }
 
 /** `~` and `~/…` are the user's HOME (config files are written by hand). */
@@ -317,7 +322,10 @@ export async function loadConfig(options: {
       runtime: checkRuntimeName(options.flags?.runtime, "--runtime"),
       image: options.flags?.image || undefined,
       store: checkStoreMode(options.flags?.store, "--store"),
-      env: options.flags?.env !== undefined ? { default: checkEnvName(options.flags.env, "--env") ?? "" } : undefined,
+      env: {
+        ...(options.flags?.env !== undefined ? { default: checkEnvName(options.flags.env, "--env") ?? "" } : {}),
+        ...(options.flags?.strict ? { strict: true } : {}),
+      },
       profile: options.flags?.profile ? resolve(expandHome(options.flags.profile, env)) : undefined,
     },
   });

@@ -1,4 +1,5 @@
 import { builtinPlugins } from "../plugins/index.ts";
+import { logFor } from "./commands/_shared.ts";
 import { loadConfig, type ConfigFlags } from "./config.ts";
 import { UserError } from "./errors.ts";
 import type { Log } from "./log.ts";
@@ -26,12 +27,17 @@ export async function loadContext(options: { project: string; flags?: ConfigFlag
   return { config, plugins, runtime: createRuntime(config.runtime), log: options.log };
 }
 
+/** The context of a command run outside a session (`env …`, `store …`), for the current directory's config. */
+export function commandContext(args: { runtime?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
+  return loadContext({ project: process.cwd(), flags: { runtime: args.runtime }, log: logFor(args) });
+}
+
 /** Config → plugins → plan → `session:mount` → `session:boot`. Spawns nothing. */
 export async function prepareSession(options: SessionOptions): Promise<PreparedSession> {
   const project = resolveProjectDir(options.dir);
   const { config, plugins, runtime } = await loadContext({
     project,
-    flags: { runtime: options.runtime, image: options.image, store: options.store, env: options.env, profile: options.profile },
+    flags: { runtime: options.runtime, image: options.image, store: options.store, env: options.env, profile: options.profile, strict: options.strict },
     log: options.log,
   });
   const plan = basePlan({

@@ -5,11 +5,12 @@ import { undoOnInterrupt } from "./interrupt.ts";
 import { callHook, type BaseContext, type VolumeSpec } from "./plugins.ts";
 
 /** Writes FILE so that readers see the old or the new content, never a part. */
-export function writeAtomic(file: string, text: string): void {
+export function writeAtomic(file: string, text: string | Uint8Array, mode = 0o644): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", 0o644);
+  const fd = openSync(tmp, "w", mode);
   try {
-    writeSync(fd, text);
+    if (typeof text === "string") writeSync(fd, text);
+    else writeSync(fd, text);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -13,13 +13,26 @@
 #                             else bash, else sh)
 #   AGENTENV_ACTIVATE=FILE    a legacy profile's activate.sh: run in HOME
 #                             before anything else (agentenv --profile DIR)
+#   AGENTENV_STRICT=1         a failed home setup (dotfiles, tools) ends the
+#                             session instead of a warning
+#   AGENTENV_DOTFILES=update  pull the dotfiles repo and set it up again now
+#                             (agentenv env update)
+#
+# The handoff directory, /run/agentenv/handoff, holds what the host passes
+# outside the container's configuration: secrets.env (sourced, then deleted,
+# before anything else) and the decrypted overlay (agentenv-dotfiles deletes
+# it).
 #
 # The environment (HOME): agentenv's own state in it lives in
 # ~/.local/state/agentenv/ — `shell` (the environment's shell), `last-used`
-# (touched here), and what agentenv-install-tools keeps. When the content of
-# ~/flake.nix (and ~/flake.lock) differs from the last install, or the
-# installed profile is gone, agentenv-install-tools installs it; otherwise no
-# Nix call is made. The profile's bin/ comes first on PATH.
+# (touched here), and what agentenv-dotfiles and agentenv-install-tools keep.
+# With a dotfiles repo or an overlay, agentenv-dotfiles applies them when they
+# changed. Then, when the content of ~/flake.nix (and ~/flake.lock) differs
+# from the last install, or the installed profile is gone,
+# agentenv-install-tools installs it; otherwise no Nix call is made. The
+# profile's bin/ comes first on PATH. A home with a ~/.bashrc but no
+# ~/.bash_profile, ~/.bash_login or ~/.profile gets a ~/.bash_profile that
+# sources it, so login shells read it.
 #
 # Hooks: every /etc/agentenv/entrypoint.d/*.sh is sourced first, in name
 # order, by this POSIX sh with `set -eu` in force. Hooks may export variables
@@ -37,6 +50,22 @@ for hook in /etc/agentenv/entrypoint.d/*.sh; do
 done
 unset hook
 
+handoff=/run/agentenv/handoff
+if [ -r "$handoff/secrets.env" ]; then
+	# shellcheck source=/dev/null
+	. "$handoff/secrets.env"
+	rm -f "$handoff/secrets.env"
+fi
+
+# A failed setup step: a warning, or with AGENTENV_STRICT the end of the session.
+setup_failed() {
+	if [ -n "${AGENTENV_STRICT:-}" ]; then
+		echo "agentenv: $1 failed; not opening the session (strict)" >&2
+		exit 1
+	fi
+	echo "agentenv: $1 failed; this session runs without it (the next one retries)" >&2
+}
+
 if [ -n "${AGENTENV_ACTIVATE:-}" ]; then
 	# its output goes to stderr: `agentenv run` output stays the command's own
 	if [ -x "$AGENTENV_ACTIVATE" ]; then
@@ -50,9 +79,16 @@ state=$HOME/.local/state/agentenv
 if [ -d "$state" ]; then
 	# a redirection of a regular builtin: no fork, and a read-only home only skips it
 	true 2>/dev/null >"$state/last-used" || true
-	if [ -z "${AGENTENV_SHELL:-}" ] && [ -r "$state/shell" ]; then
-		read -r AGENTENV_SHELL <"$state/shell" || true
+fi
+if [ -r "$state/dotfiles.conf" ] || [ -e "$handoff/overlay.hash" ]; then
+	if [ "${AGENTENV_DOTFILES:-}" = update ]; then
+		agentenv-dotfiles --update || setup_failed "the dotfiles setup"
+	else
+		agentenv-dotfiles || setup_failed "the dotfiles setup"
 	fi
+fi
+if [ -d "$state" ] && [ -e "$HOME/.bashrc" ] && [ ! -e "$HOME/.bash_profile" ] && [ ! -e "$HOME/.bash_login" ] && [ ! -e "$HOME/.profile" ]; then
+	printf '%s\n' '# written by agentenv: login shells read this file, not ~/.bashrc' '[ -r ~/.bashrc ] && . ~/.bashrc' 2>/dev/null >"$HOME/.bash_profile" || true
 fi
 if [ -e "$HOME/flake.nix" ]; then
 	# The one fork on this path: a content hash (file times miss a restored
@@ -63,10 +99,12 @@ if [ -e "$HOME/flake.nix" ]; then
 		read -r recorded <"$state/tools.hash" || true
 	fi
 	if [ "${hash%% *}" != "$recorded" ] || [ ! -e "$state/profile" ]; then
-		agentenv-install-tools ||
-			echo "agentenv: installing the tools of ~/flake.nix failed; this session runs without them (the next one retries)" >&2
+		agentenv-install-tools || setup_failed "installing the tools of ~/flake.nix"
 	fi
 	unset hash recorded
+fi
+if [ -z "${AGENTENV_SHELL:-}" ] && [ -r "$state/shell" ]; then
+	read -r AGENTENV_SHELL <"$state/shell" || true
 fi
 if [ -d "$state/profile/bin" ]; then
 	PATH=$state/profile/bin:$PATH

@@ -3,36 +3,39 @@
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
 import f0 from "./Containerfile" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f1 from "./entrypoint.sh" with { type: "text" };
+import f1 from "./dotfiles.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f2 from "./etc/agentenv/bashrc" with { type: "text" };
+import f2 from "./entrypoint.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f3 from "./etc/agentenv/entrypoint.d/.keep" with { type: "text" };
+import f3 from "./etc/agentenv/bashrc" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f4 from "./etc/agentenv/zshenv" with { type: "text" };
+import f4 from "./etc/agentenv/entrypoint.d/.keep" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f5 from "./etc/agentenv/zshrc" with { type: "text" };
+import f5 from "./etc/agentenv/zshenv" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f6 from "./etc/gitconfig" with { type: "text" };
+import f6 from "./etc/agentenv/zshrc" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f7 from "./etc/nix/nix.conf" with { type: "text" };
+import f7 from "./etc/gitconfig" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f8 from "./etc/nix/registry.json" with { type: "text" };
+import f8 from "./etc/nix/nix.conf" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f9 from "./etc/profile.d/agentenv.sh" with { type: "text" };
+import f9 from "./etc/nix/registry.json" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f10 from "./install-tools.sh" with { type: "text" };
+import f10 from "./etc/profile.d/agentenv.sh" with { type: "text" };
+// @ts-ignore: a Bun text import; TypeScript has no declaration for these files
+import f11 from "./install-tools.sh" with { type: "text" };
 
 export const imageFiles: Record<string, { content: string; mode: number }> = {
   "Containerfile": { content: f0 as unknown as string, mode: 0o644 },
-  "entrypoint.sh": { content: f1 as unknown as string, mode: 0o755 },
-  "etc/agentenv/bashrc": { content: f2 as unknown as string, mode: 0o644 },
-  "etc/agentenv/entrypoint.d/.keep": { content: f3 as unknown as string, mode: 0o644 },
-  "etc/agentenv/zshenv": { content: f4 as unknown as string, mode: 0o644 },
-  "etc/agentenv/zshrc": { content: f5 as unknown as string, mode: 0o644 },
-  "etc/gitconfig": { content: f6 as unknown as string, mode: 0o644 },
-  "etc/nix/nix.conf": { content: f7 as unknown as string, mode: 0o644 },
-  "etc/nix/registry.json": { content: f8 as unknown as string, mode: 0o644 },
-  "etc/profile.d/agentenv.sh": { content: f9 as unknown as string, mode: 0o644 },
-  "install-tools.sh": { content: f10 as unknown as string, mode: 0o755 },
+  "dotfiles.sh": { content: f1 as unknown as string, mode: 0o755 },
+  "entrypoint.sh": { content: f2 as unknown as string, mode: 0o755 },
+  "etc/agentenv/bashrc": { content: f3 as unknown as string, mode: 0o644 },
+  "etc/agentenv/entrypoint.d/.keep": { content: f4 as unknown as string, mode: 0o644 },
+  "etc/agentenv/zshenv": { content: f5 as unknown as string, mode: 0o644 },
+  "etc/agentenv/zshrc": { content: f6 as unknown as string, mode: 0o644 },
+  "etc/gitconfig": { content: f7 as unknown as string, mode: 0o644 },
+  "etc/nix/nix.conf": { content: f8 as unknown as string, mode: 0o644 },
+  "etc/nix/registry.json": { content: f9 as unknown as string, mode: 0o644 },
+  "etc/profile.d/agentenv.sh": { content: f10 as unknown as string, mode: 0o644 },
+  "install-tools.sh": { content: f11 as unknown as string, mode: 0o755 },
 };

@@ -1,8 +1,10 @@
 import type { Plugin } from "../core/plugins.ts";
+import dotfiles from "./dotfiles/index.ts";
 import env from "./env/index.ts";
 import golden from "./golden/index.ts";
 import nix from "./nix/index.ts";
 import profile from "./profile/index.ts";
+import secrets from "./secrets/index.ts";
 
 /** The built-in plugins, in the order their hooks run (before any user plugin). */
-export const builtinPlugins: readonly Plugin[] = [golden, env, profile, nix];
+export const builtinPlugins: readonly Plugin[] = [golden, env, profile, dotfiles, secrets, nix];

@@ -19,6 +19,7 @@ export const sessionArgs = {
   ...runtimeArgs,
   env: { type: "string", valueHint: "name", description: "Environment whose home is HOME (default: config env.default; see `agentenv env`)" },
   "no-env": { type: "boolean", description: "No environment, even if config names one: HOME is the image's, thrown away" },
+  strict: { type: "boolean", description: "Do not open the session when the environment's setup (dotfiles, ~/flake.nix tools) fails" },
   profile: { type: "string", valueHint: "dir", description: "Legacy: mount DIR live under HOME and run its activate.sh first" },
   image: { type: "string", valueHint: "ref", description: "Image to boot (default: localhost/agentenv:latest)" },
   store: {

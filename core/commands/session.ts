@@ -14,6 +14,7 @@ interface SessionArgs {
   env?: string | boolean;
   "no-env"?: boolean;
   profile?: string;
+  strict?: boolean;
   "dry-run"?: boolean;
   json?: boolean;
   verbose?: boolean;
@@ -31,6 +32,7 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     store: args["no-store"] || args.store === false ? "none" : typeof args.store === "string" ? args.store : undefined,
     env: args["no-env"] || args.env === false ? "" : typeof args.env === "string" ? args.env : undefined,
     profile: args.profile,
+    strict: args.strict,
     log,
   });
   const { plan, runtime } = prepared.ctx;

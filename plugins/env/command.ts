@@ -1,19 +1,18 @@
 import { defineCommand } from "citty";
 import { globalArgs, logFor, repeatedFlag, runtimeArgs } from "../../core/commands/_shared.ts";
 import type { BaseContext } from "../../core/plugins.ts";
-import { loadContext } from "../../core/session.ts";
+import { commandContext } from "../../core/session.ts";
 import { formatBytes } from "../../core/log.ts";
-import { UserError } from "../../core/errors.ts";
-import { checkName, describeSource, diskUsage, envLabel, envNameOf, hasFlake, readRecord, lastUsed, toolsHash, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
+import { UserError, messageOf } from "../../core/errors.ts";
+import { hasOverlay, readOverlay } from "../dotfiles/overlay.ts";
+import { checkRef, checkSetup, resolveDotfilesUrl, type DotfilesConfig } from "../dotfiles/repo.ts";
+import { checkName, describeRecord, diskUsage, envLabel, envNameOf, hasFlake, readRecord, lastUsed, stateValue, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
 import { createEnv, exportEnv, importEnv, recordOf, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
 
 const commonArgs = { ...runtimeArgs, ...globalArgs } as const;
 const nameArg = { name: { type: "positional", required: true, valueHint: "name", description: "Environment name ([a-z0-9][a-z0-9._-]*)" } } as const;
 const jsonArg = { json: { type: "boolean", description: "Print as JSON" } } as const;
 
-async function context(args: { runtime?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
-  return loadContext({ project: process.cwd(), flags: { runtime: args.runtime }, log: logFor(args) });
-}
 
 const create = defineCommand({
   meta: { name: "create", description: "Create a persistent home from a template directory (default: config env.template, else the built-in test-env)" },
@@ -22,15 +21,21 @@ const create = defineCommand({
     template: { type: "positional", required: false, valueHint: "template-dir", description: "Directory copied into the new home (dotfiles, .config, flake.nix…)" },
     "from-profile": { type: "string", valueHint: "dir", description: "Turn a legacy profile into an environment: DIR is copied under HOME and its activate.sh run once" },
     shell: { type: "string", valueHint: "shell", description: "Shell sessions start (default: zsh if the template configures zsh, bash if only bash)" },
+    dotfiles: { type: "string", valueHint: "url", description: "A dotfiles repo (git URL, local path, or owner/repo on GitHub), cloned to ~/.dotfiles and set up at the next session; without a template the home starts empty" },
+    ref: { type: "string", valueHint: "ref", description: "With --dotfiles: the branch, tag or commit (default: the repo's HEAD)" },
+    setup: { type: "string", valueHint: "path", description: "With --dotfiles: the setup script in the repo (default: install.sh, install, bootstrap.sh, bootstrap, script/bootstrap, setup.sh, setup, script/setup; none: its dotfiles are linked into ~)" },
     ...commonArgs,
   },
   async run({ args }) {
     const name = checkName(args.name);
-    const ctx = await context(args);
     if (args.template && args["from-profile"]) throw new UserError("give a template directory or --from-profile, not both");
-    const from = args["from-profile"] ? { profile: args["from-profile"] } : { template: args.template };
-    const record = await createEnv(ctx, name, from, { shell: args.shell });
-    ctx.log.success(`environment ${name} created from ${describeSource(record.source)} — use it: agentenv --env ${name} [DIR]`);
+    if (!args.dotfiles && (args.ref || args.setup)) throw new UserError(`--${args.ref ? "ref" : "setup"} goes with --dotfiles URL`);
+    const dotfiles = args.dotfiles ? { url: resolveDotfilesUrl(args.dotfiles), ref: checkRef(args.ref), setup: checkSetup(args.setup) } : undefined;
+    const ctx = await commandContext(args);
+    const from = args["from-profile"] ? { profile: args["from-profile"] } : args.template || !dotfiles ? { template: args.template } : { empty: true as const };
+    const record = await createEnv(ctx, name, from, { shell: args.shell, dotfiles });
+    const next = dotfiles ? "; its first session clones and sets up the dotfiles" : "";
+    ctx.log.success(`environment ${name} created from ${describeRecord(record)}${next} — use it: agentenv --env ${name} [DIR]`);
     return 0;
   },
 });
@@ -44,6 +49,7 @@ interface EnvInfo {
   /** bytes on disk; undefined when the engine's files are out of reach from here */
   size?: number;
   shell?: string;
+  dotfiles?: DotfilesConfig;
 }
 
 async function infoOf(name: string, dir: string | undefined, record: EnvRecord | undefined): Promise<EnvInfo> {
@@ -55,7 +61,9 @@ async function infoOf(name: string, dir: string | undefined, record: EnvRecord |
     created: record?.created,
     lastUsed: readable ? lastUsed(dir) : undefined,
     size: readable ? await diskUsage(dir) : undefined,
-    shell: record?.shell,
+    // the state file: the dotfiles setup may have chosen one since
+    shell: (readable ? stateValue(dir, "shell") : undefined) ?? record?.shell,
+    dotfiles: record?.dotfiles,
   };
 }
 
@@ -76,7 +84,7 @@ const list = defineCommand({
   meta: { name: "list", description: "List environments: name, source, created, last used, size" },
   args: { ...jsonArg, ...commonArgs },
   async run({ args }) {
-    const ctx = await context(args);
+    const ctx = await commandContext(args);
     const volumes = await ctx.runtime.volumeList(envLabel);
     const infos: EnvInfo[] = [];
     for (const { name: volume, mountpoint } of volumes.sort((a, b) => a.name.localeCompare(b.name))) {
@@ -92,19 +100,30 @@ const list = defineCommand({
       console.log("no environments yet — create one: agentenv env create NAME [TEMPLATE_DIR]");
       return 0;
     }
-    const rows = [["NAME", "SOURCE", "CREATED", "LAST USED", "SIZE"], ...infos.map((i) => [i.name, describeSource(i.source), age(i.created), age(i.lastUsed), i.size === undefined ? "?" : formatBytes(i.size)])];
+    const rows = [["NAME", "SOURCE", "CREATED", "LAST USED", "SIZE"], ...infos.map((i) => [i.name, describeRecord(i), age(i.created), age(i.lastUsed), i.size === undefined ? "?" : formatBytes(i.size)])];
     const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
     for (const row of rows) console.log(row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  "));
     return 0;
   },
 });
 
+/** Files in the environment's overlay (0: none); undefined when it cannot be read (the warning says why). */
+function overlayCount(ctx: BaseContext, name: string): number | undefined {
+  if (!hasOverlay(name)) return 0;
+  try {
+    return Object.keys(readOverlay(name).files).length;
+  } catch (error) {
+    ctx.log.warn(messageOf(error));
+    return undefined;
+  }
+}
+
 const show = defineCommand({
   meta: { name: "show", description: "Show one environment: source, dates, size, shell, tools, sessions using it" },
   args: { ...nameArg, ...jsonArg, ...commonArgs },
   async run({ args }) {
     const name = checkName(args.name);
-    const ctx = await context(args);
+    const ctx = await commandContext(args);
     const home = await requireHome(ctx, name);
     const record = await recordOf(ctx, home);
     const dir = home.readable ? home.dir : undefined;
@@ -112,7 +131,9 @@ const show = defineCommand({
       ...(await infoOf(name, dir, record)),
       mountpoint: home.dir,
       reset: record?.reset,
-      tools: dir ? { flake: hasFlake(dir), installedHash: toolsHash(dir), profile: toolsStorePath(dir) } : undefined,
+      tools: dir ? { flake: hasFlake(dir), installedHash: stateValue(dir, "tools.hash"), profile: toolsStorePath(dir) } : undefined,
+      dotfiles: record?.dotfiles ? { ...record.dotfiles, commit: dir ? stateValue(dir, "dotfiles.commit") : undefined } : undefined,
+      overlay: overlayCount(ctx, name),
       sessions: await runningUsers(ctx, home),
     };
     if (args.json) {
@@ -129,7 +150,9 @@ const show = defineCommand({
     const rows: Array<[string, string]> = [
       ["name", name],
       ["volume", `${home.volume}${home.dir ? ` (${home.dir})` : ""}`],
-      ["source", describeSource(info.source)],
+      ["source", describeRecord(info)],
+      ...(info.dotfiles ? [["dotfiles", info.dotfiles.commit ? `~/.dotfiles at ${info.dotfiles.commit.slice(0, 12)}` : "not set up yet (the next session does)"] as [string, string]] : []),
+      ...(info.overlay !== 0 ? [["overlay", info.overlay === undefined ? "?" : `${info.overlay} file(s)`] as [string, string]] : []),
       ["created", info.created ?? "?"],
       ...(info.reset ? [["reset", info.reset] as [string, string]] : []),
       ["last used", info.lastUsed ?? "never"],
@@ -148,9 +171,10 @@ const rm = defineCommand({
   args: { ...nameArg, force: { type: "boolean", alias: "f", description: "Remove it even while sessions use it (they are stopped)" }, ...commonArgs },
   async run({ args }) {
     const name = checkName(args.name);
-    const ctx = await context(args);
-    await removeEnv(ctx, name, Boolean(args.force));
-    ctx.log.success(`environment ${name} removed`);
+    const ctx = await commandContext(args);
+    const { overlay, secrets } = await removeEnv(ctx, name, Boolean(args.force));
+    const also = [overlay && "its overlay", secrets.length && `its secrets (${secrets.join(", ")})`].filter(Boolean);
+    ctx.log.success(`environment ${name} removed${also.length ? `, with ${also.join(" and ")}` : ""}`);
     return 0;
   },
 });
@@ -166,9 +190,9 @@ const reset = defineCommand({
   async run({ args, rawArgs }) {
     const name = checkName(args.name);
     const keep = repeatedFlag(rawArgs, "--keep");
-    const ctx = await context(args);
+    const ctx = await commandContext(args);
     const record = await resetEnv(ctx, name, keep, Boolean(args.force));
-    ctx.log.success(`environment ${name} reset from ${describeSource(record.source)}`);
+    ctx.log.success(`environment ${name} reset from ${describeRecord(record)}`);
     return 0;
   },
 });
@@ -182,7 +206,7 @@ const exportCommand = defineCommand({
   },
   async run({ args }) {
     const name = checkName(args.name);
-    const ctx = await context(args);
+    const ctx = await commandContext(args);
     const out = args.output ?? ".";
     const { file, bytes } = await exportEnv(ctx, name, out);
     if (file !== "-") ctx.log.success(`environment ${name} exported to ${file} (${formatBytes(bytes ?? 0)})`);
@@ -199,7 +223,7 @@ const importCommand = defineCommand({
   },
   async run({ args }) {
     const name = checkName(args.name);
-    const ctx = await context(args);
+    const ctx = await commandContext(args);
     await importEnv(ctx, name, args.file);
     ctx.log.success(`environment ${name} imported — use it: agentenv --env ${name} [DIR]`);
     return 0;
@@ -208,5 +232,16 @@ const importCommand = defineCommand({
 
 export default defineCommand({
   meta: { name: "env", description: "Environments: named, persistent homes (dotfiles, tools from ~/flake.nix, history, agent memory)" },
-  subCommands: { create, list, show, rm, reset, export: exportCommand, import: importCommand },
+  subCommands: {
+    create,
+    list,
+    show,
+    set: () => import("../dotfiles/command.ts").then((m) => m.set),
+    update: () => import("../dotfiles/command.ts").then((m) => m.update),
+    overlay: () => import("../dotfiles/command.ts").then((m) => m.overlay),
+    rm,
+    reset,
+    export: exportCommand,
+    import: importCommand,
+  },
 });

@@ -5,6 +5,7 @@ import { UserError } from "../../core/errors.ts";
 import { containerHome } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { volumeDir } from "../../core/volumes.ts";
+import { describeDotfiles, type DotfilesConfig } from "../dotfiles/repo.ts";
 
 /**
  * An environment is one engine volume, `agentenv-env-NAME`, labelled `agentenv.env=NAME`,
@@ -17,6 +18,8 @@ import { volumeDir } from "../../core/volumes.ts";
  *   last-used     touched by the entrypoint at every session start
  *   profile       the Nix profile ~/flake.nix is installed into (agentenv-install-tools)
  *   tools.hash    the content hash of the installed flake.nix + flake.lock
+ *   dotfiles.*    the dotfiles repo: its config (.conf), what was applied (.hash,
+ *                 .commit), the setup's output (.log); see image/dotfiles.sh
  */
 export const stateDir = ".local/state/agentenv";
 export const recordPath = `${stateDir}/env.json`;
@@ -45,7 +48,9 @@ export type EnvSource =
   /** a legacy profile directory, copied to ~/TARGET, its activate.sh run once */
   | { kind: "profile"; path: string; target: string; hash: string }
   /** `env import`: the archive it came from */
-  | { kind: "archive"; path: string; hash?: string };
+  | { kind: "archive"; path: string; hash?: string }
+  /** nothing but agentenv's state: a dotfiles repo fills it */
+  | { kind: "empty" };
 
 export interface EnvRecord {
   version: 1;
@@ -55,6 +60,8 @@ export interface EnvRecord {
   reset?: string;
   /** the shell recorded at creation (also in `shell`, where the entrypoint reads it) */
   shell?: string;
+  /** the dotfiles repo the home's next session clones and sets up */
+  dotfiles?: DotfilesConfig;
 }
 
 export function describeSource(source: EnvSource | undefined): string {
@@ -67,9 +74,18 @@ export function describeSource(source: EnvSource | undefined): string {
       return `profile ${source.path}`;
     case "archive":
       return `archive ${source.path}`;
+    case "empty":
+      return "empty";
     default:
       return "unknown";
   }
+}
+
+/** Source and dotfiles repo, for people: "dotfiles owner/repo", "~/tpl + dotfiles owner/repo". */
+export function describeRecord(record: { source?: EnvSource; dotfiles?: DotfilesConfig } | undefined): string {
+  const dotfiles = record?.dotfiles ? `dotfiles ${describeDotfiles(record.dotfiles)}` : undefined;
+  if (dotfiles && record?.source?.kind === "empty") return dotfiles;
+  return dotfiles ? `${describeSource(record?.source)} + ${dotfiles}` : describeSource(record?.source);
 }
 
 export interface Home {
@@ -136,9 +152,10 @@ export function toolsStorePath(dir: string): string | undefined {
   return undefined;
 }
 
-export function toolsHash(dir: string): string | undefined {
+/** One line agentenv keeps in the home's state dir (tools.hash, dotfiles.commit…), read on the host. */
+export function stateValue(dir: string, file: string): string | undefined {
   try {
-    return readFileSync(join(dir, stateDir, "tools.hash"), "utf8").trim() || undefined;
+    return readFileSync(join(dir, stateDir, file), "utf8").trim() || undefined;
   } catch {
     return undefined;
   }

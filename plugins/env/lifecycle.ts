@@ -1,6 +1,6 @@
 import { accessSync, closeSync, constants, existsSync, openSync, readSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "pathe";
-import { UserError } from "../../core/errors.ts";
+import { UserError, messageOf } from "../../core/errors.ts";
 import { undoOnInterrupt, withTempDir } from "../../core/interrupt.ts";
 import { containerHome, helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
@@ -8,6 +8,7 @@ import { ensureVolume } from "../../core/volumes.ts";
 import { formatBytes } from "../../core/log.ts";
 import { describeSource, envLabel, findHome, readRecord, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
 import { profileTarget } from "../profile/index.ts";
+import { confScript, type DotfilesConfig } from "../dotfiles/repo.ts";
 import { scanTemplate, writeBuiltinTemplate, type TemplateScan } from "./template.ts";
 
 /**
@@ -39,7 +40,7 @@ function activateScript(content: Content): string[] {
 
 /** env.json is written last, by rename: a home that has it is complete. */
 function recordScript(record: EnvRecord): string[] {
-  const lines = [`mkdir -p ${home}/${stateDir}`];
+  const lines = [`mkdir -p ${home}/${stateDir}`, ...confScript(home, record.dotfiles)];
   if (record.shell) lines.push(`printf '%s\\n' ${shellQuote(record.shell)} > ${home}/${stateDir}/shell`);
   lines.push(`printf '%s\\n' ${shellQuote(JSON.stringify(record, null, 2))} > ${home}/${recordPath}.tmp`, `mv ${home}/${recordPath}.tmp ${home}/${recordPath}`);
   return lines;
@@ -72,7 +73,9 @@ export type CreateFrom =
   /** a template directory; undefined: config's env.template, else the built-in one */
   | { template?: string }
   | { profile: string }
-  | { builtin: true };
+  | { builtin: true }
+  /** nothing: a dotfiles repo fills the home */
+  | { empty: true };
 
 /** Resolves where a home comes from, runs FN with its content and source (temp dirs cleaned up). */
 async function withSource<T>(ctx: BaseContext, from: CreateFrom, fn: (content: Content, source: EnvSource, shell?: string) => Promise<T>): Promise<T> {
@@ -80,6 +83,9 @@ async function withSource<T>(ctx: BaseContext, from: CreateFrom, fn: (content: C
     const scan = scanTemplate(from.profile);
     const at = profileTarget(scan.dir);
     return fn({ template: scan, at, activate: true }, { kind: "profile", path: scan.dir, target: at, hash: scan.hash }, scan.shell);
+  }
+  if ("empty" in from) {
+    return withTempDir("agentenv-empty-", async (dir) => fn({ template: scanTemplate(dir) }, { kind: "empty" }));
   }
   const path = "builtin" in from ? undefined : from.template ?? ctx.config.env.template;
   if (path) {
@@ -94,6 +100,7 @@ async function withSource<T>(ctx: BaseContext, from: CreateFrom, fn: (content: C
 }
 
 function describeContent(content: Content, source: EnvSource): string {
+  if (source.kind === "empty") return "an empty home";
   const what = describeSource(source);
   return "template" in content ? `${what} (${content.template.files} files, ${formatBytes(content.template.bytes)})` : what;
 }
@@ -103,13 +110,13 @@ function alreadyExists(name: string): UserError {
 }
 
 /** Creates environment NAME, all or nothing: a failure or Ctrl-C leaves no volume. */
-export async function createEnv(ctx: BaseContext, name: string, from: CreateFrom, options: { shell?: string } = {}): Promise<EnvRecord> {
+export async function createEnv(ctx: BaseContext, name: string, from: CreateFrom, options: { shell?: string; dotfiles?: DotfilesConfig } = {}): Promise<EnvRecord> {
   const volume = volumeName(name);
   // checked before the template is even read: the cheap, common mistake first
   if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
   return withSource(ctx, from, async (content, source, shell) => {
     ctx.log.start(`creating environment ${name} from ${describeContent(content, source)}…`);
-    const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: options.shell ?? shell };
+    const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: options.shell ?? shell, dotfiles: options.dotfiles };
     const script = [...contentScript(content, home), ...activateScript(content), ...recordScript(record)];
     const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
       await runHelper(ctx, `creating environment ${name}`, volume, script, { content });
@@ -146,10 +153,40 @@ function refuseInUse(name: string, users: string[], action: string): void {
   if (users.length) throw new UserError(`environment ${name} is in use by ${users.join(", ")}`, `end ${users.length === 1 ? "that session" : "those sessions"} first, or ${action} --force`);
 }
 
-export async function removeEnv(ctx: BaseContext, name: string, force: boolean): Promise<void> {
+/** Removes the home, and what this host keeps for it alone: its overlay and its own secrets. */
+export async function removeEnv(ctx: BaseContext, name: string, force: boolean): Promise<{ overlay: boolean; secrets: string[] }> {
   const found = await requireHome(ctx, name);
   if (!force) refuseInUse(name, await runningUsers(ctx, found), `agentenv env rm ${name}`);
   await ctx.runtime.volumeRemove(found.volume);
+  const { hasOverlay, removeOverlay } = await import("../dotfiles/overlay.ts");
+  const overlay = hasOverlay(name);
+  if (overlay) removeOverlay(name);
+  const { readSecrets, secretsFile, writeSecrets } = await import("../secrets/store.ts");
+  let secrets: string[] = [];
+  if (existsSync(secretsFile())) {
+    try {
+      const store = readSecrets();
+      secrets = Object.keys(store.scopes[name] ?? {});
+      if (secrets.length) {
+        delete store.scopes[name];
+        writeSecrets(store);
+      }
+    } catch (error) {
+      // the home is gone either way; say what could not be tidied
+      ctx.log.warn(`the secrets of environment ${name} were left in place: ${messageOf(error)}`);
+    }
+  }
+  return { overlay, secrets };
+}
+
+/** Rewrites NAME's record (env.json, dotfiles.conf, shell) with CHANGE applied; the next session acts on it. */
+export async function updateRecord(ctx: BaseContext, name: string, change: (record: EnvRecord) => void): Promise<EnvRecord> {
+  const found = await requireHome(ctx, name);
+  const record = await recordOf(ctx, found);
+  if (!record) throw new UserError(`environment ${name} has no record of its source (${recordPath})`, "remove it and create it again");
+  change(record);
+  await runHelper(ctx, `changing environment ${name}`, found.volume, recordScript(record));
+  return record;
 }
 
 /** A path under HOME to keep across a reset: relative, inside HOME, not agentenv's own state. */
@@ -236,6 +273,8 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
   switch (source.kind) {
     case "builtin":
       return withSource(ctx, { builtin: true }, reset);
+    case "empty":
+      return withSource(ctx, { empty: true }, reset);
     case "template":
     case "profile": {
       if (!existsSync(source.path)) throw new UserError(`environment ${name} was made from ${source.path}, which no longer exists`);

@@ -26,6 +26,8 @@ export async function mountEnv(ctx: SessionContext): Promise<void> {
   }
   ctx.plan.mounts.push({ type: "volume", source: home.volume, target: containerHome });
   ctx.plan.env.AGENTENV_ENV = name;
+  // the entrypoint then fails the session instead of warning when the home's setup fails
+  if (ctx.config.env.strict) ctx.plan.env.AGENTENV_STRICT = "1";
   ctx.plan.labels[envLabel] = name;
   states.set(ctx, { home, create: !home.dir });
 }

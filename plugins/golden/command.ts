@@ -4,7 +4,7 @@ import { dirname, join, resolve } from "pathe";
 import { globalArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts";
 import { UserError } from "../../core/errors.ts";
 import { callHook, type BaseContext } from "../../core/plugins.ts";
-import { loadContext } from "../../core/session.ts";
+import { commandContext } from "../../core/session.ts";
 import { ensureVolume } from "../../core/volumes.ts";
 import { GoldenStore, markerName, type PromotionRecord, type StoreMarker } from "./layout.ts";
 import { liveClosure, rebuild, storeStats } from "./promote.ts";
@@ -16,9 +16,6 @@ const storeArgs = {
   ...globalArgs,
 } as const;
 
-async function context(args: { runtime?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
-  return loadContext({ project: process.cwd(), flags: { runtime: args.runtime }, log: logFor(args) });
-}
 
 /** The store, ready for host-side work, or a one-line reason why not. */
 async function requireStore(ctx: BaseContext): Promise<GoldenStore> {
@@ -51,7 +48,7 @@ const status = defineCommand({
   meta: { name: "status", description: "Show the golden store: engine, volume, clone strategy, size, paths, last promotion" },
   args: { json: { type: "boolean", description: "Print as JSON" }, ...storeArgs },
   async run({ args }) {
-    const ctx = await context(args);
+    const ctx = await commandContext(args);
     const located = await locateStore(ctx);
     const result: Status = { engine: ctx.runtime.name, volume: located.volume, exists: Boolean(located.root) };
     if (located.root && !located.choice?.strategy) {
@@ -157,7 +154,7 @@ const gc = defineCommand({
     ...storeArgs,
   },
   async run({ args }) {
-    const ctx = await context(args);
+    const ctx = await commandContext(args);
     const store = await requireStore(ctx);
     const roots = ownRoots(store);
     await callHook(ctx.plugins, "store:roots", ctx, roots);
@@ -191,7 +188,7 @@ const reset = defineCommand({
     ...storeArgs,
   },
   async run({ args }) {
-    const ctx = await context(args);
+    const ctx = await commandContext(args);
     const located = await locateStore(ctx);
     if (located.root && located.choice?.strategy) {
       const store = new GoldenStore(located.root);

@@ -22,7 +22,7 @@ describe("env config", () => {
 
   test("config's default, with a template relative to the config file", async () => {
     const config = await loadConfig({ project, env });
-    expect(config.env).toEqual({ name: "dev", autoCreate: true, template: join(project, "home") });
+    expect(config.env).toEqual({ name: "dev", autoCreate: true, template: join(project, "home"), strict: false });
   });
 
   test("AGENTENV_ENV and --env override it; --no-env (and AGENTENV_ENV=) clear it", async () => {

@@ -1,0 +1,247 @@
+#!/bin/sh
+# agentenv-dotfiles [--update]: applies this environment's dotfiles repo and overlay.
+#
+#   1. clone the repo (shallow, the configured ref) into ~/.dotfiles, or move an
+#      unchanged checkout to the ref's new commit;
+#   2. run its setup script: the configured one, else the first that exists of
+#      install.sh install bootstrap.sh bootstrap script/bootstrap setup.sh setup
+#      script/setup; with none, symlink the repo's top-level dotfiles into ~
+#      (a file already there is moved to ~/.local/state/agentenv/dotfiles-backup/);
+#   3. write the overlay's files into ~ (they win over the repo's).
+#
+# It does all that only when its inputs changed since the last success: URL, ref,
+# the ref's commit, setup path, overlay. Their hash is recorded after a success
+# only, so a failure is retried by the next session. --update does it anyway.
+#
+# Read from ~/.local/state/agentenv/dotfiles.conf (written by agentenv env
+# create/set: url=, ref=, setup=, local=) and from the session's handoff
+# directory (overlay/, overlay.hash), which the host fills; a repo on the
+# host's disk is mounted read-only where local= says. The entrypoint runs this.
+set -eu
+
+state=$HOME/.local/state/agentenv
+handoff=/run/agentenv/handoff
+repo=$HOME/.dotfiles
+log=$state/dotfiles.log
+
+update=
+case ${1:-} in
+--update) update=1 ;;
+"") ;;
+*)
+	echo "usage: agentenv-dotfiles [--update]" >&2
+	exit 2
+	;;
+esac
+
+# the decrypted overlay must not outlive this script
+trap 'rm -rf "$handoff/overlay" "$handoff/overlay.hash" 2>/dev/null || true' EXIT
+
+say() { echo "agentenv: $*" >&2; }
+fail() {
+	say "$*"
+	exit 1
+}
+
+url='' ref='' setup='' local=''
+if [ -r "$state/dotfiles.conf" ]; then
+	while IFS= read -r line; do
+		case $line in
+		url=*) url=${line#url=} ;;
+		ref=*) ref=${line#ref=} ;;
+		setup=*) setup=${line#setup=} ;;
+		local=*) local=${line#local=} ;;
+		esac
+	done <"$state/dotfiles.conf"
+fi
+overlay=none
+if [ -r "$handoff/overlay.hash" ]; then
+	read -r overlay <"$handoff/overlay.hash" || true
+fi
+if [ -z "$url" ] && [ "$overlay" = none ]; then
+	exit 0
+fi
+
+mkdir -p "$state"
+# two sessions of one environment starting together: the second waits, then
+# finds the inputs recorded
+exec 9>"$state/dotfiles.lock"
+flock 9
+
+# The repo's commit for the ref, from the remote (cheap: refs only). A
+# repository on the host is reached through its read-only mount.
+remote=$url
+if [ -n "$local" ]; then
+	[ -d "$local" ] || fail "the dotfiles repo $url is not mounted in this session"
+	remote=file://$local
+fi
+recorded_commit=
+if [ -r "$state/dotfiles.commit" ]; then
+	read -r recorded_commit <"$state/dotfiles.commit" || true
+fi
+commit=
+if [ -n "$url" ]; then
+	case $ref in
+	*[!0-9a-f]* | "") ;;
+	*) if [ ${#ref} -eq 40 ]; then commit=$ref; fi ;;
+	esac
+	if [ -z "$commit" ]; then
+		if refs=$(GIT_TERMINAL_PROMPT=0 timeout 30 git ls-remote "$remote" "${ref:-HEAD}" 2>"$state/dotfiles.err"); then
+			for want in "${ref:-HEAD}" "refs/heads/$ref" "refs/tags/$ref^{}" "refs/tags/$ref"; do
+				commit=$(printf '%s\n' "$refs" | while read -r sha name; do
+					if [ "$name" = "$want" ]; then
+						echo "$sha"
+						break
+					fi
+				done)
+				[ -n "$commit" ] && break
+			done
+			[ -n "$commit" ] || fail "the dotfiles repo $url has no ${ref:+branch or tag }${ref:-HEAD}"
+		elif [ -d "$repo/.git" ] && [ -n "$recorded_commit" ] && [ -z "$update" ]; then
+			# offline: what is checked out stays; only an overlay change is applied
+			say "cannot reach the dotfiles repo $url; keeping ~/.dotfiles as it is"
+			commit=$recorded_commit
+		else
+			cat "$state/dotfiles.err" >&2
+			fail "cannot reach the dotfiles repo $url"
+		fi
+	fi
+fi
+
+inputs_hash() {
+	inputs=$(printf '%s\n' "url=$url" "ref=$ref" "commit=$commit" "setup=$setup" "overlay=$overlay" | sha256sum)
+	inputs=${inputs%% *}
+}
+inputs_hash
+recorded=
+if [ -r "$state/dotfiles.hash" ]; then
+	read -r recorded <"$state/dotfiles.hash" || true
+fi
+if [ -z "$update" ] && [ "$inputs" = "$recorded" ]; then
+	exit 0
+fi
+rm -f "$state/dotfiles.hash"
+
+# The user's own tools (~/flake.nix) for the setup script, when installed.
+if [ -d "$state/profile/bin" ]; then
+	PATH=$state/profile/bin:$PATH
+	export PATH
+fi
+
+if [ -n "$url" ]; then
+	fetch() { GIT_TERMINAL_PROMPT=0 git -C "$1" fetch -q --depth 1 origin "${ref:-HEAD}" 2>&1 || GIT_TERMINAL_PROMPT=0 git -C "$1" fetch -q --depth 1 origin "$commit" 2>&1; }
+	if [ ! -d "$repo/.git" ]; then
+		if [ -e "$repo" ] || [ -L "$repo" ]; then
+			fail "~/.dotfiles exists and is not a git checkout: move it away, the dotfiles repo is cloned there"
+		fi
+		say "cloning the dotfiles repo $url${ref:+ ($ref)}…"
+		rm -rf "$repo.clone"
+		git init -q "$repo.clone"
+		git -C "$repo.clone" remote add origin "$remote"
+		fetch "$repo.clone" >&2 || fail "cannot fetch ${ref:-HEAD} from $url"
+		git -C "$repo.clone" checkout -q --detach FETCH_HEAD
+		mv "$repo.clone" "$repo"
+	else
+		head=$(git -C "$repo" rev-parse HEAD 2>/dev/null || true)
+		if [ "$head" != "$commit" ]; then
+			# only a checkout as agentenv left it moves: the user's own commits and edits stay
+			if [ -n "$(git -C "$repo" status --porcelain 2>/dev/null)" ] || { [ -n "$recorded_commit" ] && [ "$head" != "$recorded_commit" ]; }; then
+				fail "~/.dotfiles has changes of its own (commit and push them, or discard them); it stays at ${head:-?}, not $commit"
+			fi
+			say "updating ~/.dotfiles to ${commit:-the latest commit}…"
+			git -C "$repo" remote set-url origin "$remote"
+			fetch "$repo" >&2 || fail "cannot fetch ${ref:-HEAD} from $url"
+			git -C "$repo" checkout -q --detach FETCH_HEAD
+		fi
+	fi
+	# a commit pushed since ls-remote may have come with the fetch: record what is checked out
+	commit=$(git -C "$repo" rev-parse HEAD)
+	inputs_hash
+
+	script=
+	if [ -n "$setup" ]; then
+		[ -f "$repo/$setup" ] || fail "the setup script $setup is not in the dotfiles repo $url"
+		script=$setup
+	else
+		for candidate in install.sh install bootstrap.sh bootstrap script/bootstrap setup.sh setup script/setup; do
+			if [ -f "$repo/$candidate" ]; then
+				script=$candidate
+				break
+			fi
+		done
+	fi
+	if [ -n "$script" ]; then
+		say "running $script from the dotfiles repo…"
+		# its output is shown as it comes and kept in the log; no stdin (nobody answers)
+		(
+			set +e
+			cd "$repo"
+			if [ -x "$script" ]; then "./$script"; else sh "./$script"; fi
+			echo $? >"$state/dotfiles.status"
+		) </dev/null 2>&1 | tee "$log" >&2
+		read -r status <"$state/dotfiles.status" || status=1
+		rm -f "$state/dotfiles.status"
+		if [ "$status" -ne 0 ]; then
+			fail "the dotfiles setup script $script failed (exit $status); its output is above and in ~/.local/state/agentenv/dotfiles.log"
+		fi
+	else
+		# no script: link the top-level dotfiles, keeping what was in the way
+		: >"$log"
+		for path in "$repo"/.[!.]* "$repo"/..?*; do
+			[ -e "$path" ] || [ -L "$path" ] || continue
+			name=${path##*/}
+			[ "$name" = .git ] && continue
+			target=$HOME/$name
+			if [ -L "$target" ] && [ "$(readlink "$target")" = ".dotfiles/$name" ]; then
+				continue
+			fi
+			if [ -e "$target" ] || [ -L "$target" ]; then
+				mkdir -p "$state/dotfiles-backup"
+				rm -rf "$state/dotfiles-backup/$name"
+				mv "$target" "$state/dotfiles-backup/$name"
+				echo "moved ~/$name to $state/dotfiles-backup/$name" >>"$log"
+			fi
+			ln -s ".dotfiles/$name" "$target"
+			echo "linked ~/$name" >>"$log"
+		done
+	fi
+fi
+
+if [ -d "$handoff/overlay" ]; then
+	count=0
+	files=$(cd "$handoff/overlay" && find . -type f)
+	while IFS= read -r rel; do
+		rel=${rel#./}
+		[ -n "$rel" ] || continue
+		target=$HOME/$rel
+		# a directory linked into ~/.dotfiles would put the file in the repo
+		case $(realpath -m "$target") in
+		"$repo"/*)
+			say "overlay: ~/$rel is inside ~/.dotfiles (through a link); not written"
+			continue
+			;;
+		esac
+		mkdir -p "${target%/*}"
+		rm -f "$target"
+		cp -p "$handoff/overlay/$rel" "$target"
+		count=$((count + 1))
+	done <<EOF
+$files
+EOF
+	say "overlay: $count file(s) written"
+fi
+
+# the shell, when nothing chose one: what the dotfiles configure
+if [ ! -s "$state/shell" ]; then
+	if [ -e "$HOME/.zshrc" ] || [ -e "$HOME/.zshenv" ]; then
+		echo zsh >"$state/shell"
+	elif [ -e "$HOME/.bashrc" ] || [ -e "$HOME/.bash_profile" ]; then
+		echo bash >"$state/shell"
+	fi
+fi
+
+printf '%s\n' "$commit" >"$state/dotfiles.commit"
+printf '%s\n' "$inputs" >"$state/dotfiles.hash"
+if [ -n "$url" ]; then
+	say "dotfiles applied: $url${commit:+ at $(printf '%.12s' "$commit")}"
+fi

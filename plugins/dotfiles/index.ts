@@ -1,0 +1,43 @@
+import { existsSync } from "node:fs";
+import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
+import { definePlugin, type SessionContext } from "../../core/plugins.ts";
+import { findHome, readRecord } from "../env/home.ts";
+import { isLocalRepo, localRepoTarget } from "./repo.ts";
+import type { Overlay } from "./overlay.ts";
+
+/**
+ * Dotfiles for environments: a repo cloned into ~/.dotfiles and set up inside the
+ * container (image/dotfiles.sh, run by the entrypoint when its inputs changed), and an
+ * encrypted overlay of files written after it. This side only makes them reachable: a
+ * repo on this host's disk is mounted read-only, the overlay is decrypted into the
+ * session's handoff directory. Its commands are `agentenv env set|update|overlay`.
+ */
+const overlays = new WeakMap<SessionContext, Overlay>();
+
+export default definePlugin({
+  name: "dotfiles",
+  hooks: {
+    async "session:mount"(ctx) {
+      const name = ctx.config.env.name;
+      if (!name) return;
+      const home = await findHome(ctx, name);
+      const dotfiles = home.dir && home.readable ? readRecord(home.dir)?.dotfiles : undefined;
+      if (dotfiles && isLocalRepo(dotfiles.url)) {
+        if (existsSync(dotfiles.url)) ctx.plan.mounts.push({ type: "bind", source: dotfiles.url, target: localRepoTarget, readonly: true });
+        else ctx.log.warn(`the dotfiles repo of environment ${name}, ${dotfiles.url}, is gone: ~/.dotfiles stays as it is (agentenv env set ${name} dotfiles.url=…)`);
+      }
+      const { hasOverlay, readOverlay } = await import("./overlay.ts");
+      if (!hasOverlay(name)) return;
+      // decrypted now: a wrong key or a changed file stops the session before anything runs
+      overlays.set(ctx, readOverlay(name));
+      useHandoff(ctx);
+    },
+    async "session:start"(ctx) {
+      const overlay = overlays.get(ctx);
+      if (overlay) (await import("./overlay.ts")).writeOverlayFiles(overlay, handoffDir(ctx));
+    },
+    "session:exit"(ctx) {
+      if (overlays.delete(ctx)) closeHandoff(ctx);
+    },
+  },
+});

@@ -1,0 +1,83 @@
+import { existsSync, statSync } from "node:fs";
+import { join, resolve } from "pathe";
+import { expandHome } from "../../core/config.ts";
+import { UserError } from "../../core/errors.ts";
+import { shellQuote } from "../../core/plan.ts";
+
+/**
+ * An environment's dotfiles repo, as recorded in its env.json and, for the in-container
+ * half (image/dotfiles.sh), in ~/.local/state/agentenv/dotfiles.conf. The container clones
+ * it into ~/.dotfiles at its next boot and runs its setup script; a repo on this host's
+ * disk is mounted read-only at `localRepoTarget` for that.
+ */
+export interface DotfilesConfig {
+  /** a git URL, or the absolute path of a repository on this host */
+  url: string;
+  /** branch, tag or commit (default: the repo's HEAD) */
+  ref?: string;
+  /** the setup script, relative to the repo (default: the first of install.sh, install, bootstrap.sh…) */
+  setup?: string;
+}
+
+export const localRepoTarget = "/run/agentenv/dotfiles-repo";
+export const confPath = ".local/state/agentenv/dotfiles.conf";
+
+export function isLocalRepo(url: string): boolean {
+  return url.startsWith("/");
+}
+
+function isGitRepo(dir: string): boolean {
+  return existsSync(join(dir, ".git")) || (existsSync(join(dir, "HEAD")) && existsSync(join(dir, "objects")));
+}
+
+/**
+ * URL as the user wrote it → as recorded: a git URL stays; a local path (or file://)
+ * becomes absolute and must be a repository; `owner/repo` is GitHub.
+ */
+export function resolveDotfilesUrl(url: string, cwd = process.cwd()): string {
+  const value = url.trim();
+  if (!value || /[\n\0]/.test(value)) throw new UserError("--dotfiles needs a git URL, a local repository, or owner/repo");
+  if (value.startsWith("file://")) return resolveDotfilesUrl(value.slice("file://".length), cwd);
+  const path = resolve(cwd, expandHome(value));
+  const looksLikePath = value.startsWith("/") || value.startsWith(".") || value.startsWith("~");
+  if (looksLikePath || existsSync(path)) {
+    if (!existsSync(path) || !statSync(path).isDirectory()) throw new UserError(`${url}: no such directory`, "give a git URL, a local repository, or owner/repo (GitHub)");
+    if (!isGitRepo(path)) throw new UserError(`${url} is not a git repository`, "commit your dotfiles to a git repository first (git init && git add -A && git commit)");
+    if (path.includes(":")) throw new UserError(`${path}: a repository path with ":" cannot be mounted into the container`);
+    return path;
+  }
+  if (/^[A-Za-z0-9][A-Za-z0-9-]*\/[A-Za-z0-9._-]+$/.test(value)) return `https://github.com/${value.replace(/\.git$/, "")}.git`;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value) || /^[^\s/@]+@[^\s:]+:/.test(value)) return value;
+  throw new UserError(`${url}: not a git URL, a local repository, or owner/repo`);
+}
+
+/** A branch, tag or commit: one line, and not an option git would read. */
+export function checkRef(ref: string | undefined): string | undefined {
+  if (ref === undefined || ref === "") return undefined;
+  if (/[\s\0~^:?*[\\]/.test(ref) || ref.startsWith("-")) throw new UserError(`dotfiles ref "${ref}" is not a branch, tag or commit name`);
+  return ref;
+}
+
+/** The setup script: a path inside the repo. */
+export function checkSetup(setup: string | undefined): string | undefined {
+  if (setup === undefined || setup === "") return undefined;
+  const rel = setup.replace(/^\.\//, "");
+  if (/[\n\0]/.test(rel) || rel.startsWith("/") || rel.split("/").some((part) => part === ".." || part === "")) {
+    throw new UserError(`setup script "${setup}" must be a path inside the repo, e.g. script/setup`);
+  }
+  return rel;
+}
+
+/** For people: owner/repo for GitHub, a password in the URL masked. */
+export function describeDotfiles(dotfiles: DotfilesConfig): string {
+  const url = dotfiles.url.replace(/^https:\/\/github\.com\/(.+)\.git$/, "$1").replace(/\/\/([^/@:]+):[^/@]+@/, "//$1:***@");
+  return `${url}${dotfiles.ref ? `@${dotfiles.ref}` : ""}`;
+}
+
+/** Shell lines that write (or remove) dotfiles.conf in HOME=$1, for a helper container. */
+export function confScript(home: string, dotfiles: DotfilesConfig | undefined): string[] {
+  const file = `${home}/${confPath}`;
+  if (!dotfiles) return [`rm -f ${file}`];
+  const lines = [`url=${dotfiles.url}`, `ref=${dotfiles.ref ?? ""}`, `setup=${dotfiles.setup ?? ""}`, `local=${isLocalRepo(dotfiles.url) ? localRepoTarget : ""}`];
+  return [`printf '%s\\n' ${lines.map(shellQuote).join(" ")} > ${file}`];
+}

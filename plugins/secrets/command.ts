@@ -1,0 +1,92 @@
+import { defineCommand } from "citty";
+import { globalArgs, logFor } from "../../core/commands/_shared.ts";
+import { UserError } from "../../core/errors.ts";
+import { allScope, checkSecretName, describeScope, readSecrets, scopeOf, secretsFile, writeSecrets } from "./store.ts";
+
+const nameArg = { name: { type: "positional", required: true, valueHint: "NAME", description: "The variable sessions get, e.g. GITHUB_TOKEN" } } as const;
+const envArg = { env: { type: "string", valueHint: "env", description: "Only for sessions of this environment (default: all sessions)" } } as const;
+
+/** A secret's value: piped in, or typed at a prompt that does not echo. Never from the command line. */
+async function readValue(name: string): Promise<string> {
+  let value: string;
+  if (process.stdin.isTTY) {
+    process.stderr.write(`value of ${name} (not shown): `);
+    const child = Bun.spawn(["sh", "-c", "stty -echo; IFS= read -r v; status=$?; stty echo; printf '%s' \"$v\"; exit $status"], {
+      stdin: "inherit",
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    value = await new Response(child.stdout).text();
+    await child.exited;
+    process.stderr.write("\n");
+  } else {
+    // `echo token | agentenv secret set` adds one newline: it is not part of the value
+    value = (await Bun.stdin.text()).replace(/\r?\n$/, "");
+  }
+  if (!value) throw new UserError(`no value for ${name}: pipe it in (agentenv secret set ${name} < file) or type it at the prompt`);
+  if (value.includes("\0")) throw new UserError(`the value of ${name} contains a NUL byte, which an environment variable cannot hold`);
+  return value;
+}
+
+const set = defineCommand({
+  meta: { name: "set", description: "Set a secret from stdin (or a hidden prompt): sessions get it as $NAME" },
+  args: { ...nameArg, ...envArg, ...globalArgs },
+  async run({ args }) {
+    const name = checkSecretName(args.name);
+    const scope = scopeOf(args.env);
+    const value = await readValue(name);
+    const store = readSecrets();
+    (store.scopes[scope] ??= {})[name] = value;
+    writeSecrets(store);
+    logFor(args).success(`secret ${name} set for ${describeScope(scope)}`);
+    return 0;
+  },
+});
+
+const list = defineCommand({
+  meta: { name: "list", description: "List secrets by name and scope (never their values)" },
+  args: { ...envArg, json: { type: "boolean", description: "Print as JSON" }, ...globalArgs },
+  async run({ args }) {
+    const wanted = args.env === undefined ? undefined : scopeOf(args.env);
+    const rows = Object.entries(readSecrets().scopes)
+      .filter(([scope]) => wanted === undefined || scope === wanted || scope === allScope)
+      .flatMap(([scope, names]) => Object.keys(names).map((name) => ({ name, scope: scope === allScope ? "all" : scope })))
+      .sort((a, b) => a.name.localeCompare(b.name) || a.scope.localeCompare(b.scope));
+    if (args.json) {
+      console.log(JSON.stringify(rows, null, 2));
+      return 0;
+    }
+    if (!rows.length) {
+      console.log("no secrets — set one: agentenv secret set NAME < file");
+      return 0;
+    }
+    const width = Math.max(4, ...rows.map((r) => r.name.length));
+    console.log(`${"NAME".padEnd(width)}  SCOPE`);
+    for (const row of rows) console.log(`${row.name.padEnd(width)}  ${row.scope === "all" ? "all environments" : row.scope}`);
+    return 0;
+  },
+});
+
+const rm = defineCommand({
+  meta: { name: "rm", description: "Remove a secret" },
+  args: { ...nameArg, ...envArg, ...globalArgs },
+  async run({ args }) {
+    const name = checkSecretName(args.name);
+    const scope = scopeOf(args.env);
+    const store = readSecrets();
+    if (store.scopes[scope]?.[name] === undefined) {
+      const elsewhere = Object.keys(store.scopes).filter((s) => store.scopes[s]![name] !== undefined);
+      const hint = elsewhere.length ? `it is set for ${elsewhere.map(describeScope).join(", ")}${elsewhere[0] === allScope ? "" : ` (--env ${elsewhere[0]})`}` : undefined;
+      throw new UserError(`no secret ${name} for ${describeScope(scope)}`, hint);
+    }
+    delete store.scopes[scope]![name];
+    writeSecrets(store);
+    logFor(args).success(`secret ${name} removed from ${describeScope(scope)}`);
+    return 0;
+  },
+});
+
+export default defineCommand({
+  meta: { name: "secret", description: `Secrets sessions get as environment variables, stored encrypted (${secretsFile().replace(process.env.HOME ?? "\0", "~")})` },
+  subCommands: { set, list, rm },
+});

@@ -1,0 +1,44 @@
+import { existsSync } from "node:fs";
+import { join } from "pathe";
+import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
+import { shellQuote } from "../../core/plan.ts";
+import { definePlugin, type SessionContext } from "../../core/plugins.ts";
+import { writeAtomic } from "../../core/volumes.ts";
+
+/**
+ * Secrets as environment variables: decrypted on the host, written to the session's
+ * handoff directory as `secrets.env`, sourced and deleted by the entrypoint before
+ * anything else runs. They never enter the plan (so not `--dry-run`, `--json`, `-v`, nor
+ * the engine's container config) and never the home volume.
+ */
+const store = () => import("./store.ts");
+const pending = new WeakMap<SessionContext, Record<string, string>>();
+
+export default definePlugin({
+  name: "secrets",
+  hooks: {
+    async "session:mount"(ctx) {
+      const { readSecrets, secretsFile, secretsFor } = await store();
+      // the common case costs one stat: no secrets file, nothing to do
+      if (!existsSync(secretsFile())) return;
+      const values = secretsFor(readSecrets(), ctx.config.env.name);
+      const names = Object.keys(values);
+      if (!names.length) return;
+      useHandoff(ctx);
+      pending.set(ctx, values);
+      ctx.log.debug(`secrets passed through the handoff directory, not the engine: ${names.map((n) => `${n}=***`).join(" ")}`);
+    },
+    "session:start"(ctx) {
+      const values = pending.get(ctx);
+      if (!values) return;
+      const lines = Object.entries(values).map(([name, value]) => `export ${name}=${shellQuote(value)}`);
+      writeAtomic(join(handoffDir(ctx), "secrets.env"), `${lines.join("\n")}\n`, 0o600);
+    },
+    "session:exit"(ctx) {
+      if (pending.delete(ctx)) closeHandoff(ctx);
+    },
+  },
+  commands: {
+    secret: () => import("./command.ts").then((m) => m.default),
+  },
+});
