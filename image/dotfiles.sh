@@ -214,8 +214,9 @@ if [ -d "$handoff/overlay" ]; then
 		rel=${rel#./}
 		[ -n "$rel" ] || continue
 		target=$HOME/$rel
-		# a directory linked into ~/.dotfiles would put the file in the repo
-		case $(realpath -m "$target") in
+		# a directory linked into ~/.dotfiles would put the file in the repo (a
+		# linked file itself is replaced below)
+		case $(realpath -m "${target%/*}")/ in
 		"$repo"/*)
 			say "overlay: ~/$rel is inside ~/.dotfiles (through a link); not written"
 			continue
