@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "pathe";
 import { UserError, messageOf } from "./errors.ts";
+import { agentenvDir } from "./paths.ts";
 import type { Hooks, Plugin } from "./plugins.ts";
 
 export type RuntimeName = "podman" | "docker" | "container";
@@ -84,8 +85,7 @@ export function defineConfig(config: AgentenvConfig): AgentenvConfig {
 }
 
 export function userConfigPath(env = process.env): string {
-  const base = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config");
-  return join(base, "agentenv", "config.ts");
+  return join(agentenvDir("config", env), "config.ts");
 }
 
 export const projectConfigName = "agentenv.config.ts";

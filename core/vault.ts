@@ -1,8 +1,8 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
-import { homedir } from "node:os";
 import { dirname, join } from "pathe";
 import { UserError } from "./errors.ts";
+import { agentenvDir } from "./paths.ts";
 import { writeAtomic } from "./volumes.ts";
 
 /**
@@ -20,17 +20,8 @@ const magic = Buffer.from("AEV1");
 const ivBytes = 12;
 const tagBytes = 16;
 
-function userDir(variable: string, fallback: string): string {
-  return join(process.env[variable] || join(process.env.HOME || homedir(), fallback), "agentenv");
-}
-
-/** Where encrypted files live: $XDG_DATA_HOME/agentenv (default ~/.local/share/agentenv). */
-export function dataDir(): string {
-  return userDir("XDG_DATA_HOME", ".local/share");
-}
-
 export function keyFile(): string {
-  return join(userDir("XDG_CONFIG_HOME", ".config"), "key");
+  return join(agentenvDir("config"), "key");
 }
 
 function describeKey(): string {

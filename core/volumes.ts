@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "pathe";
 import { undoOnInterrupt } from "./interrupt.ts";
+import { agentenvDir } from "./paths.ts";
 import { callHook, type BaseContext, type VolumeSpec } from "./plugins.ts";
 
 /** Writes FILE so that readers see the old or the new content, never a part. */
@@ -19,8 +19,7 @@ export function writeAtomic(file: string, text: string | Uint8Array, mode = 0o64
 }
 
 function cacheFile(): string {
-  const base = process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), ".cache");
-  return join(base, "agentenv", "volumes.json");
+  return join(agentenvDir("cache"), "volumes.json");
 }
 
 /** Which engine instance: the same volume name on another socket, or for another user, is another volume. */

@@ -222,6 +222,10 @@ if [ -d "$handoff/overlay" ]; then
 			continue
 			;;
 		esac
+		if [ -d "$target" ] && [ ! -L "$target" ]; then
+			say "overlay: ~/$rel is a directory in the home; not replaced"
+			continue
+		fi
 		mkdir -p "${target%/*}"
 		rm -f "$target"
 		cp -p "$handoff/overlay/$rel" "$target"

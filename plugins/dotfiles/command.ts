@@ -7,7 +7,8 @@ import { formatBytes } from "../../core/log.ts";
 import { commandContext, prepareSession, runPrepared } from "../../core/session.ts";
 import { checkName, describeRecord, type EnvRecord } from "../env/home.ts";
 import { recordOf, requireHome, updateRecord } from "../env/lifecycle.ts";
-import { checkOverlayPath, hasOverlay, readOverlay, writeOverlay } from "./overlay.ts";
+import { hasOverlay } from "./index.ts";
+import { checkOverlayPath, readOverlay, writeOverlay } from "./overlay.ts";
 import { checkRef, checkSetup, resolveDotfilesUrl } from "./repo.ts";
 
 const commonArgs = { ...runtimeArgs, ...globalArgs } as const;

@@ -1,5 +1,7 @@
 import { existsSync } from "node:fs";
+import { join } from "pathe";
 import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
+import { agentenvDir } from "../../core/paths.ts";
 import { definePlugin, type SessionContext } from "../../core/plugins.ts";
 import { findHome, readRecord } from "../env/home.ts";
 import { isLocalRepo, localRepoTarget } from "./repo.ts";
@@ -14,6 +16,15 @@ import type { Overlay } from "./overlay.ts";
  */
 const overlays = new WeakMap<SessionContext, Overlay>();
 
+/** Where an environment's overlay is, encrypted (see core/vault.ts): known without loading the crypto. */
+export function overlayFile(env: string): string {
+  return join(agentenvDir("data"), "overlays", `${env}.enc`);
+}
+
+export function hasOverlay(env: string): boolean {
+  return existsSync(overlayFile(env));
+}
+
 export default definePlugin({
   name: "dotfiles",
   hooks: {
@@ -26,9 +37,9 @@ export default definePlugin({
         if (existsSync(dotfiles.url)) ctx.plan.mounts.push({ type: "bind", source: dotfiles.url, target: localRepoTarget, readonly: true });
         else ctx.log.warn(`the dotfiles repo of environment ${name}, ${dotfiles.url}, is gone: ~/.dotfiles stays as it is (agentenv env set ${name} dotfiles.url=…)`);
       }
-      const { hasOverlay, readOverlay } = await import("./overlay.ts");
       if (!hasOverlay(name)) return;
       // decrypted now: a wrong key or a changed file stops the session before anything runs
+      const { readOverlay } = await import("./overlay.ts");
       overlays.set(ctx, readOverlay(name));
       useHandoff(ctx);
     },

@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "pathe";
 import { UserError } from "../../core/errors.ts";
-import { dataDir, readVault, removeVault, writeVault } from "../../core/vault.ts";
+import { readVault, removeVault, writeVault } from "../../core/vault.ts";
+import { overlayFile } from "./index.ts";
 import { stateDir } from "../env/home.ts";
 
 /**
@@ -16,15 +17,7 @@ export interface Overlay {
   files: Record<string, { mode: number; data: string }>;
 }
 
-export function overlayFile(env: string): string {
-  return join(dataDir(), "overlays", `${env}.enc`);
-}
-
 const purpose = (env: string) => `overlay:${env}`;
-
-export function hasOverlay(env: string): boolean {
-  return existsSync(overlayFile(env));
-}
 
 export function readOverlay(env: string): Overlay {
   return readVault<Overlay>(overlayFile(env), purpose(env)) ?? { version: 1, files: {} };
@@ -35,9 +28,6 @@ export function writeOverlay(env: string, overlay: Overlay): void {
   else removeVault(overlayFile(env));
 }
 
-export function removeOverlay(env: string): void {
-  removeVault(overlayFile(env));
-}
 
 /** HOME_PATH → a clean path relative to HOME; absolute paths, `..` and agentenv's own state are refused. */
 export function checkOverlayPath(path: string | undefined): string {
@@ -47,7 +37,7 @@ export function checkOverlayPath(path: string | undefined): string {
   if (rel.startsWith("/") || path === "~" || /[\n\0]/.test(rel) || parts.some((p) => p === ".." || p === "." || p === "") || rel.endsWith("/")) {
     throw new UserError(`${path}: give a file path inside HOME, e.g. .bashrc or .config/nvim/init.lua (no absolute paths, no ..)`);
   }
-  if (rel === stateDir || rel.startsWith(`${stateDir}/`)) throw new UserError(`${path}: ${stateDir} is agentenv's own state`);
+  if (rel === stateDir || rel.startsWith(`${stateDir}/`) || stateDir.startsWith(`${rel}/`)) throw new UserError(`${path}: ${stateDir} is agentenv's own state`);
   if (parts[0] === ".dotfiles") throw new UserError(`${path}: ~/.dotfiles is the dotfiles repo's checkout; change the repo instead`);
   return rel;
 }
@@ -67,7 +57,9 @@ export function writeOverlayFiles(overlay: Overlay, dir: string): void {
   for (const [path, file] of Object.entries(overlay.files)) {
     const target = join(dir, "overlay", path);
     mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
-    writeFileSync(target, Buffer.from(file.data, "base64"), { mode: file.mode & 0o777 });
+    writeFileSync(target, Buffer.from(file.data, "base64"));
+    // the mode as stored, whatever the umask (cp -p in the container keeps it)
+    chmodSync(target, file.mode & 0o777);
   }
   writeFileSync(join(dir, "overlay.hash"), `${overlayHash(overlay)}\n`, { mode: 0o600 });
 }

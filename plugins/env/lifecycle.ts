@@ -158,13 +158,14 @@ export async function removeEnv(ctx: BaseContext, name: string, force: boolean):
   const found = await requireHome(ctx, name);
   if (!force) refuseInUse(name, await runningUsers(ctx, found), `agentenv env rm ${name}`);
   await ctx.runtime.volumeRemove(found.volume);
-  const { hasOverlay, removeOverlay } = await import("../dotfiles/overlay.ts");
+  const { hasOverlay, overlayFile } = await import("../dotfiles/index.ts");
   const overlay = hasOverlay(name);
-  if (overlay) removeOverlay(name);
-  const { readSecrets, secretsFile, writeSecrets } = await import("../secrets/store.ts");
+  rmSync(overlayFile(name), { force: true });
+  const { secretsFile } = await import("../secrets/index.ts");
   let secrets: string[] = [];
   if (existsSync(secretsFile())) {
     try {
+      const { readSecrets, writeSecrets } = await import("../secrets/store.ts");
       const store = readSecrets();
       secrets = Object.keys(store.scopes[name] ?? {});
       if (secrets.length) {

@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "pathe";
 import { UserError } from "../../core/errors.ts";
 import { isLocked, lockFile, type FileLock } from "../../core/linux.ts";
+import { agentenvDir } from "../../core/paths.ts";
 import { containerHome } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
 import { envLabel, envNameOf, findHome, recordPath, toolsStorePath, type Home } from "./home.ts";
@@ -34,8 +34,7 @@ export async function mountEnv(ctx: SessionContext): Promise<void> {
 
 /** Host-side record of which sessions have which environment open (flocks: a dead holder lets go). */
 function sessionsDir(ctx: BaseContext, volume: string): string {
-  const base = process.env.XDG_STATE_HOME || join(process.env.HOME || homedir(), ".local", "state");
-  return join(base, "agentenv", "sessions", `${ctx.runtime.name}-${volume}`);
+  return join(agentenvDir("state"), "sessions", `${ctx.runtime.name}-${volume}`);
 }
 
 /** Other live sessions of this environment on this host; stale entries are removed. */

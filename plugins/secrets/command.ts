@@ -1,7 +1,7 @@
 import { defineCommand } from "citty";
 import { globalArgs, logFor } from "../../core/commands/_shared.ts";
 import { UserError } from "../../core/errors.ts";
-import { allScope, checkSecretName, describeScope, readSecrets, scopeOf, secretsFile, writeSecrets } from "./store.ts";
+import { allScope, checkSecretName, describeScope, readSecrets, scopeOf, writeSecrets } from "./store.ts";
 
 const nameArg = { name: { type: "positional", required: true, valueHint: "NAME", description: "The variable sessions get, e.g. GITHUB_TOKEN" } } as const;
 const envArg = { env: { type: "string", valueHint: "env", description: "Only for sessions of this environment (default: all sessions)" } } as const;
@@ -87,6 +87,6 @@ const rm = defineCommand({
 });
 
 export default defineCommand({
-  meta: { name: "secret", description: `Secrets sessions get as environment variables, stored encrypted (${secretsFile().replace(process.env.HOME ?? "\0", "~")})` },
+  meta: { name: "secret", description: "Secrets sessions get as environment variables, stored encrypted (~/.local/share/agentenv/secrets.enc)" },
   subCommands: { set, list, rm },
 });

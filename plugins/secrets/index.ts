@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "pathe";
 import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
+import { agentenvDir } from "../../core/paths.ts";
 import { shellQuote } from "../../core/plan.ts";
 import { definePlugin, type SessionContext } from "../../core/plugins.ts";
 import { writeAtomic } from "../../core/volumes.ts";
@@ -14,13 +15,18 @@ import { writeAtomic } from "../../core/volumes.ts";
 const store = () => import("./store.ts");
 const pending = new WeakMap<SessionContext, Record<string, string>>();
 
+/** Where the secrets are, encrypted (see core/vault.ts): known without loading the crypto. */
+export function secretsFile(): string {
+  return join(agentenvDir("data"), "secrets.enc");
+}
+
 export default definePlugin({
   name: "secrets",
   hooks: {
     async "session:mount"(ctx) {
-      const { readSecrets, secretsFile, secretsFor } = await store();
       // the common case costs one stat: no secrets file, nothing to do
       if (!existsSync(secretsFile())) return;
+      const { readSecrets, secretsFor } = await store();
       const values = secretsFor(readSecrets(), ctx.config.env.name);
       const names = Object.keys(values);
       if (!names.length) return;

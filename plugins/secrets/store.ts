@@ -1,7 +1,7 @@
-import { join } from "pathe";
 import { checkEnvName } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
-import { dataDir, readVault, writeVault } from "../../core/vault.ts";
+import { readVault, writeVault } from "../../core/vault.ts";
+import { secretsFile } from "./index.ts";
 
 /**
  * Secrets: values the user gives once (`agentenv secret set`) that every session gets as
@@ -16,10 +16,6 @@ export interface SecretStore {
 
 export const allScope = "*";
 const purpose = "secrets";
-
-export function secretsFile(): string {
-  return join(dataDir(), "secrets.enc");
-}
 
 export function readSecrets(): SecretStore {
   return readVault<SecretStore>(secretsFile(), purpose) ?? { version: 1, scopes: {} };

@@ -2,10 +2,13 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "pathe";
 import { UserError } from "../../core/errors.ts";
-import { dataDir, keyFile, readVault, writeVault } from "../../core/vault.ts";
-import { checkOverlayPath, hasOverlay, overlayFile, overlayHash, readOverlay, writeOverlay, writeOverlayFiles, type Overlay } from "../../plugins/dotfiles/overlay.ts";
+import { keyFile, readVault, writeVault } from "../../core/vault.ts";
+import { agentenvDir } from "../../core/paths.ts";
+import { hasOverlay, overlayFile } from "../../plugins/dotfiles/index.ts";
+import { secretsFile } from "../../plugins/secrets/index.ts";
+import { checkOverlayPath, overlayHash, readOverlay, writeOverlay, writeOverlayFiles, type Overlay } from "../../plugins/dotfiles/overlay.ts";
 import { checkRef, checkSetup, confPath, confScript, describeDotfiles, localRepoTarget, resolveDotfilesUrl } from "../../plugins/dotfiles/repo.ts";
-import { checkSecretName, readSecrets, secretsFile, secretsFor, writeSecrets, type SecretStore } from "../../plugins/secrets/store.ts";
+import { checkSecretName, readSecrets, secretsFor, writeSecrets, type SecretStore } from "../../plugins/secrets/store.ts";
 import { agentenv, tempTree } from "../helpers/cli.ts";
 
 /** The UserError FN throws (fails the test when it throws nothing, or something else). */
@@ -53,12 +56,12 @@ function isolatedVault(): { config: () => string; data: () => string } {
 
 describe("vault", () => {
   const dirs = isolatedVault();
-  const file = () => join(dataDir(), "test.enc");
+  const file = () => join(agentenvDir("data"), "test.enc");
   const value = { version: 1, token: "ghp_plaintext-secret-value", list: [1, 2, 3], nested: { ok: true } };
 
   test("the key and data dirs follow XDG_CONFIG_HOME and XDG_DATA_HOME", () => {
     expect(keyFile()).toBe(join(dirs.config(), "agentenv", "key"));
-    expect(dataDir()).toBe(join(dirs.data(), "agentenv"));
+    expect(agentenvDir("data")).toBe(join(dirs.data(), "agentenv"));
   });
 
   test("writeVault then readVault round-trips a JSON value", () => {
@@ -319,7 +322,8 @@ describe("overlay paths", () => {
   });
 
   test("agentenv's state and the dotfiles checkout are refused", () => {
-    for (const state of [".local/state/agentenv", ".local/state/agentenv/env.json", "~/.local/state/agentenv/dotfiles.conf"]) {
+    // its parents too: a file there would replace the directory that holds it
+    for (const state of [".local", ".local/state", ".local/state/agentenv", ".local/state/agentenv/env.json", "~/.local/state/agentenv/dotfiles.conf"]) {
       expect(userError(() => checkOverlayPath(state)).message).toContain("agentenv's own state");
     }
     for (const repo of [".dotfiles/x", "~/.dotfiles/.bashrc"]) expect(userError(() => checkOverlayPath(repo)).message).toContain("dotfiles repo's checkout");
@@ -330,7 +334,7 @@ describe("overlay files", () => {
   const b64 = (text: string) => Buffer.from(text).toString("base64");
   const overlay = (): Overlay => ({
     version: 1,
-    files: { ".gitconfig": { mode: 0o644, data: b64("[user]\n") }, ".config/tool/token": { mode: 0o600, data: b64("secret\n") }, "bin/run": { mode: 0o755, data: b64("#!/bin/sh\n") } },
+    files: { ".gitconfig": { mode: 0o644, data: b64("[user]\n") }, ".config/tool/token": { mode: 0o600, data: b64("secret\n") }, "bin/run": { mode: 0o755, data: b64("#!/bin/sh\n") }, "shared.txt": { mode: 0o664, data: b64("group-writable\n") } },
   });
 
   test("the hash follows content, mode and path, not key order", () => {
@@ -361,6 +365,8 @@ describe("overlay files", () => {
     expect(statSync(join(dir, "overlay", ".gitconfig")).mode & 0o777).toBe(0o644);
     expect(statSync(join(dir, "overlay", ".config/tool/token")).mode & 0o777).toBe(0o600);
     expect(statSync(join(dir, "overlay", "bin/run")).mode & 0o777).toBe(0o755);
+    // the stored mode, whatever the umask
+    expect(statSync(join(dir, "overlay", "shared.txt")).mode & 0o777).toBe(0o664);
     expect(readFileSync(join(dir, "overlay.hash"), "utf8")).toBe(`${overlayHash(overlay())}\n`);
     expect(statSync(join(dir, "overlay.hash")).mode & 0o777).toBe(0o600);
   });
