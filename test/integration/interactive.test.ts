@@ -92,3 +92,25 @@ describe("agentenv DIR in a terminal", () => {
     }
   });
 });
+
+describe("agentenv secret set in a terminal", () => {
+  test("prompts for the value without echoing it, and stores it", async () => {
+    const data = tempTree({}, "agentenv-data-");
+    const env = `HOME=${isolatedHome} XDG_CONFIG_HOME=${join(isolatedHome, ".config")} XDG_DATA_HOME=${data}`;
+    const resultFile = join(data, ".exit-code");
+    tmux("kill-session", "-t", session);
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", `${env} ${process.execPath} ${entry} secret set TYPED_TOKEN; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`);
+    await waitFor(/value of TYPED_TOKEN \(not shown\):/);
+    tmux("send-keys", "-t", session, "typed-secret-value", "Enter");
+    const after = await waitFor(/AGENTENV-DONE/);
+    expect(readFileSync(resultFile, "utf8").trim()).toBe("0");
+    expect(after).toContain("secret TYPED_TOKEN set for all environments");
+    expect(after).not.toContain("typed-secret-value");
+    const cliEnv = { ...process.env, HOME: isolatedHome, XDG_CONFIG_HOME: join(isolatedHome, ".config"), XDG_DATA_HOME: data };
+    const list = Bun.spawnSync([process.execPath, entry, "secret", "list", "--json"], { env: cliEnv });
+    expect(JSON.parse(list.stdout.toString())).toEqual([{ name: "TYPED_TOKEN", scope: "all" }]);
+    // exactly what was typed, without the newline
+    const session = Bun.spawnSync([process.execPath, entry, "run", "--no-env", tempTree(), "--", "sh", "-c", 'printf "[%s]" "$TYPED_TOKEN"'], { env: cliEnv });
+    expect(session.stdout.toString()).toBe("[typed-secret-value]");
+  });
+});
