@@ -110,7 +110,7 @@ describe("agentenv secret set in a terminal", () => {
     const list = Bun.spawnSync([process.execPath, entry, "secret", "list", "--json"], { env: cliEnv });
     expect(JSON.parse(list.stdout.toString())).toEqual([{ name: "TYPED_TOKEN", scope: "all" }]);
     // exactly what was typed, without the newline
-    const session = Bun.spawnSync([process.execPath, entry, "run", "--no-env", tempTree(), "--", "sh", "-c", 'printf "[%s]" "$TYPED_TOKEN"'], { env: cliEnv });
-    expect(session.stdout.toString()).toBe("[typed-secret-value]");
+    const typed = Bun.spawnSync([process.execPath, entry, "run", "--no-env", tempTree(), "--", "sh", "-c", 'printf "[%s]" "$TYPED_TOKEN"'], { env: cliEnv });
+    expect(typed.stdout.toString()).toBe("[typed-secret-value]");
   });
 });
