@@ -6,7 +6,8 @@
 #   2. run its setup script: the configured one, else the first that exists of
 #      install.sh install bootstrap.sh bootstrap script/bootstrap setup.sh setup
 #      script/setup; with none, symlink the repo's top-level dotfiles into ~
-#      (a file already there is moved to ~/.local/state/agentenv/dotfiles-backup/);
+#      (directories that exist on both sides merged; a file already there is
+#      moved to ~/.local/state/agentenv/dotfiles-backup/);
 #   3. write the overlay's files into ~ (they win over the repo's).
 #
 # It does all that only when its inputs changed since the last success: URL, ref,
@@ -72,7 +73,7 @@ flock 9
 # repository on the host is reached through its read-only mount.
 remote=$url
 if [ -n "$local" ]; then
-	[ -d "$local" ] || fail "the dotfiles repo $url is not mounted in this session"
+	# not mounted (gone from the host): unreachable, like a remote one offline
 	remote=file://$local
 fi
 recorded_commit=
@@ -128,8 +129,53 @@ if [ -d "$state/profile/bin" ]; then
 	export PATH
 fi
 
+# link_tree DIR UP: links each entry of ~/.dotfiles/DIR (at the top, only
+# names starting with "."; never .git) into ~/DIR with a relative link (UP is
+# the "../" that climbs from ~/DIR to ~). A directory that is a real directory
+# on both sides is merged instead, one level down, so ~/.config or ~/.local
+# keep what else they hold (agentenv's own state among it). Whatever is in the
+# way is moved to the backup directory, never deleted.
+link_tree() {
+	local dir=$1 up=$2 path name rel target backup
+	if [ -z "$dir" ]; then
+		set -- "$repo"/.[!.]* "$repo"/..?*
+	else
+		set -- "$repo/$dir"* "$repo/$dir".[!.]* "$repo/$dir"..?*
+	fi
+	for path; do
+		[ -e "$path" ] || [ -L "$path" ] || continue
+		name=${path##*/}
+		rel=$dir$name
+		case $rel in
+		.git | .local/state/agentenv) continue ;;
+		esac
+		target=$HOME/$rel
+		if [ -d "$path" ] && [ ! -L "$path" ] && [ -d "$target" ] && [ ! -L "$target" ]; then
+			link_tree "$rel/" "../$up"
+			continue
+		fi
+		if [ -L "$target" ] && [ "$(readlink "$target")" = "$up.dotfiles/$rel" ]; then
+			continue
+		fi
+		if [ -e "$target" ] || [ -L "$target" ]; then
+			backup=$state/dotfiles-backup/$rel
+			if [ -e "$backup" ] || [ -L "$backup" ]; then
+				backup=$backup.$(date +%Y%m%d%H%M%S)
+			fi
+			mkdir -p "${backup%/*}"
+			mv "$target" "$backup"
+			echo "moved ~/$rel to $backup" >>"$log"
+		fi
+		ln -s "$up.dotfiles/$rel" "$target"
+		echo "linked ~/$rel" >>"$log"
+	done
+}
+
 if [ -n "$url" ]; then
-	fetch() { GIT_TERMINAL_PROMPT=0 git -C "$1" fetch -q --depth 1 origin "${ref:-HEAD}" 2>&1 || GIT_TERMINAL_PROMPT=0 git -C "$1" fetch -q --depth 1 origin "$commit" 2>&1; }
+	fetch() {
+		GIT_TERMINAL_PROMPT=0 timeout 600 git -C "$1" fetch -q --depth 1 origin "${ref:-HEAD}" 2>&1 ||
+			GIT_TERMINAL_PROMPT=0 timeout 600 git -C "$1" fetch -q --depth 1 origin "$commit" 2>&1
+	}
 	if [ ! -d "$repo/.git" ]; then
 		if [ -e "$repo" ] || [ -L "$repo" ]; then
 			fail "~/.dotfiles exists and is not a git checkout: move it away, the dotfiles repo is cloned there"
@@ -144,8 +190,9 @@ if [ -n "$url" ]; then
 	else
 		head=$(git -C "$repo" rev-parse HEAD 2>/dev/null || true)
 		if [ "$head" != "$commit" ]; then
-			# only a checkout as agentenv left it moves: the user's own commits and edits stay
-			if [ -n "$(git -C "$repo" status --porcelain 2>/dev/null)" ] || { [ -n "$recorded_commit" ] && [ "$head" != "$recorded_commit" ]; }; then
+			# only a checkout as agentenv left it moves: the user's own commits and edits
+			# to tracked files stay (files a setup script made in the repo do not count)
+			if [ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] || { [ -n "$recorded_commit" ] && [ "$head" != "$recorded_commit" ]; }; then
 				fail "~/.dotfiles has changes of its own (commit and push them, or discard them); it stays at ${head:-?}, not $commit"
 			fi
 			say "updating ~/.dotfiles to ${commit:-the latest commit}…"
@@ -187,23 +234,7 @@ if [ -n "$url" ]; then
 	else
 		# no script: link the top-level dotfiles, keeping what was in the way
 		: >"$log"
-		for path in "$repo"/.[!.]* "$repo"/..?*; do
-			[ -e "$path" ] || [ -L "$path" ] || continue
-			name=${path##*/}
-			[ "$name" = .git ] && continue
-			target=$HOME/$name
-			if [ -L "$target" ] && [ "$(readlink "$target")" = ".dotfiles/$name" ]; then
-				continue
-			fi
-			if [ -e "$target" ] || [ -L "$target" ]; then
-				mkdir -p "$state/dotfiles-backup"
-				rm -rf "$state/dotfiles-backup/$name"
-				mv "$target" "$state/dotfiles-backup/$name"
-				echo "moved ~/$name to $state/dotfiles-backup/$name" >>"$log"
-			fi
-			ln -s ".dotfiles/$name" "$target"
-			echo "linked ~/$name" >>"$log"
-		done
+		link_tree "" ""
 	fi
 fi
 

@@ -1,10 +1,12 @@
 import { defineCommand } from "citty";
-import { globalArgs, logFor } from "../../core/commands/_shared.ts";
+import { globalArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts";
+import { commandContext } from "../../core/session.ts";
+import { volumeName } from "../env/home.ts";
 import { UserError } from "../../core/errors.ts";
 import { allScope, checkSecretName, describeScope, readSecrets, scopeOf, writeSecrets } from "./store.ts";
 
 const nameArg = { name: { type: "positional", required: true, valueHint: "NAME", description: "The variable sessions get, e.g. GITHUB_TOKEN" } } as const;
-const envArg = { env: { type: "string", valueHint: "env", description: "Only for sessions of this environment (default: all sessions)" } } as const;
+const envArg = { ...runtimeArgs, env: { type: "string", valueHint: "env", description: "Only for sessions of this environment (default: all sessions)" } } as const;
 
 /** A secret's value: piped in, or typed at a prompt that does not echo. Never from the command line. */
 async function readValue(name: string): Promise<string> {
@@ -38,7 +40,13 @@ const set = defineCommand({
     const store = readSecrets();
     (store.scopes[scope] ??= {})[name] = value;
     writeSecrets(store);
-    logFor(args).success(`secret ${name} set for ${describeScope(scope)}`);
+    const log = logFor(args);
+    log.success(`secret ${name} set for ${describeScope(scope)}`);
+    if (scope !== allScope) {
+      // a misspelt --env: say so (the secret still waits for an environment of that name)
+      const ctx = await commandContext(args);
+      if (!(await ctx.runtime.volumeExists(volumeName(scope)))) log.warn(`there is no environment ${scope} (yet): its sessions get ${name} once it exists`);
+    }
     return 0;
   },
 });

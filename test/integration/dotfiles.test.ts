@@ -142,15 +142,24 @@ describe("dotfiles repo", () => {
     expect(failed.stderr).toContain("the setup script nope.sh is not in the dotfiles repo");
   });
 
-  test("without a setup script, the repo's top-level dotfiles are linked into ~ and what was there is kept aside", async () => {
-    const repo = dotfilesRepo({ ".bashrc": "export LINKED_BASHRC=yes\n", ".config/tool/conf": "repo conf\n", "README.md": "not a dotfile\n" });
+  test("without a setup script, the repo's dotfiles are linked into ~, directories both have merged, what was in the way kept aside", async () => {
+    const repo = dotfilesRepo({
+      ".bashrc": "export LINKED_BASHRC=yes\n",
+      ".config/tool/conf": "repo conf\n",
+      ".local/bin/repo-tool": "x:#!/bin/sh\necho repo tool\n",
+      "README.md": "not a dotfile\n",
+    });
     const name = envName("links");
-    await create(name, tempTree({ ".bashrc": "# the template's\n" }), "--dotfiles", repo);
-    const result = await run(name, "bash -lc 'echo $LINKED_BASHRC'; cat ~/.config/tool/conf");
-    expect(result.stdout).toBe("yes\nrepo conf\n");
+    await create(name, tempTree({ ".bashrc": "# the template's\n", ".config/other/keep": "kept\n" }), "--dotfiles", repo);
+    const result = await run(name, "bash -lc 'echo $LINKED_BASHRC'; cat ~/.config/tool/conf ~/.config/other/keep; ~/.local/bin/repo-tool");
+    expect(result.stdout).toBe("yes\nrepo conf\nkept\nrepo tool\n");
     const dir = volumeDir(name);
     expect(readlinkSync(join(dir, ".bashrc"))).toBe(".dotfiles/.bashrc");
-    expect(readlinkSync(join(dir, ".config"))).toBe(".dotfiles/.config");
+    // ~/.config and ~/.local exist in the home: merged, one level down, with relative links
+    expect(lstatSync(join(dir, ".config")).isDirectory()).toBe(true);
+    expect(readlinkSync(join(dir, ".config/tool"))).toBe("../.dotfiles/.config/tool");
+    expect(readlinkSync(join(dir, ".local/bin"))).toBe("../.dotfiles/.local/bin");
+    expect(existsSync(join(dir, ".local/state/agentenv/env.json"))).toBe(true);
     expect(existsSync(join(dir, "README.md"))).toBe(false);
     expect(existsSync(join(dir, ".git"))).toBe(false);
     expect(readFileSync(join(dir, ".local/state/agentenv/dotfiles-backup/.bashrc"), "utf8")).toBe("# the template's\n");
