@@ -41,6 +41,9 @@ function loadKey(create: boolean): Buffer | undefined {
   const file = keyFile();
   if (!existsSync(file)) {
     if (!create) return undefined;
+    // a new key would orphan what the lost one encrypted, and hide that it is lost
+    const locked = encryptedFiles();
+    if (locked.length) throw new UserError(`the key that encrypted ${locked[0]} is missing (${file})`, "restore the key file, or set AGENTENV_KEY to that key; to start over, remove the encrypted files");
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     try {
       // "wx": a key another agentenv wrote meanwhile is used, never replaced
@@ -79,7 +82,10 @@ export function readVault<T>(file: string, purpose: string): T | undefined {
   } catch {
     throw new UserError(`cannot decrypt ${file}: wrong key (${describeKey()}) or the file was changed`, "use the key it was written with; a changed file cannot be recovered");
   }
-  return JSON.parse(plain.toString("utf8")) as T;
+  // objects without a prototype: a name such as "constructor" or "__proto__" is just a name
+  return JSON.parse(plain.toString("utf8"), (_key, value) =>
+    value && typeof value === "object" && !Array.isArray(value) ? Object.assign(Object.create(null), value) : value,
+  ) as T;
 }
 
 /** Encrypts VALUE (as JSON) into FILE, atomically, mode 0600. */
@@ -91,6 +97,13 @@ export function writeVault(file: string, purpose: string, value: unknown): void 
   const body = Buffer.concat([cipher.update(Buffer.from(JSON.stringify(value), "utf8")), cipher.final()]);
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   writeAtomic(file, Buffer.concat([magic, iv, cipher.getAuthTag(), body]), 0o600);
+}
+
+/** Every encrypted file agentenv keeps (secrets, overlays): they share the one key. */
+function encryptedFiles(): string[] {
+  const dir = agentenvDir("data");
+  if (!existsSync(dir)) return [];
+  return [...new Bun.Glob("**/*.enc").scanSync({ cwd: dir, onlyFiles: true })].map((path) => join(dir, path));
 }
 
 export function removeVault(file: string): void {

@@ -64,10 +64,10 @@ if [ -z "$url" ] && [ "$overlay" = none ]; then
 fi
 
 mkdir -p "$state"
-# two sessions of one environment starting together: the second waits, then
-# finds the inputs recorded
-exec 9>"$state/dotfiles.lock"
-flock 9
+# git never asks: a session must not hang on a password or a host key prompt
+GIT_TERMINAL_PROMPT=0
+GIT_SSH_COMMAND=${GIT_SSH_COMMAND:-ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new}
+export GIT_TERMINAL_PROMPT GIT_SSH_COMMAND
 
 # The repo's commit for the ref, from the remote (cheap: refs only). A
 # repository on the host is reached through its read-only mount.
@@ -76,32 +76,40 @@ if [ -n "$local" ]; then
 	# not mounted (gone from the host): unreachable, like a remote one offline
 	remote=file://$local
 fi
-recorded_commit=
-if [ -r "$state/dotfiles.commit" ]; then
-	read -r recorded_commit <"$state/dotfiles.commit" || true
+# what agentenv last checked out (success or not): a checkout still there is
+# agentenv's to move; anything else is the user's
+checked_out=
+if [ -r "$state/dotfiles.checkout" ]; then
+	read -r checked_out <"$state/dotfiles.checkout" || true
 fi
-commit=
+commit='' fetchref=${ref:-HEAD}
 if [ -n "$url" ]; then
 	case $ref in
 	*[!0-9a-f]* | "") ;;
 	*) if [ ${#ref} -eq 40 ]; then commit=$ref; fi ;;
 	esac
 	if [ -z "$commit" ]; then
-		if refs=$(GIT_TERMINAL_PROMPT=0 timeout 30 git ls-remote "$remote" "${ref:-HEAD}" 2>"$state/dotfiles.err"); then
-			for want in "${ref:-HEAD}" "refs/heads/$ref" "refs/tags/$ref^{}" "refs/tags/$ref"; do
+		# an annotated tag's commit is on its peeled line, which only "REF^{}" lists
+		if refs=$(timeout 30 git ls-remote "$remote" "$fetchref" "$fetchref^{}" 2>"$state/dotfiles.err"); then
+			# a branch before a tag of the same name, as git itself resolves it
+			for want in "$fetchref" "refs/heads/$ref" "refs/tags/$ref^{}" "refs/tags/$ref"; do
 				commit=$(printf '%s\n' "$refs" | while read -r sha name; do
 					if [ "$name" = "$want" ]; then
 						echo "$sha"
 						break
 					fi
 				done)
-				[ -n "$commit" ] && break
+				if [ -n "$commit" ]; then
+					# fetched by its full name, so the fetch gets what ls-remote saw
+					fetchref=${want%"^{}"}
+					break
+				fi
 			done
 			[ -n "$commit" ] || fail "the dotfiles repo $url has no ${ref:+branch or tag }${ref:-HEAD}"
-		elif [ -d "$repo/.git" ] && [ -n "$recorded_commit" ] && [ -z "$update" ]; then
+		elif [ -d "$repo/.git" ] && [ -n "$checked_out" ] && [ -z "$update" ]; then
 			# offline: what is checked out stays; only an overlay change is applied
 			say "cannot reach the dotfiles repo $url; keeping ~/.dotfiles as it is"
-			commit=$recorded_commit
+			commit=$checked_out
 		else
 			cat "$state/dotfiles.err" >&2
 			fail "cannot reach the dotfiles repo $url"
@@ -118,7 +126,25 @@ recorded=
 if [ -r "$state/dotfiles.hash" ]; then
 	read -r recorded <"$state/dotfiles.hash" || true
 fi
-if [ -z "$update" ] && [ "$inputs" = "$recorded" ]; then
+# unchanged, and the checkout still there: nothing to do (and no lock taken)
+unchanged() {
+	recorded=
+	if [ -r "$state/dotfiles.hash" ]; then
+		read -r recorded <"$state/dotfiles.hash" || true
+	fi
+	[ -z "$update" ] && [ "$inputs" = "$recorded" ] && { [ -z "$url" ] || [ -d "$repo/.git" ]; }
+}
+if unchanged; then
+	exit 0
+fi
+# two sessions of one environment starting together: the second waits, then
+# finds the inputs recorded
+exec 9>"$state/dotfiles.lock"
+if ! flock -n 9; then
+	say "waiting for another session of this environment to finish its dotfiles setup…"
+	flock 9
+fi
+if unchanged; then
 	exit 0
 fi
 rm -f "$state/dotfiles.hash"
@@ -128,6 +154,43 @@ if [ -d "$state/profile/bin" ]; then
 	PATH=$state/profile/bin:$PATH
 	export PATH
 fi
+
+# write_overlay [quiet]: the overlay's files into ~ (links and files there replaced).
+write_overlay() {
+	[ -d "$handoff/overlay" ] || return 0
+	count=0
+	files=$(cd "$handoff/overlay" && find . -type f)
+	while IFS= read -r rel; do
+		rel=${rel#./}
+		[ -n "$rel" ] || continue
+		target=$HOME/$rel
+		# a directory linked elsewhere (into ~/.dotfiles, out of HOME) would
+		# carry the file there (a linked file itself is replaced below)
+		parent=$(realpath -m "${target%/*}")/
+		case $parent in
+		"$repo"/*)
+			say "overlay: ~/$rel is inside ~/.dotfiles (through a link); not written"
+			continue
+			;;
+		"$HOME"/*) ;;
+		*)
+			say "overlay: ~/$rel leads out of HOME (through a link); not written"
+			continue
+			;;
+		esac
+		if [ -d "$target" ] && [ ! -L "$target" ]; then
+			say "overlay: ~/$rel is a directory in the home; not replaced"
+			continue
+		fi
+		mkdir -p "${target%/*}"
+		rm -f "$target"
+		cp -p "$handoff/overlay/$rel" "$target"
+		count=$((count + 1))
+	done <<EOF
+$files
+EOF
+	[ -n "${1:-}" ] || say "overlay: $count file(s) written"
+}
 
 # link_tree DIR UP: links each entry of ~/.dotfiles/DIR (at the top, only
 # names starting with "."; never .git) into ~/DIR with a relative link (UP is
@@ -157,6 +220,10 @@ link_tree() {
 		if [ -L "$target" ] && [ "$(readlink "$target")" = "$up.dotfiles/$rel" ]; then
 			continue
 		fi
+		# the overlay owns this path: it is written below, never linked or backed up
+		if [ -e "$handoff/overlay/$rel" ]; then
+			continue
+		fi
 		if [ -e "$target" ] || [ -L "$target" ]; then
 			backup=$state/dotfiles-backup/$rel
 			if [ -e "$backup" ] || [ -L "$backup" ]; then
@@ -173,9 +240,11 @@ link_tree() {
 
 if [ -n "$url" ]; then
 	fetch() {
-		GIT_TERMINAL_PROMPT=0 timeout 600 git -C "$1" fetch -q --depth 1 origin "${ref:-HEAD}" 2>&1 ||
-			GIT_TERMINAL_PROMPT=0 timeout 600 git -C "$1" fetch -q --depth 1 origin "$commit" 2>&1
+		timeout 600 git -C "$1" fetch -q --depth 1 origin "$fetchref" 2>&1 ||
+			timeout 600 git -C "$1" fetch -q --depth 1 origin "$commit" 2>&1
 	}
+	# credentials the overlay carries (~/.netrc, ~/.ssh/…) are in place before the fetch
+	write_overlay quiet
 	if [ ! -d "$repo/.git" ]; then
 		if [ -e "$repo" ] || [ -L "$repo" ]; then
 			fail "~/.dotfiles exists and is not a git checkout: move it away, the dotfiles repo is cloned there"
@@ -187,18 +256,20 @@ if [ -n "$url" ]; then
 		fetch "$repo.clone" >&2 || fail "cannot fetch ${ref:-HEAD} from $url"
 		git -C "$repo.clone" checkout -q --detach FETCH_HEAD
 		mv "$repo.clone" "$repo"
+		git -C "$repo" rev-parse HEAD >"$state/dotfiles.checkout"
 	else
 		head=$(git -C "$repo" rev-parse HEAD 2>/dev/null || true)
 		if [ "$head" != "$commit" ]; then
 			# only a checkout as agentenv left it moves: the user's own commits and edits
 			# to tracked files stay (files a setup script made in the repo do not count)
-			if [ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] || { [ -n "$recorded_commit" ] && [ "$head" != "$recorded_commit" ]; }; then
+			if [ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] || { [ -n "$checked_out" ] && [ "$head" != "$checked_out" ]; }; then
 				fail "~/.dotfiles has changes of its own (commit and push them, or discard them); it stays at ${head:-?}, not $commit"
 			fi
 			say "updating ~/.dotfiles to ${commit:-the latest commit}…"
 			git -C "$repo" remote set-url origin "$remote"
 			fetch "$repo" >&2 || fail "cannot fetch ${ref:-HEAD} from $url"
 			git -C "$repo" checkout -q --detach FETCH_HEAD
+			git -C "$repo" rev-parse HEAD >"$state/dotfiles.checkout"
 		fi
 	fi
 	# a commit pushed since ls-remote may have come with the fetch: record what is checked out
@@ -219,15 +290,25 @@ if [ -n "$url" ]; then
 	fi
 	if [ -n "$script" ]; then
 		say "running $script from the dotfiles repo…"
-		# its output is shown as it comes and kept in the log; no stdin (nobody answers)
-		(
-			set +e
-			cd "$repo"
-			if [ -x "$script" ]; then "./$script"; else sh "./$script"; fi
-			echo $? >"$state/dotfiles.status"
-		) </dev/null 2>&1 | tee "$log" >&2
-		read -r status <"$state/dotfiles.status" || status=1
-		rm -f "$state/dotfiles.status"
+		# A script not marked executable runs with its #! interpreter, else sh.
+		interpreter=
+		if [ ! -x "$repo/$script" ]; then
+			interpreter=sh
+			IFS= read -r first <"$repo/$script" || true
+			case ${first:-} in
+			"#!"*) interpreter=${first#??} ;;
+			esac
+		fi
+		# Its output goes to the log, shown as it comes by tail, which stops when
+		# the script ends: a daemon it starts neither holds the session (as a
+		# pipe would) nor the lock (fd 9 closed). No stdin: nobody answers.
+		: >"$log"
+		# shellcheck disable=SC2086 # the interpreter line is words: /usr/bin/env bash
+		(cd "$repo" && exec ${interpreter:-} "./$script") </dev/null >"$log" 2>&1 9>&- &
+		pid=$!
+		tail -n +1 -s 0.2 -f --pid="$pid" "$log" >&2 9>&- || true
+		status=0
+		wait "$pid" || status=$?
 		if [ "$status" -ne 0 ]; then
 			fail "the dotfiles setup script $script failed (exit $status); its output is above and in ~/.local/state/agentenv/dotfiles.log"
 		fi
@@ -238,34 +319,8 @@ if [ -n "$url" ]; then
 	fi
 fi
 
-if [ -d "$handoff/overlay" ]; then
-	count=0
-	files=$(cd "$handoff/overlay" && find . -type f)
-	while IFS= read -r rel; do
-		rel=${rel#./}
-		[ -n "$rel" ] || continue
-		target=$HOME/$rel
-		# a directory linked into ~/.dotfiles would put the file in the repo (a
-		# linked file itself is replaced below)
-		case $(realpath -m "${target%/*}")/ in
-		"$repo"/*)
-			say "overlay: ~/$rel is inside ~/.dotfiles (through a link); not written"
-			continue
-			;;
-		esac
-		if [ -d "$target" ] && [ ! -L "$target" ]; then
-			say "overlay: ~/$rel is a directory in the home; not replaced"
-			continue
-		fi
-		mkdir -p "${target%/*}"
-		rm -f "$target"
-		cp -p "$handoff/overlay/$rel" "$target"
-		count=$((count + 1))
-	done <<EOF
-$files
-EOF
-	say "overlay: $count file(s) written"
-fi
+
+write_overlay
 
 # the shell, when nothing chose one: what the dotfiles configure
 if [ ! -s "$state/shell" ]; then

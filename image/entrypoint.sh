@@ -82,7 +82,11 @@ if [ -d "$state" ]; then
 fi
 if [ -r "$state/dotfiles.conf" ] || [ -e "$handoff/overlay.hash" ]; then
 	if [ "${AGENTENV_DOTFILES:-}" = update ]; then
-		agentenv-dotfiles --update || setup_failed "the dotfiles setup"
+		# agentenv env update: its whole point, so a failure ends it (strict or not)
+		if ! agentenv-dotfiles --update; then
+			echo "agentenv: the dotfiles update failed" >&2
+			exit 1
+		fi
 	else
 		agentenv-dotfiles || setup_failed "the dotfiles setup"
 	fi

@@ -16,9 +16,10 @@ const nameArg = { name: { type: "positional", required: true, valueHint: "name",
 
 /** `env set` keys → how each changes the record ("" unsets). */
 const settings: Record<string, (record: EnvRecord, value: string, name: string) => void> = {
+  // a new repo starts from its defaults: its ref and setup are given after it (see run)
   "dotfiles.url"(record, value) {
     if (!value) delete record.dotfiles;
-    else record.dotfiles = { ...record.dotfiles, url: resolveDotfilesUrl(value) };
+    else record.dotfiles = { url: resolveDotfilesUrl(value) };
   },
   "dotfiles.ref"(record, value, name) {
     if (!record.dotfiles) throw noDotfiles(name);
@@ -51,10 +52,12 @@ export const set = defineCommand({
     const changes = words.map((word) => {
       const eq = word.indexOf("=");
       const key = eq < 0 ? word : word.slice(0, eq);
-      const apply = settings[key];
+      const apply = Object.hasOwn(settings, key) ? settings[key] : undefined;
       if (eq < 0 || !apply) throw new UserError(`${word}: give KEY=VALUE, KEY one of ${Object.keys(settings).join(", ")}`);
       return { key, value: word.slice(eq + 1), apply };
     });
+    // the URL first: it resets ref and setup, which may come with it in any order
+    changes.sort((a, b) => Number(b.key === "dotfiles.url") - Number(a.key === "dotfiles.url"));
     if (!changes.length) throw new UserError("nothing to set", `e.g. agentenv env set ${name} dotfiles.url=owner/repo`);
     const ctx = await commandContext(args);
     // applied in order, so `dotfiles.url=… dotfiles.ref=…` works on a home without a repo yet
@@ -76,7 +79,7 @@ export const update = defineCommand({
     if (!record?.dotfiles && !hasOverlay(name)) throw noDotfiles(name);
     // a session of its own: the setup runs with the home's tools and the golden store, as at a boot
     const code = await withTempDir("agentenv-update-", async (dir) => {
-      const prepared = await prepareSession({ dir, mode: "run", command: ["true"], runtime: args.runtime, env: name, strict: true, log: ctx.log, stdinIsTTY: true });
+      const prepared = await prepareSession({ dir, mode: "run", command: ["true"], runtime: args.runtime, env: name, log: ctx.log, stdinIsTTY: true });
       prepared.ctx.plan.env.AGENTENV_DOTFILES = "update";
       return runPrepared(prepared);
     });
@@ -86,7 +89,13 @@ export const update = defineCommand({
   },
 });
 
-/** What `overlay add` stores: --from FILE (with its mode), else stdin. */
+function parseMode(mode: string | undefined): number | undefined {
+  if (mode === undefined) return undefined;
+  if (!/^0?[0-7]{3}$/.test(mode)) throw new UserError(`--mode ${mode}: give an octal file mode, e.g. 600 or 0644`);
+  return Number.parseInt(mode, 8);
+}
+
+/** What `overlay add` stores: --from FILE (with its mode), else stdin (0600: it may well be a key). */
 async function overlayContent(from: string | undefined): Promise<{ data: Buffer; mode: number }> {
   if (from) {
     if (!existsSync(from)) throw new UserError(`--from ${from}: no such file`);
@@ -100,7 +109,7 @@ async function overlayContent(from: string | undefined): Promise<{ data: Buffer;
     return { data: readFileSync(from), mode: stat.mode & 0o777 };
   }
   if (process.stdin.isTTY) throw new UserError("overlay add reads the file from stdin", "pipe it in, or pass --from FILE");
-  return { data: Buffer.from(await Bun.stdin.arrayBuffer()), mode: 0o644 };
+  return { data: Buffer.from(await Bun.stdin.arrayBuffer()), mode: 0o600 };
 }
 
 const overlayActions = ["add", "ls", "cat", "rm"] as const;
@@ -115,6 +124,7 @@ export const overlay = defineCommand({
     action: { type: "positional", required: true, valueHint: overlayActions.join("|"), description: "What to do" },
     path: { type: "positional", required: false, valueHint: "path", description: "A file path relative to HOME, e.g. .gitconfig or .config/nvim/init.lua" },
     from: { type: "string", valueHint: "file", description: "add: the file to store (default: stdin)" },
+    mode: { type: "string", valueHint: "octal", description: "add: the file's mode in the home (default: the --from file's, 0600 from stdin)" },
     json: { type: "boolean", description: "ls: print as JSON" },
     ...commonArgs,
   },
@@ -134,22 +144,28 @@ export const overlay = defineCommand({
     const path = checkOverlayPath(args.path);
     const stored = readOverlay(name);
     if (action === "cat") {
-      const file = stored.files[path];
+      const file = Object.hasOwn(stored.files, path) ? stored.files[path] : undefined;
       if (!file) throw new UserError(`the overlay of environment ${name} has no ${path}`);
       process.stdout.write(Buffer.from(file.data, "base64"));
       return 0;
     }
     const log = logFor(args);
     if (action === "rm") {
-      if (!stored.files[path]) throw new UserError(`the overlay of environment ${name} has no ${path}`);
+      if (!Object.hasOwn(stored.files, path)) throw new UserError(`the overlay of environment ${name} has no ${path}`);
       delete stored.files[path];
       writeOverlay(name, stored);
       log.success(`${path} removed from the overlay of environment ${name} (a copy already written to the home stays there)`);
       return 0;
     }
+    // a file where another is a directory (or the reverse) could never be written
+    const clash = Object.keys(stored.files).find((other) => other !== path && (other.startsWith(`${path}/`) || path.startsWith(`${other}/`)));
+    if (clash) throw new UserError(`${path} and ${clash} cannot both be in the overlay: one is a directory of the other`, `remove one first: agentenv env overlay ${name} rm ${clash}`);
+    const modeFlag = parseMode(args.mode);
     // add: the environment must exist, so a misspelt name is caught
     await requireHome(await commandContext(args), name);
-    const { data, mode } = await overlayContent(args.from);
+    const content = await overlayContent(args.from);
+    const data = content.data;
+    const mode = modeFlag ?? content.mode;
     stored.files[path] = { mode, data: data.toString("base64") };
     writeOverlay(name, stored);
     log.success(`${path} (${formatBytes(data.length)}) added to the overlay of environment ${name}; its next session writes it to ~/${path}`);

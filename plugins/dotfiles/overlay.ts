@@ -20,7 +20,7 @@ export interface Overlay {
 const purpose = (env: string) => `overlay:${env}`;
 
 export function readOverlay(env: string): Overlay {
-  return readVault<Overlay>(overlayFile(env), purpose(env)) ?? { version: 1, files: {} };
+  return readVault<Overlay>(overlayFile(env), purpose(env)) ?? { version: 1, files: Object.create(null) };
 }
 
 export function writeOverlay(env: string, overlay: Overlay): void {

@@ -47,6 +47,10 @@ export function resolveDotfilesUrl(url: string, cwd = process.cwd()): string {
     return path;
   }
   if (/^[A-Za-z0-9][A-Za-z0-9-]*\/[A-Za-z0-9._-]+$/.test(value)) return `https://github.com/${value.replace(/\.git$/, "")}.git`;
+  if (/^https?:\/\/[^/@]*:[^/@]*@/i.test(value)) {
+    // it would sit in the home in the clear (env.json, ~/.dotfiles/.git/config) and in messages
+    throw new UserError("a dotfiles URL must not carry a password or token", "put the credentials in the overlay instead (e.g. agentenv env overlay NAME add .git-credentials), which is written before the clone");
+  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value) || /^[^\s/@]+@[^\s:]+:/.test(value)) return value;
   throw new UserError(`${url}: not a git URL, a local repository, or owner/repo`);
 }
@@ -55,6 +59,9 @@ export function resolveDotfilesUrl(url: string, cwd = process.cwd()): string {
 export function checkRef(ref: string | undefined): string | undefined {
   if (ref === undefined || ref === "") return undefined;
   if (/[\s\0~^:?*[\\]/.test(ref) || ref.startsWith("-")) throw new UserError(`dotfiles ref "${ref}" is not a branch, tag or commit name`);
+  // a commit is fetched by its full hash: a short one could only be looked for as a branch
+  if (/^[0-9a-fA-F]{40}$/.test(ref)) return ref.toLowerCase();
+  if (/^[0-9a-fA-F]{7,39}$/.test(ref) && /[0-9]/.test(ref)) throw new UserError(`dotfiles ref ${ref}: give a commit as its full 40-character hash (git rev-parse ${ref})`);
   return ref;
 }
 
@@ -79,5 +86,6 @@ export function confScript(home: string, dotfiles: DotfilesConfig | undefined): 
   const file = `${home}/${confPath}`;
   if (!dotfiles) return [`rm -f ${file}`];
   const lines = [`url=${dotfiles.url}`, `ref=${dotfiles.ref ?? ""}`, `setup=${dotfiles.setup ?? ""}`, `local=${isLocalRepo(dotfiles.url) ? localRepoTarget : ""}`];
-  return [`printf '%s\\n' ${lines.map(shellQuote).join(" ")} > ${file}`];
+  // by rename: a session reading it meanwhile sees the old or the new one
+  return [`printf '%s\\n' ${lines.map(shellQuote).join(" ")} > ${file}.tmp`, `mv ${file}.tmp ${file}`];
 }

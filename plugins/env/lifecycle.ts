@@ -356,7 +356,7 @@ export async function importEnv(ctx: BaseContext, name: string, file: string): P
   const volume = volumeName(name);
   if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
   const source: EnvSource = fromStdin ? { kind: "archive", path: "(stdin)" } : { kind: "archive", path, hash: await fileHash(path) };
-  const record: EnvRecord = { version: 1, source, created: new Date().toISOString() };
+  const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), dotfiles: fromStdin ? undefined : archivedDotfiles(path) };
   const content: Content = { archive: path, gzip: fromStdin || isGzip(path) };
   ctx.log.start(`importing ${file} as environment ${name}…`);
   const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
@@ -364,6 +364,18 @@ export async function importEnv(ctx: BaseContext, name: string, file: string): P
   });
   if (!created) throw alreadyExists(name);
   return record;
+}
+
+/** The dotfiles repo an exported home had (its env.json, read from the archive), to keep it. */
+function archivedDotfiles(archive: string): EnvRecord["dotfiles"] {
+  const out = Bun.spawnSync(["tar", "-xOf", archive, `./${recordPath}`], { stdout: "pipe", stderr: "ignore" });
+  if (out.exitCode !== 0) return undefined;
+  try {
+    const dotfiles = (JSON.parse(out.stdout.toString()) as EnvRecord).dotfiles;
+    return typeof dotfiles?.url === "string" ? dotfiles : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function fileHash(file: string): Promise<string> {

@@ -38,7 +38,7 @@ const set = defineCommand({
     const scope = scopeOf(args.env);
     const value = await readValue(name);
     const store = readSecrets();
-    (store.scopes[scope] ??= {})[name] = value;
+    (store.scopes[scope] ??= Object.create(null) as Record<string, string>)[name] = value;
     writeSecrets(store);
     const log = logFor(args);
     log.success(`secret ${name} set for ${describeScope(scope)}`);

@@ -18,7 +18,7 @@ export const allScope = "*";
 const purpose = "secrets";
 
 export function readSecrets(): SecretStore {
-  return readVault<SecretStore>(secretsFile(), purpose) ?? { version: 1, scopes: {} };
+  return readVault<SecretStore>(secretsFile(), purpose) ?? { version: 1, scopes: Object.create(null) };
 }
 
 export function writeSecrets(store: SecretStore): void {
@@ -28,7 +28,8 @@ export function writeSecrets(store: SecretStore): void {
 
 /** What a session of environment ENV (none: undefined) gets: all-environment secrets, overridden by its own. */
 export function secretsFor(store: SecretStore, env: string | undefined): Record<string, string> {
-  return { ...store.scopes[allScope], ...(env ? store.scopes[env] : undefined) };
+  const scope = (name: string) => (Object.hasOwn(store.scopes, name) ? store.scopes[name] : undefined);
+  return { ...scope(allScope), ...(env ? scope(env) : undefined) };
 }
 
 /** Variables a secret must not replace: the session's own. */

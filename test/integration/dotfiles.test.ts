@@ -78,7 +78,8 @@ afterAll(() => {
 
 describe("dotfiles repo", () => {
   test("install.sh runs at the first boot only, again after a new commit, and env update re-runs it now", async () => {
-    const repo = dotfilesRepo({ "install.sh": counting("install.sh"), ".bashrc": "export FROM_REPO=1\n" });
+    // a daemon the script starts in the background must not hold the session open
+    const repo = dotfilesRepo({ "install.sh": `${counting("install.sh")}sleep 600 &\n`, ".bashrc": "export FROM_REPO=1\n" });
     const name = envName("install");
     const created = await create(name, "--dotfiles", repo);
     expect(created.stderr).toContain(`created from dotfiles ${repo}`);
@@ -114,15 +115,33 @@ describe("dotfiles repo", () => {
 
     const show = JSON.parse((await agentenv(["env", "show", name, "--json"])).stdout);
     expect(show.dotfiles).toEqual({ url: repo, commit: next });
+
+    // a checkout deleted by hand is cloned (and set up) again
+    Bun.spawnSync(["rm", "-rf", join(dir, ".dotfiles")]);
+    expect((await run(name, "git -C ~/.dotfiles rev-parse HEAD; wc -l < ~/runs.txt")).stdout).toBe(`${next}\n4\n`);
+
+    // an exported home keeps its dotfiles repo when imported
+    const archive = join(tempTree(), "home.tar.gz");
+    expect((await agentenv(["env", "export", name, "-o", archive])).code).toBe(0);
+    const imported = envName("imported");
+    expect((await agentenv(["env", "import", imported, archive])).code).toBe(0);
+    expect(JSON.parse(readFileSync(join(volumeDir(imported), ".local/state/agentenv/env.json"), "utf8")).dotfiles).toEqual({ url: repo });
+    expect(readFileSync(join(volumeDir(imported), ".local/state/agentenv/dotfiles.conf"), "utf8")).toContain(`url=${repo}\n`);
   });
 
   test("search order: install.sh wins over setup.sh and bootstrap; --setup picks another; env set changes ref and setup", async () => {
-    const repo = dotfilesRepo({ "setup.sh": counting("setup.sh"), "install.sh": counting("install.sh"), bootstrap: counting("bootstrap"), "script/custom": counting("script/custom") });
-    git(repo, "tag", "v1");
+    // script/custom is not executable and needs bash: it runs with its #! interpreter
+    const custom = `#!/usr/bin/env bash\n[[ -n "$HOME" ]] && echo script/custom >> "$HOME/runs.txt"\n`;
+    const repo = dotfilesRepo({ "setup.sh": counting("setup.sh"), "install.sh": counting("install.sh"), bootstrap: counting("bootstrap"), "script/custom": custom });
+    // an annotated tag: its commit is the peeled one
+    git(repo, "tag", "-a", "v1", "-m", "v1");
     commit(repo, { "install.sh": counting("install.sh-v2") }, "v2");
     const name = envName("order");
     await create(name, "--dotfiles", repo, "--ref", "v1");
     expect((await run(name, "cat ~/runs.txt")).stdout).toBe("install.sh\n");
+    const again = await run(name, "cat ~/runs.txt");
+    expect(again.stdout).toBe("install.sh\n");
+    expect(again.stderr).not.toContain("updating");
 
     const chosen = envName("setup");
     await create(chosen, "--dotfiles", repo, "--setup", "script/custom");
@@ -134,6 +153,9 @@ describe("dotfiles repo", () => {
     expect((await run(name, "cat ~/runs.txt")).stdout).toBe("install.sh\nsetup.sh\n");
     const record = JSON.parse(readFileSync(join(volumeDir(name), ".local/state/agentenv/env.json"), "utf8"));
     expect(record.dotfiles).toEqual({ url: repo, ref: "main", setup: "setup.sh" });
+    // another repo starts from its defaults, whatever order the keys come in
+    expect((await agentenv(["env", "set", name, "dotfiles.ref=v1", `dotfiles.url=${repo}`])).code).toBe(0);
+    expect(JSON.parse(readFileSync(join(volumeDir(name), ".local/state/agentenv/env.json"), "utf8")).dotfiles).toEqual({ url: repo, ref: "v1" });
 
     const missing = await agentenv(["env", "set", chosen, "dotfiles.setup=nope.sh"]);
     expect(missing.code).toBe(0);
@@ -170,7 +192,7 @@ describe("dotfiles repo", () => {
   });
 
   test("a failed setup opens the session with a warning and retries next boot; --strict refuses the session", async () => {
-    const repo = dotfilesRepo({ "install.sh": `x:#!/bin/sh\necho attempt >> "$HOME/attempts.txt"\n[ -e "$HOME/fixed" ] || { echo "setup broke here"; exit 3; }\necho fine\n` });
+    const repo = dotfilesRepo({ "install.sh": `x:#!/bin/sh\necho attempt >> "$HOME/attempts.txt"\n[ -e fixed ] || { echo "setup broke here"; exit 3; }\necho fine\n` });
     const name = envName("failing");
     await create(name, "--dotfiles", repo);
     const first = await run(name, "echo opened");
@@ -187,7 +209,8 @@ describe("dotfiles repo", () => {
     expect(strict.stdout).toBe("");
     expect(strict.stderr).toContain("failed; not opening the session (strict)");
 
-    writeFileSync(join(dir, "fixed"), "");
+    // the fix is a new commit: the checkout a failed setup left behind is still agentenv's to move
+    commit(repo, { fixed: "" }, "fix");
     const retried = await run(name, "cat ~/attempts.txt");
     expect(retried.stdout).toBe("attempt\nattempt\nattempt\n");
     expect(retried.stderr).toContain("dotfiles applied");
@@ -214,6 +237,8 @@ describe("dotfiles repo", () => {
       [["env", "create", `${prefix}-bad`, "--dotfiles", "owner/repo", "--setup", "../x"], "must be a path inside the repo"],
       [["env", "set", `${prefix}-bad`, "colour=blue"], "give KEY=VALUE, KEY one of dotfiles.url"],
       [["env", "update", `${prefix}-bad`], `no environment named ${prefix}-bad`],
+      [["env", "create", `${prefix}-bad`, "--dotfiles", "https://me:ghp_token@github.com/me/dots.git"], "a dotfiles URL must not carry a password or token"],
+      [["env", "create", `${prefix}-bad`, "--dotfiles", "owner/repo", "--ref", "6442f75cf3"], "give a commit as its full 40-character hash"],
     ];
     for (const [args, message] of cases) {
       const result = await agentenv(args);
@@ -241,7 +266,7 @@ describe("overlay", () => {
 
     const ls = JSON.parse((await agentenv(["env", "overlay", name, "ls", "--json"])).stdout);
     expect(ls).toEqual([
-      { path: ".gitconfig", mode: "0644", size: plain.length },
+      { path: ".gitconfig", mode: "0600", size: plain.length },
       { path: "bin/tool.sh", mode: "0750", size: tool.length },
     ]);
     expect((await agentenv(["env", "overlay", name, "cat", ".gitconfig"])).stdout).toBe(plain);
@@ -294,7 +319,20 @@ describe("overlay", () => {
     expect((await agentenv(["env", "overlay", name, "add", ".x"], { stdin: "x" })).code).toBe(0);
     expect((await agentenv(["env", "overlay", name, "add", ".y"], { stdin: "y" })).code).toBe(0);
     expect((await agentenv(["env", "overlay", name, "rm", ".x"])).code).toBe(0);
-    expect((await agentenv(["env", "overlay", name, "ls"])).stdout).toMatch(/^0644 +1 B {2}\.y\n$/);
+    expect((await agentenv(["env", "overlay", name, "ls"])).stdout).toMatch(/^0600 +1 B {2}\.y\n$/);
+    // a file and a directory of the same path could never both be written
+    const clash = await agentenv(["env", "overlay", name, "add", ".y/z"], { stdin: "z" });
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toContain(".y/z and .y cannot both be in the overlay");
+
+    // a directory of the home linked out of HOME (here into the project): the overlay is not written through it
+    const project = tempTree();
+    expect((await agentenv(["run", "--env", name, project, "--", "sh", "-c", "mkdir -p /work/out && ln -s /work/out ~/.linked"])).code).toBe(0);
+    expect((await agentenv(["env", "overlay", name, "add", ".linked/token", "--mode", "640"], { stdin: "token" })).code).toBe(0);
+    const through = await agentenv(["run", "--env", name, project, "--", "true"]);
+    expect(through.code).toBe(0);
+    expect(through.stderr).toContain("overlay: ~/.linked/token leads out of HOME (through a link); not written");
+    expect(existsSync(join(project, "out/token"))).toBe(false);
     const rm = await agentenv(["env", "rm", name]);
     expect(rm.stderr).toContain(`environment ${name} removed, with its overlay`);
     expect(existsSync(join(dataHome, "agentenv/overlays", `${name}.enc`))).toBe(false);

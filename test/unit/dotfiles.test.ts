@@ -175,6 +175,10 @@ describe("vault", () => {
     expect(error.message).toContain(keyFile());
     // reading never creates a new key
     expect(existsSync(keyFile())).toBe(false);
+    // nor does writing while files encrypted with the lost one exist: they would be orphaned
+    const write = userError(() => writeVault(join(agentenvDir("data"), "other.enc"), "test", value));
+    expect(write.message).toContain(`the key that encrypted ${file()} is missing`);
+    expect(existsSync(keyFile())).toBe(false);
   });
 });
 
@@ -284,7 +288,7 @@ describe("dotfiles.conf", () => {
   test("a local repo: url, ref, setup and where the repo is mounted", () => {
     const dir = home();
     const lines = confScript(dir, { url: "/abs/repo", ref: "main" });
-    expect(lines).toHaveLength(1);
+    expect(lines).toHaveLength(2); // written beside it, then renamed over it
     expect(lines[0]).toContain(`local=${localRepoTarget}`);
     expect(runConf(lines, dir)).toEqual(["url=/abs/repo", "ref=main", "setup=", "local=/run/agentenv/dotfiles-repo", ""]);
   });
@@ -426,6 +430,16 @@ describe("secrets", () => {
     const read = readSecrets();
     expect(read).toEqual({ version: 1, scopes: { "*": { GITHUB_TOKEN: "ghp_topsecret" }, work: { NPM_TOKEN: "npm_x" } } });
     expect(Object.keys(read.scopes)).not.toContain("dev");
+  });
+
+  test("names that are Object's own (constructor, __proto__) are plain names", () => {
+    const store = readSecrets();
+    expect(secretsFor(store, "constructor")).toEqual({});
+    store.scopes["constructor"] = Object.assign(Object.create(null), { TOKEN: "c" });
+    writeSecrets(store);
+    const read = readSecrets();
+    expect(secretsFor(read, "constructor")).toEqual({ TOKEN: "c" });
+    expect(secretsFor(read, "__proto__")).toEqual({});
   });
 });
 
