@@ -14,7 +14,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
-import { median, timed } from "./measure.ts";
+import { median, removeStoreVolume, timed } from "./measure.ts";
 
 const root = join(import.meta.dir, "..");
 const binary = join(root, "dist", "agentenv");
@@ -59,12 +59,6 @@ try {
   );
 } finally {
   for (const name of Object.values(names)) Bun.spawnSync(["podman", "volume", "rm", "--force", `agentenv-env-${name}`]);
-  const store = Bun.spawnSync(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", `agentenv-${id}-nix`]).stdout.toString().trim();
-  if (store) {
-    const { GoldenStore } = await import("../plugins/golden/layout.ts");
-    const golden = new GoldenStore(store);
-    for (const session of golden.sessionNames()) await golden.removeSession(session);
-    Bun.spawnSync(["podman", "volume", "rm", "--force", `agentenv-${id}-nix`]);
-  }
+  await removeStoreVolume(`agentenv-${id}-nix`);
 }
 console.log(lines.join("\n"));

@@ -19,3 +19,13 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
+
+/** Removes a golden store volume a benchmark made, unmounting what its sessions left mounted first. */
+export async function removeStoreVolume(volume: string): Promise<void> {
+  const store = Bun.spawnSync(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", volume]).stdout.toString().trim();
+  if (!store) return;
+  const { GoldenStore } = await import("../plugins/golden/layout.ts");
+  const golden = new GoldenStore(store);
+  for (const session of golden.sessionNames()) await golden.removeSession(session);
+  Bun.spawnSync(["podman", "volume", "rm", "--force", volume]);
+}
