@@ -14,17 +14,13 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
-import { median, removeStoreVolume, timed } from "./measure.ts";
+import { benchUser, median, removeStoreVolume, timed } from "./measure.ts";
 
 const root = join(import.meta.dir, "..");
 const binary = join(root, "dist", "agentenv");
 const rounds = Number(process.env.ROUNDS ?? 20);
 const id = `bench-${process.pid}`;
-const home = mkdtempSync(join(tmpdir(), "agentenv-bench-home-"));
-mkdirSync(join(home, ".config", "agentenv"), { recursive: true });
-// the store volume is the bench's own; no binary cache (offline machine)
-writeFileSync(join(home, ".config", "agentenv", "config.ts"), `export default { storeVolume: "agentenv-${id}-nix", extraEnv: { NIX_CONFIG: "substituters =" } };\n`);
-const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, ".config") };
+const env = benchUser(id);
 const project = mkdtempSync(join(tmpdir(), "agentenv-bench-"));
 
 const time = (argv: string[]) => timed(argv, env).ms;

@@ -1,3 +1,7 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "pathe";
+
 /** What every benchmark here needs: a timed command that must succeed, and the median. */
 
 export interface Timed {
@@ -28,4 +32,16 @@ export async function removeStoreVolume(volume: string): Promise<void> {
   const golden = new GoldenStore(store);
   for (const session of golden.sessionNames()) await golden.removeSession(session);
   Bun.spawnSync(["podman", "volume", "rm", "--force", volume]);
+}
+
+/**
+ * A throwaway user for a benchmark: HOME with a config whose golden store volume is the
+ * benchmark's own (`agentenv-ID-nix`) and no binary cache (offline machine), its XDG dirs
+ * under that HOME. Returns the environment to run agentenv with.
+ */
+export function benchUser(id: string): Record<string, string | undefined> {
+  const home = mkdtempSync(join(tmpdir(), "agentenv-bench-home-"));
+  mkdirSync(join(home, ".config", "agentenv"), { recursive: true });
+  writeFileSync(join(home, ".config", "agentenv", "config.ts"), `export default { storeVolume: "agentenv-${id}-nix", extraEnv: { NIX_CONFIG: "substituters =" } };\n`);
+  return { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, ".config"), XDG_DATA_HOME: join(home, ".local/share") };
 }
