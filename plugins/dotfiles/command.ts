@@ -163,10 +163,8 @@ export const overlay = defineCommand({
     const modeFlag = parseMode(args.mode);
     // add: the environment must exist, so a misspelt name is caught
     await requireHome(await commandContext(args), name);
-    const content = await overlayContent(args.from);
-    const data = content.data;
-    const mode = modeFlag ?? content.mode;
-    stored.files[path] = { mode, data: data.toString("base64") };
+    const { data, mode } = await overlayContent(args.from);
+    stored.files[path] = { mode: modeFlag ?? mode, data: data.toString("base64") };
     writeOverlay(name, stored);
     log.success(`${path} (${formatBytes(data.length)}) added to the overlay of environment ${name}; its next session writes it to ~/${path}`);
     return 0;

@@ -3,7 +3,7 @@ import { join } from "pathe";
 import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { definePlugin, type SessionContext } from "../../core/plugins.ts";
-import { findHome, readRecord } from "../env/home.ts";
+import { readRecord } from "../env/home.ts";
 import { isLocalRepo, localRepoTarget } from "./repo.ts";
 import type { Overlay } from "./overlay.ts";
 
@@ -31,8 +31,9 @@ export default definePlugin({
     async "session:mount"(ctx) {
       const name = ctx.config.env.name;
       if (!name) return;
-      const home = await findHome(ctx, name);
-      const dotfiles = home.dir && home.readable ? readRecord(home.dir)?.dotfiles : undefined;
+      // found by the env plugin's session:mount, which runs first
+      const home = (await import("../env/session.ts")).sessionHome(ctx);
+      const dotfiles = home?.dir && home.readable ? readRecord(home.dir)?.dotfiles : undefined;
       if (dotfiles && isLocalRepo(dotfiles.url)) {
         if (existsSync(dotfiles.url)) ctx.plan.mounts.push({ type: "bind", source: dotfiles.url, target: localRepoTarget, readonly: true });
         else ctx.log.warn(`the dotfiles repo of environment ${name}, ${dotfiles.url}, is gone: ~/.dotfiles stays as it is (agentenv env set ${name} dotfiles.url=…)`);

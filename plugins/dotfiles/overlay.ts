@@ -4,7 +4,7 @@ import { dirname, join } from "pathe";
 import { UserError } from "../../core/errors.ts";
 import { readVault, removeVault, writeVault } from "../../core/vault.ts";
 import { overlayFile } from "./index.ts";
-import { stateDir } from "../env/home.ts";
+import { isInsideHome, stateDir, touchesState } from "../env/home.ts";
 
 /**
  * An environment's overlay: files kept outside any repo (a machine-specific .gitconfig, a
@@ -28,17 +28,14 @@ export function writeOverlay(env: string, overlay: Overlay): void {
   else removeVault(overlayFile(env));
 }
 
-
 /** HOME_PATH → a clean path relative to HOME; absolute paths, `..` and agentenv's own state are refused. */
 export function checkOverlayPath(path: string | undefined): string {
   if (!path) throw new UserError("a path under HOME is needed", "e.g. agentenv env overlay dev add .gitconfig --from ~/.gitconfig");
   const rel = path.replace(/^~\//, "").replace(/^(\.\/)+/, "");
-  const parts = rel.split("/");
-  if (rel.startsWith("/") || path === "~" || /[\n\0]/.test(rel) || parts.some((p) => p === ".." || p === "." || p === "") || rel.endsWith("/")) {
-    throw new UserError(`${path}: give a file path inside HOME, e.g. .bashrc or .config/nvim/init.lua (no absolute paths, no ..)`);
-  }
-  if (rel === stateDir || rel.startsWith(`${stateDir}/`) || stateDir.startsWith(`${rel}/`)) throw new UserError(`${path}: ${stateDir} is agentenv's own state`);
-  if (parts[0] === ".dotfiles") throw new UserError(`${path}: ~/.dotfiles is the dotfiles repo's checkout; change the repo instead`);
+  // a trailing slash leaves an empty last part: not a file
+  if (!isInsideHome(rel)) throw new UserError(`${path}: give a file path inside HOME, e.g. .bashrc or .config/nvim/init.lua (no absolute paths, no ..)`);
+  if (touchesState(rel)) throw new UserError(`${path}: ${stateDir} is agentenv's own state`);
+  if (rel.split("/")[0] === ".dotfiles") throw new UserError(`${path}: ~/.dotfiles is the dotfiles repo's checkout; change the repo instead`);
   return rel;
 }
 

@@ -26,6 +26,16 @@ export const recordPath = `${stateDir}/env.json`;
 export const envLabel = "agentenv.env";
 const volumePrefix = "agentenv-env-";
 
+/** REL is a clean path inside HOME: not empty or absolute, no "", "." or ".." parts, no newline or NUL. */
+export function isInsideHome(rel: string): boolean {
+  return rel !== "" && rel !== "~" && !/[\n\0]/.test(rel) && !rel.startsWith("/") && !rel.split("/").some((part) => part === "" || part === "." || part === "..");
+}
+
+/** REL (inside HOME) is agentenv's state dir, a path in it, or one of its parents. */
+export function touchesState(rel: string): boolean {
+  return rel === stateDir || rel.startsWith(`${stateDir}/`) || stateDir.startsWith(`${rel}/`);
+}
+
 export function volumeName(name: string): string {
   return volumePrefix + name;
 }

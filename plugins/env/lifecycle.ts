@@ -6,7 +6,7 @@ import { containerHome, helperPlan, shellQuote, type Mount } from "../../core/pl
 import type { BaseContext } from "../../core/plugins.ts";
 import { ensureVolume } from "../../core/volumes.ts";
 import { formatBytes } from "../../core/log.ts";
-import { describeSource, envLabel, findHome, readRecord, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
+import { describeSource, envLabel, findHome, isInsideHome, touchesState, readRecord, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
 import { profileTarget } from "../profile/index.ts";
 import { confScript, type DotfilesConfig } from "../dotfiles/repo.ts";
 import { scanTemplate, writeBuiltinTemplate, type TemplateScan } from "./template.ts";
@@ -193,10 +193,8 @@ export async function updateRecord(ctx: BaseContext, name: string, change: (reco
 /** A path under HOME to keep across a reset: relative, inside HOME, not agentenv's own state. */
 export function checkKeepPath(path: string): string {
   const rel = path.replace(/^~\//, "").replace(/\/+$/, "");
-  if (!rel || rel === "~" || rel.includes("\n") || rel.startsWith("/") || rel.split("/").some((part) => part === ".." || part === "." || part === "")) {
-    throw new UserError(`--keep ${path}: give a path inside HOME, e.g. --keep .zsh_history`);
-  }
-  if (rel === stateDir || rel.startsWith(`${stateDir}/`) || stateDir.startsWith(`${rel}/`)) {
+  if (!isInsideHome(rel)) throw new UserError(`--keep ${path}: give a path inside HOME, e.g. --keep .zsh_history`);
+  if (touchesState(rel)) {
     throw new UserError(`--keep ${path}: ${stateDir} is agentenv's own record of the environment and is rebuilt by a reset`);
   }
   return rel;

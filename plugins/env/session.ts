@@ -32,6 +32,11 @@ export async function mountEnv(ctx: SessionContext): Promise<void> {
   states.set(ctx, { home, create: !home.dir });
 }
 
+/** The home `session:mount` found for this session (other plugins read it: no second lookup). */
+export function sessionHome(ctx: SessionContext): Home | undefined {
+  return states.get(ctx)?.home;
+}
+
 /** Host-side record of which sessions have which environment open (flocks: a dead holder lets go). */
 function sessionsDir(ctx: BaseContext, volume: string): string {
   return join(agentenvDir("state"), "sessions", `${ctx.runtime.name}-${volume}`);
