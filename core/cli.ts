@@ -81,6 +81,12 @@ function firstPositional(argv: readonly string[], values: Set<string>): number {
   return -1;
 }
 
+/**
+ * A command whose words from the first non-flag on (or after `--`) are a command to run,
+ * flags included, handed over as `data.command`: `run [DIR] CMD…` ("dir"), `exec CMD…` ("plain").
+ */
+export type TakesCommand = { takesCommand?: "dir" | "plain" };
+
 /** A positional argument that takes the rest of the words: `{ type: "positional", variadic: true }`. */
 export type Variadic = { variadic?: boolean };
 
@@ -123,7 +129,7 @@ function checkArgs(argv: readonly string[], args: ArgsDef): void {
  * existing directory with `--` right after it. Any other word starts CMD, and from CMD
  * on every word is CMD's, `--` and flags included (`run make -- -j4` runs make).
  */
-export function splitRunArgs(argv: readonly string[], values: Set<string>): { flags: string[]; dir?: string; command: string[] } {
+export function splitRunArgs(argv: readonly string[], values: Set<string>, allowDir = true): { flags: string[]; dir?: string; command: string[] } {
   const flags: string[] = [];
   let dir: string | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -134,7 +140,7 @@ export function splitRunArgs(argv: readonly string[], values: Set<string>): { fl
       if (!word.includes("=") && values.has(word)) flags.push(flagValue(argv, i++));
       continue;
     }
-    if (dir === undefined && isDirWord(word, argv[i + 1])) {
+    if (allowDir && dir === undefined && isDirWord(word, argv[i + 1])) {
       dir = word;
       continue;
     }
@@ -201,8 +207,9 @@ async function resolve(argv: string[], where: Where): Promise<Resolved> {
   }
   const command = await lazy();
   Object.assign(where, { command, parent: root });
-  if (word === "run") {
-    const { flags, dir, command: cmd } = splitRunArgs(rest, valueFlags(await resolveArgs(command)));
+  const takes = word === "run" ? "dir" : (command as TakesCommand).takesCommand;
+  if (takes) {
+    const { flags, dir, command: cmd } = splitRunArgs(rest, valueFlags(await resolveArgs(command)), takes === "dir");
     return { command, parent: root, rawArgs: dir === undefined ? flags : [...flags, dir], data: { command: cmd } };
   }
   const subs = typeof command.subCommands === "function" ? await command.subCommands() : command.subCommands;
@@ -242,7 +249,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     checkArgs(resolved.rawArgs, await resolveArgs(resolved.command));
     const runCommandWords = (resolved.data as { command?: string[] } | undefined)?.command;
-    if (runCommandWords?.length === 0) throw new ArgumentError("run needs a command: agentenv run [DIR] [--] CMD…");
+    if (runCommandWords?.length === 0 && resolved.command.meta && (resolved.command.meta as { name?: string }).name === "run") throw new ArgumentError("run needs a command: agentenv run [DIR] [--] CMD…");
     // sub-commands are resolved above; citty only parses the leaf's own args
     const leaf = { ...resolved.command, subCommands: undefined };
     const { result } = await runCommand(leaf, { rawArgs: resolved.rawArgs, data: resolved.data });

@@ -8,9 +8,19 @@ import type { Hooks, Plugin } from "./plugins.ts";
 export type RuntimeName = "podman" | "docker" | "container";
 export const runtimeNames: readonly RuntimeName[] = ["podman", "docker", "container"];
 
-/** golden: a copy-on-write clone of the golden store, new paths promoted back; ephemeral: a clone thrown away; none: the image's own /nix */
-export type StoreMode = "golden" | "ephemeral" | "none";
-export const storeModes: readonly StoreMode[] = ["golden", "ephemeral", "none"];
+/**
+ * What a session gets at /nix. golden: a copy-on-write clone of the golden store, new
+ * paths promoted back; ephemeral: a clone thrown away; none: the image's own /nix;
+ * host: this host's /nix/store (read-only) and its nix-daemon's socket, so Nix in the
+ * container builds through the host's daemon into the host's store.
+ */
+export type StoreMode = "golden" | "ephemeral" | "none" | "host";
+export const storeModes: readonly StoreMode[] = ["golden", "ephemeral", "none", "host"];
+
+/** The modes that use the golden store volume (the others never touch it). */
+export function usesGoldenStore(mode: StoreMode): boolean {
+  return mode === "golden" || mode === "ephemeral";
+}
 export const defaultStoreVolume = "agentenv-nix";
 
 /** Which environment (persistent home) sessions get. */
@@ -37,7 +47,7 @@ export interface MountConfig {
 export interface AgentenvConfig {
   runtime?: RuntimeName;
   image?: string;
-  /** what a session gets at /nix (default "golden") */
+  /** what a session gets at /nix (default "golden"; see StoreMode) */
   store?: StoreMode;
   /** the engine volume holding the golden store (default "agentenv-nix") */
   storeVolume?: string;
@@ -51,6 +61,16 @@ export interface AgentenvConfig {
   extraEnv?: Record<string, string>;
   /** extra arguments for the engine's `run`, placed before the image */
   extraRunArgs?: string[];
+  /**
+   * `agentenv up`, `exec` and wrappers: the host directories an environment container
+   * mounts, each at its own path (`~` and paths relative to the config file allowed);
+   * default: the current project
+   */
+  roots?: string[];
+  /** `agentenv exec` and wrappers start the environment container when it is not running (default true) */
+  autoStart?: boolean;
+  /** `agentenv exec` runs CMD in the dev shell of the nearest flake.nix above its directory (default false) */
+  autoNixDevelop?: boolean;
   /** plugin objects, or paths / package names resolved from the config file's directory */
   plugins?: Array<Plugin | string | false | null | undefined>;
   /** inline hooks: this config file acts as a plugin of its own */
@@ -75,6 +95,10 @@ export interface ResolvedConfig {
   mounts: MountConfig[];
   extraEnv: Record<string, string>;
   extraRunArgs: string[];
+  /** absolute host paths, every layer's */
+  roots: string[];
+  autoStart: boolean;
+  autoNixDevelop: boolean;
   layers: ConfigLayer[];
 }
 
@@ -173,6 +197,12 @@ function checkShape(config: AgentenvConfig, file: string): AgentenvConfig {
       if (typeof m?.source !== "string" || typeof m?.target !== "string") fail("each mount needs a string source and target");
     }
   }
+  if (config.roots !== undefined && !(Array.isArray(config.roots) && config.roots.every((r) => typeof r === "string" && r !== ""))) {
+    fail('roots must be a list of directories, e.g. ["~/Code"]');
+  }
+  for (const key of ["autoStart", "autoNixDevelop"] as const) {
+    if (config[key] !== undefined && typeof config[key] !== "boolean") fail(`${key} must be true or false`);
+  }
   if (config.plugins !== undefined && !Array.isArray(config.plugins)) fail("plugins must be a list");
   return config;
 }
@@ -250,6 +280,9 @@ export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | 
     mounts: [],
     extraEnv: {},
     extraRunArgs: [],
+    roots: [],
+    autoStart: true,
+    autoNixDevelop: false,
     layers,
   };
   for (const { config, name, file } of layers) {
@@ -269,6 +302,9 @@ export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | 
     if (config.mounts) resolved.mounts.push(...config.mounts);
     if (config.extraEnv) Object.assign(resolved.extraEnv, config.extraEnv);
     if (config.extraRunArgs) resolved.extraRunArgs.push(...config.extraRunArgs);
+    for (const root of config.roots ?? []) resolved.roots.push(file ? resolve(dirname(file), expandHome(root, env)) : resolve(expandHome(root, env)));
+    if (config.autoStart !== undefined) resolved.autoStart = config.autoStart;
+    if (config.autoNixDevelop !== undefined) resolved.autoNixDevelop = config.autoNixDevelop;
   }
   return resolved;
 }

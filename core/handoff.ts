@@ -25,8 +25,13 @@ function baseDir(): string {
   return join(tmpdir(), `agentenv-${process.getuid?.() ?? "user"}`);
 }
 
+/** The handoff directory of the container named NAME, on this host. */
+export function handoffPath(name: string): string {
+  return join(baseDir(), `handoff-${name}`);
+}
+
 function handoffSource(ctx: SessionContext): string {
-  return join(baseDir(), `handoff-${ctx.plan.name}`);
+  return handoffPath(ctx.plan.name);
 }
 
 /** At `session:mount`: the session gets a handoff directory (one, however many plugins ask). */

@@ -3,7 +3,8 @@ import { basename, isAbsolute, resolve } from "pathe";
 import { expandHome, type MountConfig, type ResolvedConfig } from "./config.ts";
 import { UserError } from "./errors.ts";
 
-export type SessionMode = "shell" | "run";
+/** shell and run: a session for one project at /work; up: a long-running environment container (plugins/wrap) */
+export type SessionMode = "shell" | "run" | "up";
 
 export type Mount =
   | { type: "bind"; source: string; target: string; readonly?: boolean }
@@ -31,6 +32,8 @@ export interface Plan {
   tty: boolean;
   /** remove the container when it ends */
   remove: boolean;
+  /** start it in the background (`run -d`) and return once the engine has started it */
+  detach?: boolean;
   /**
    * run a tiny init as PID 1: the kernel ignores default-action signals sent to
    * PID 1, so without it Ctrl-C, SIGTERM and `kill` would not stop the command
@@ -76,10 +79,32 @@ export interface BasePlanOptions {
   command: string[];
   config: ResolvedConfig;
   stdinIsTTY: boolean;
+  /** mode "up": its container name and the host directories mounted at their own paths */
+  up?: { name: string; hostname: string; roots: string[] };
 }
 
-/** The plan before plugins: the image, the project at /work, config's extras. */
-export function basePlan({ project, mode, command, config, stdinIsTTY }: BasePlanOptions): Plan {
+/** The plan before plugins: the image, the project at /work (or `up`'s roots), config's extras. */
+export function basePlan({ project, mode, command, config, stdinIsTTY, up }: BasePlanOptions): Plan {
+  if (mode === "up") {
+    if (!up?.roots.length) throw new Error("an up plan needs its roots");
+    return {
+      image: config.image,
+      name: up.name,
+      hostname: up.hostname,
+      workdir: up.roots[0]!,
+      // the same absolute path inside as outside: paths an agent prints are valid on both sides
+      mounts: [...up.roots.map((root): Mount => ({ type: "bind", source: root, target: root })), ...config.mounts.map((m) => configMount(m, project))],
+      env: { ...config.extraEnv, AGENTENV_UP: "1" },
+      labels: { "agentenv.session": mode, "agentenv.roots": JSON.stringify(up.roots) },
+      command: ["agentenv-keepalive"],
+      interactive: false,
+      tty: false,
+      remove: false,
+      detach: true,
+      init: true,
+      extraArgs: [...config.extraRunArgs],
+    };
+  }
   return {
     image: config.image,
     name: containerName(projectSlug(project)),

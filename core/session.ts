@@ -3,7 +3,7 @@ import { logFor } from "./commands/_shared.ts";
 import { loadConfig, type ConfigFlags } from "./config.ts";
 import { UserError } from "./errors.ts";
 import type { Log } from "./log.ts";
-import { basePlan, resolveProjectDir, shellJoin, type SessionMode } from "./plan.ts";
+import { basePlan, resolveProjectDir, shellJoin, type BasePlanOptions, type Plan, type SessionMode } from "./plan.ts";
 import { callHook, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
 
@@ -13,6 +13,8 @@ export interface SessionOptions extends ConfigFlags {
   command: string[];
   log: Log;
   stdinIsTTY?: boolean;
+  /** mode "up": the container's name and roots (see basePlan) */
+  up?: BasePlanOptions["up"];
 }
 
 export interface PreparedSession {
@@ -46,6 +48,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     command: options.command,
     config,
     stdinIsTTY: options.stdinIsTTY ?? Boolean(process.stdin.isTTY),
+    up: options.up,
   });
   const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode };
   await callHook(plugins, "session:mount", ctx);
@@ -70,4 +73,40 @@ export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<nu
   }
   if (engineFailure) throw new UserError(engineFailure, undefined, result.exitCode);
   return result.exitCode;
+}
+
+/**
+ * Starts a prepared `detach` session (`agentenv up`) and returns once `ready` resolves;
+ * its `session:exit` runs later, in whichever agentenv ends it (`endDetached`). When
+ * it does not start or `ready` throws, the container goes and `session:exit` runs now.
+ */
+export async function startDetached({ ctx, plugins }: PreparedSession, ready: () => Promise<void>): Promise<void> {
+  let started = false;
+  let created = false;
+  try {
+    await callHook(plugins, "session:start", ctx);
+    ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
+    created = true;
+    const code = await ctx.runtime.run(ctx.plan);
+    if (code !== 0) {
+      const why = engineFailureCodes.has(code) ? await ctx.runtime.diagnose(ctx.plan) : undefined;
+      throw new UserError(why ?? `${ctx.runtime.name} could not start container ${ctx.plan.name} (exit ${code})`);
+    }
+    await ready();
+    started = true;
+  } finally {
+    if (!started) {
+      if (created) await ctx.runtime.call(["rm", "--force", ctx.plan.name]);
+      await callHook(plugins, "session:exit", ctx, { exitCode: 1 });
+    }
+  }
+}
+
+/**
+ * Ends a detached session whose container is already gone: `session:exit` with the plan
+ * it started with, in a new process (plugins find their state on disk by `plan.name`).
+ */
+export async function endDetached(base: BaseContext, plan: Plan, project: string): Promise<void> {
+  const ctx: SessionContext = { ...base, plan, project, mode: "up" };
+  await callHook(base.plugins, "session:exit", ctx, { exitCode: 0 });
 }

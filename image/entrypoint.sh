@@ -17,11 +17,14 @@
 #                             session instead of a warning
 #   AGENTENV_DOTFILES=update  pull the dotfiles repo and set it up again now
 #                             (agentenv env update)
+#   AGENTENV_UP=1             a long-running environment container (agentenv
+#                             up): secrets.env stays in the handoff directory
+#                             for agentenv-exec, and CMD is agentenv-keepalive
 #
 # The handoff directory, /run/agentenv/handoff, holds what the host passes
 # outside the container's configuration: secrets.env (sourced, then deleted,
-# before anything else) and the decrypted overlay (agentenv-dotfiles deletes
-# it).
+# before anything else; kept with AGENTENV_UP) and the decrypted overlay
+# (agentenv-dotfiles deletes it).
 #
 # The environment (HOME): agentenv's own state in it lives in
 # ~/.local/state/agentenv/ — `shell` (the environment's shell), `last-used`
@@ -39,7 +42,8 @@
 # or change AGENTENV_* but must not exit or exec.
 #
 # This runs on every session: keep it to shell builtins (no forks), except
-# where a home's ~/flake.nix needs its hash checked.
+# where a home's ~/flake.nix needs its hash checked. What it shares with
+# agentenv-exec (PATH, the shell, the dev shell) is in lib/session.sh.
 set -eu
 
 for hook in /etc/agentenv/entrypoint.d/*.sh; do
@@ -50,11 +54,14 @@ for hook in /etc/agentenv/entrypoint.d/*.sh; do
 done
 unset hook
 
+# shellcheck source=lib/session.sh
+. /usr/local/lib/agentenv/session.sh
 handoff=/run/agentenv/handoff
-if [ -r "$handoff/secrets.env" ]; then
-	# shellcheck source=/dev/null
-	. "$handoff/secrets.env"
-	rm -f "$handoff/secrets.env"
+if [ -n "${AGENTENV_UP:-}" ]; then
+	# a long-running container: every agentenv-exec into it reads them again
+	agentenv_secrets keep
+else
+	agentenv_secrets delete
 fi
 
 # A failed setup step: a warning, or with AGENTENV_STRICT the end of the session.
@@ -107,73 +114,6 @@ if [ -e "$HOME/flake.nix" ]; then
 	fi
 	unset hash recorded
 fi
-if [ -z "${AGENTENV_SHELL:-}" ] && [ -r "$state/shell" ]; then
-	read -r AGENTENV_SHELL <"$state/shell" || true
-fi
-if [ -d "$state/profile/bin" ]; then
-	PATH=$state/profile/bin:$PATH
-	export PATH
-fi
-
-# Find the shell without running `command -v` in a subshell (dash forks for
-# $(...)). A name without a slash is looked up in PATH; the first executable
-# match wins.
-pick_shell() {
-	case $1 in
-	*/*)
-		[ -x "$1" ] && shell=$1
-		return
-		;;
-	esac
-	_ifs=$IFS
-	IFS=:
-	for _dir in $PATH; do
-		if [ -x "${_dir:-.}/$1" ]; then
-			shell=${_dir:-.}/$1
-			break
-		fi
-	done
-	IFS=$_ifs
-	unset _ifs _dir
-	[ -n "$shell" ]
-}
-
-shell=
-if [ -n "${AGENTENV_SHELL:-}" ]; then
-	if ! pick_shell "$AGENTENV_SHELL"; then
-		echo "agentenv: AGENTENV_SHELL=$AGENTENV_SHELL: not found, using /bin/sh" >&2
-		shell=/bin/sh
-	fi
-else
-	pick_shell zsh || pick_shell bash || shell=/bin/sh
-fi
-SHELL=$shell
-export SHELL
-
-dev=${AGENTENV_NIX_DEVELOP:-}
-
-if [ -z "$dev" ]; then
-	if [ "$#" -eq 0 ]; then
-		# A login shell reads /etc/profile (PATH) and then the interactive
-		# config (zshrc; bash.bashrc via Debian's /etc/profile).
-		exec "$shell" -l
-	fi
-	exec "$@"
-fi
-
-# Inside the flake's dev shell. This is `nix develop DIR --command ...` done
-# by hand: `nix print-dev-env` prints the very script nix develop runs
-# (variables, shellHook), bash evaluates it and execs the command. Why not
-# nix develop itself: it also looks up nixpkgs#bashInteractive to run that
-# script, and for a flake without a nixpkgs input (offline registry) it prints
-# "error (ignored): cannot find flake 'flake:nixpkgs'" on every session.
-# The dev env sets SHELL=bash; env puts the chosen shell back. No arguments:
-# the shell is not a login shell, as /etc/profile would reset the dev PATH.
-if [ "$#" -eq 0 ]; then
-	set -- "$shell"
-fi
-# shellcheck disable=SC2016 # $0 and $@ belong to the bash script
-exec bash -c '__agentenv_env=$(nix print-dev-env "$0") || exit
-eval "$__agentenv_env"
-unset __agentenv_env
-exec "$@"' "$dev" env SHELL="$shell" "$@"
+agentenv_path
+agentenv_shell
+agentenv_launch "${AGENTENV_NIX_DEVELOP:-}" "$@"

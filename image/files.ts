@@ -23,7 +23,13 @@ import f9 from "./etc/nix/registry.json" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
 import f10 from "./etc/profile.d/agentenv.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f11 from "./install-tools.sh" with { type: "text" };
+import f11 from "./exec.sh" with { type: "text" };
+// @ts-ignore: a Bun text import; TypeScript has no declaration for these files
+import f12 from "./install-tools.sh" with { type: "text" };
+// @ts-ignore: a Bun text import; TypeScript has no declaration for these files
+import f13 from "./keepalive.sh" with { type: "text" };
+// @ts-ignore: a Bun text import; TypeScript has no declaration for these files
+import f14 from "./lib/session.sh" with { type: "text" };
 
 export const imageFiles: Record<string, { content: string; mode: number }> = {
   "Containerfile": { content: f0 as unknown as string, mode: 0o644 },
@@ -37,5 +43,8 @@ export const imageFiles: Record<string, { content: string; mode: number }> = {
   "etc/nix/nix.conf": { content: f8 as unknown as string, mode: 0o644 },
   "etc/nix/registry.json": { content: f9 as unknown as string, mode: 0o644 },
   "etc/profile.d/agentenv.sh": { content: f10 as unknown as string, mode: 0o644 },
-  "install-tools.sh": { content: f11 as unknown as string, mode: 0o755 },
+  "exec.sh": { content: f11 as unknown as string, mode: 0o755 },
+  "install-tools.sh": { content: f12 as unknown as string, mode: 0o755 },
+  "keepalive.sh": { content: f13 as unknown as string, mode: 0o755 },
+  "lib/session.sh": { content: f14 as unknown as string, mode: 0o644 },
 };

@@ -5,6 +5,7 @@ import golden from "./golden/index.ts";
 import nix from "./nix/index.ts";
 import profile from "./profile/index.ts";
 import secrets from "./secrets/index.ts";
+import wrap from "./wrap/index.ts";
 
 /** The built-in plugins, in the order their hooks run (before any user plugin). */
-export const builtinPlugins: readonly Plugin[] = [golden, env, profile, dotfiles, secrets, nix];
+export const builtinPlugins: readonly Plugin[] = [golden, env, profile, dotfiles, secrets, nix, wrap];

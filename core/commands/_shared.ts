@@ -1,4 +1,5 @@
 import type { ArgsDef } from "citty";
+import { UserError } from "../errors.ts";
 import { createLog, type Log } from "../log.ts";
 
 /** Flags every command takes. */
@@ -24,14 +25,37 @@ export const sessionArgs = {
   image: { type: "string", valueHint: "ref", description: "Image to boot (default: localhost/agentenv:latest)" },
   store: {
     type: "string",
-    valueHint: "golden|ephemeral|none",
-    description: "/nix is a clone of the golden store whose new paths are kept (golden, default), a clone thrown away (ephemeral), or the image's own (none)",
+    valueHint: "golden|ephemeral|none|host",
+    description: "/nix is a clone of the golden store whose new paths are kept (golden, default), a clone thrown away (ephemeral), the image's own (none), or this host's store through its nix-daemon (host)",
   },
   "no-store": { type: "boolean", description: "Same as --store none" },
+  nix: { type: "string", valueHint: "host|golden", description: "host: use this host's nix-daemon and /nix/store (same as --store host)" },
   "dry-run": { type: "boolean", description: "Print the engine command line(s) and run nothing" },
   json: { type: "boolean", description: "Print the resolved session plan as JSON and run nothing" },
   ...globalArgs,
 } as const satisfies ArgsDef;
+
+/**
+ * The store mode the session flags ask for, or undefined (config decides). `--nix host`
+ * is `--store host`; `--nix golden` asks for the golden store (`--store golden`), which
+ * `--store ephemeral` — a golden store clone too — may refine. citty reads `--no-store`
+ * as `store: false`.
+ */
+export function storeFlag(args: { store?: string | boolean; "no-store"?: boolean; nix?: string }): string | undefined {
+  const noStore = args["no-store"] || args.store === false;
+  const store = noStore ? "none" : typeof args.store === "string" ? args.store : undefined;
+  if (args.nix === undefined) return store;
+  const nix = args.nix;
+  if (nix !== "host" && nix !== "golden") {
+    throw new UserError(`unknown --nix value "${nix}"`, "use --nix host (this host's nix-daemon and /nix/store) or --nix golden (the golden store, the default)");
+  }
+  if (store === undefined) return nix;
+  const compatible = nix === "host" ? store === "host" : store === "golden" || store === "ephemeral";
+  if (!compatible) {
+    throw new UserError(`--nix ${nix} conflicts with ${noStore ? "--no-store" : `--store ${store}`}`, "pass only one of them");
+  }
+  return store;
+}
 
 export function logFor(args: { verbose?: boolean; quiet?: boolean }): Log {
   return createLog({ verbose: args.verbose, quiet: args.quiet });

@@ -63,6 +63,14 @@ async function engineChecks(runtime: Runtime, image: string): Promise<Check[]> {
 /** The golden store: where it is and how sessions clone it (no engine call when cached). */
 async function storeCheck(runtime: Runtime, config: ResolvedConfig): Promise<Check> {
   if (config.store === "none") return { name: "nix store", status: "ok", detail: "off (store: none): sessions use the image's /nix" };
+  if (config.store === "host") {
+    const { hostDaemonSocket } = await import("../../plugins/nix/index.ts");
+    try {
+      return { name: "nix store", status: "ok", detail: `host (store: host): sessions use this host's /nix/store through the nix-daemon at ${hostDaemonSocket()}` };
+    } catch (error) {
+      return { name: "nix store", status: "fail", detail: messageOf(error), fix: "start the host's nix-daemon, or store: \"golden\" in config" };
+    }
+  }
   const { locateStore } = await import("../../plugins/golden/session.ts");
   const located = await locateStore({ config, runtime, log: createLog({ quiet: true }), plugins: [] });
   const strategy = located.choice?.strategy;

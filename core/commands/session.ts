@@ -1,7 +1,7 @@
 import { defineCommand } from "citty";
 import { prepareSession, runPrepared } from "../session.ts";
 import { shellJoin, type SessionMode } from "../plan.ts";
-import { logFor, sessionArgs } from "./_shared.ts";
+import { logFor, sessionArgs, storeFlag } from "./_shared.ts";
 
 interface SessionArgs {
   dir?: string;
@@ -29,7 +29,7 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     command,
     runtime: args.runtime,
     image: args.image,
-    store: args["no-store"] || args.store === false ? "none" : typeof args.store === "string" ? args.store : undefined,
+    store: storeFlag(args),
     env: args["no-env"] || args.env === false ? "" : typeof args.env === "string" ? args.env : undefined,
     profile: args.profile,
     strict: args.strict,

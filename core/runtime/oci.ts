@@ -2,7 +2,7 @@ import { constants } from "node:os";
 import type { RuntimeName } from "../config.ts";
 import { UserError } from "../errors.ts";
 import type { Mount, Plan } from "../plan.ts";
-import type { EngineResult, Runtime } from "./types.ts";
+import type { EngineResult, ExecOptions, Runtime } from "./types.ts";
 
 /**
  * Podman and Docker: one implementation, since their CLIs agree on everything a
@@ -61,6 +61,7 @@ export class OciRuntime implements Runtime {
   runArgs(plan: Plan): string[] {
     const args = ["run"];
     if (plan.remove && !this.dialect.removeAfterRun) args.push("--rm");
+    if (plan.detach) args.push("-d");
     if (plan.interactive) args.push("-i");
     if (plan.tty) args.push("-t");
     if (plan.init) args.push("--init");
@@ -75,7 +76,20 @@ export class OciRuntime implements Runtime {
   }
 
   removeArgs(plan: Plan): string[] | undefined {
-    return plan.remove && this.dialect.removeAfterRun ? ["rm", "--force", plan.name] : undefined;
+    return plan.remove && this.dialect.removeAfterRun && !plan.detach ? ["rm", "--force", plan.name] : undefined;
+  }
+
+  execArgv(container: string, exec: ExecOptions, command: readonly string[]): string[] {
+    const args = [this.bin, "exec"];
+    if (exec.interactive) args.push("-i");
+    if (exec.tty) args.push("-t");
+    args.push("-w", exec.workdir);
+    for (const [key, value] of Object.entries(exec.env)) args.push("-e", `${key}=${value}`);
+    return [...args, ...exec.extraArgs, container, ...command];
+  }
+
+  exec(container: string, exec: ExecOptions, command: readonly string[]): Promise<number> {
+    return this.attached(this.execArgv(container, exec, command));
   }
 
   argv(plan: Plan): string[][] {
@@ -84,7 +98,19 @@ export class OciRuntime implements Runtime {
   }
 
   async run(plan: Plan): Promise<number> {
-    const argv = [this.bin, ...this.runArgs(plan)];
+    if (plan.detach) {
+      const result = await this.call(this.runArgs(plan));
+      if (result.code !== 0) process.stderr.write(result.stderr);
+      return result.code;
+    }
+    const code = await this.attached([this.bin, ...this.runArgs(plan)]);
+    const remove = this.removeArgs(plan);
+    if (remove) await this.call(remove);
+    return code;
+  }
+
+  /** An engine command attached to this terminal; resolves to its exit code. */
+  private async attached(argv: string[]): Promise<number> {
     const child = Bun.spawn(argv, { stdio: ["inherit", "inherit", "inherit"] });
     // On a terminal, Ctrl-C reaches the engine through the terminal's process group
     // (or, with -t, the container's TTY): agentenv itself must outlive it to report the
@@ -98,8 +124,6 @@ export class OciRuntime implements Runtime {
     for (const [signal, handler] of handlers) process.on(signal, handler);
     try {
       await child.exited;
-      const remove = this.removeArgs(plan);
-      if (remove) await this.call(remove);
     } finally {
       for (const [signal, handler] of handlers) process.off(signal, handler);
     }

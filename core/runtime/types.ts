@@ -7,6 +7,17 @@ export interface EngineResult {
   stderr: string;
 }
 
+/** How a command runs in a container that is already running (`exec`). */
+export interface ExecOptions {
+  workdir: string;
+  /** plain settings only: a secret here would show in the engine's process list */
+  env: Record<string, string>;
+  interactive: boolean;
+  tty: boolean;
+  /** extra engine `exec` arguments, placed before the container */
+  extraArgs: string[];
+}
+
 /**
  * One container engine. `argv` is pure (golden-tested); everything else spawns the
  * engine CLI. The session hot path uses exactly one call: `run`.
@@ -17,8 +28,15 @@ export interface Runtime {
   bin: string;
   /** the engine command lines a session runs, each a full argv including `bin` */
   argv(plan: Plan): string[][];
-  /** runs the session attached to this terminal; resolves to its exit code (128+N for signals) */
+  /**
+   * runs the session attached to this terminal; resolves to its exit code (128+N for
+   * signals). A `detach` plan resolves once the engine started it (its error on stderr).
+   */
   run(plan: Plan): Promise<number>;
+  /** the engine command line running COMMAND in a running container, including `bin` (pure) */
+  execArgv(container: string, exec: ExecOptions, command: readonly string[]): string[];
+  /** runs COMMAND in a running container, attached to this terminal; resolves to its exit code */
+  exec(container: string, exec: ExecOptions, command: readonly string[]): Promise<number>;
   /**
    * runs a helper container to its end with output captured (no terminal), removing it
    * after; `io` streams a host file in as stdin and/or the container's stdout out to one

@@ -33,6 +33,11 @@ export interface SessionRecord {
   baseId: number;
   mode: "golden" | "ephemeral";
   started: string;
+  /**
+   * a long-running container (`agentenv up`): no agentenv holds its lock while it runs,
+   * and a stopped one is kept for `agentenv down` (or the next `up`) to promote
+   */
+  detached?: boolean;
 }
 
 export interface PromotionRecord {

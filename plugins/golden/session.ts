@@ -94,7 +94,9 @@ export async function mountStore(ctx: SessionContext): Promise<void> {
 /**
  * Sessions whose agentenv died and whose container is gone (or stopped): their clones
  * are discarded, never promoted. Caller holds the exclusive lock. Only a container the
- * engine reports absent or stopped counts: an engine that cannot answer keeps it.
+ * engine reports absent or stopped counts: an engine that cannot answer keeps it. A
+ * detached session's stopped container is kept: its clone is promoted when it is
+ * taken down.
  */
 export async function deadSessions(ctx: BaseContext, store: GoldenStore): Promise<{ dead: string[]; running: string[] }> {
   const dead: string[] = [];
@@ -106,7 +108,8 @@ export async function deadSessions(ctx: BaseContext, store: GoldenStore): Promis
     }
     const record = store.session(name);
     try {
-      if (record && (await ctx.runtime.containerStatus(record.container)) === "running") running.push(name);
+      const status = record ? await ctx.runtime.containerStatus(record.container) : "absent";
+      if (status === "running" || (status === "stopped" && record?.detached)) running.push(name);
       else dead.push(name);
     } catch (error) {
       ctx.log.debug(`golden store: keeping session ${name} for now: ${messageOf(error)}`);
@@ -179,6 +182,7 @@ export async function startStore(ctx: SessionContext): Promise<void> {
     const baseId = lastId(db);
     db.close();
     record = { container: name, stack, baseId, mode: ctx.config.store === "ephemeral" ? "ephemeral" : "golden", started: new Date().toISOString() };
+    if (ctx.mode === "up") record.detached = true;
     writeAtomic(join(dir, "session.json"), JSON.stringify(record, null, 2));
   } catch (error) {
     lock?.release();
@@ -202,7 +206,7 @@ export async function startStore(ctx: SessionContext): Promise<void> {
  * Never fails the session: the command's exit code stands, problems are warnings.
  */
 export async function endStore(ctx: SessionContext, _result: { exitCode: number }): Promise<void> {
-  const active = states.get(ctx)?.active;
+  const active = states.get(ctx)?.active ?? (ctx.mode === "up" ? await resumeDetached(ctx) : undefined);
   if (!active) return;
   const { store, strategy, record, lock } = active;
   let step = "releasing this session's clone";
@@ -235,6 +239,26 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
     lock.release();
   }
   await reclaimIfNeeded(ctx, store);
+}
+
+/**
+ * A long-running container's clone, ended by a later agentenv (`down`, or an `up` that
+ * finds it stopped): found on disk by the container's name. Undefined when there is none,
+ * or another agentenv is ending it right now.
+ */
+async function resumeDetached(ctx: SessionContext): Promise<ActiveSession | undefined> {
+  const { root, choice } = await locateStore(ctx);
+  if (!root || !choice?.strategy) return undefined;
+  const store = new GoldenStore(root);
+  const record = store.session(ctx.plan.name);
+  if (!record?.detached) return undefined;
+  let lock: FileLock | undefined;
+  try {
+    lock = lockFile(join(store.sessionDir(ctx.plan.name), "lock"), "exclusive", false, false);
+  } catch {
+    return undefined; // its directory went away meanwhile
+  }
+  return lock && { store, strategy: choice.strategy, record, lock };
 }
 
 /** Layers a gc or compaction replaced can go once no session names them; a later run retries. */

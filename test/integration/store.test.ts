@@ -206,7 +206,7 @@ describe("the golden store", () => {
   test("bad store settings are one-line errors", async () => {
     const bad = await agentenv(["run", "--store", "shared", tempTree(), "--", "true"], { env });
     expect(bad.code).not.toBe(0);
-    expect(bad.stderr.trim()).toBe('agentenv: unknown store mode "shared" (from --store) — use one of: golden, ephemeral, none');
+    expect(bad.stderr.trim()).toBe('agentenv: unknown store mode "shared" (from --store) — use one of: golden, ephemeral, none, host');
     const badVolume = await agentenv(["store", "status"], { env: { AGENTENV_STORE_VOLUME: "../etc" } });
     expect(badVolume.stderr).toContain('invalid volume name "../etc" (from AGENTENV_STORE_VOLUME)');
     expectNoStackTrace(badVolume.stderr);

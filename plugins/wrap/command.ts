@@ -1,0 +1,354 @@
+import { realpathSync } from "node:fs";
+import { homedir } from "node:os";
+import { defineCommand, type ArgsDef } from "citty";
+import { join, resolve } from "pathe";
+import { logFor, repeatedFlag, runtimeArgs, sessionArgs, storeFlag, globalArgs } from "../../core/commands/_shared.ts";
+import { UserError } from "../../core/errors.ts";
+import { shellJoin } from "../../core/plan.ts";
+import type { BaseContext } from "../../core/plugins.ts";
+import { loadContext } from "../../core/session.ts";
+import { endContainer, ensureUp, envContainer, isAlive, isServing, readUpState, type EnvContainer, type UpState } from "./container.ts";
+import { checkBranch, checkNixDevelop, execOptions, inContainer, parseSets, type ExecRequest } from "./exec.ts";
+import { checkInside, isUnder, wantedRoots } from "./roots.ts";
+
+/** What `up` and `exec` take to choose and start the container. */
+const containerArgs = {
+  ...runtimeArgs,
+  env: sessionArgs.env,
+  "no-env": sessionArgs["no-env"],
+  image: sessionArgs.image,
+  store: sessionArgs.store,
+  "no-store": sessionArgs["no-store"],
+  nix: sessionArgs.nix,
+  strict: sessionArgs.strict,
+  roots: {
+    type: "string",
+    valueHint: "dir,…",
+    description: "Host directories the container sees, each at its own path (default: config `roots`, else the current project)",
+  },
+  ...globalArgs,
+} as const satisfies ArgsDef;
+
+interface ContainerFlags {
+  runtime?: string;
+  env?: string | boolean;
+  "no-env"?: boolean;
+  image?: string;
+  store?: string | boolean;
+  "no-store"?: boolean;
+  nix?: string;
+  strict?: boolean;
+  roots?: string;
+  verbose?: boolean;
+  quiet?: boolean;
+}
+
+function envFlag(args: ContainerFlags): string | undefined {
+  return args["no-env"] || args.env === false ? "" : typeof args.env === "string" ? args.env : undefined;
+}
+
+function configFlags(args: ContainerFlags) {
+  return { runtime: args.runtime, image: args.image, store: storeFlag(args), env: envFlag(args), strict: args.strict };
+}
+
+/** The physical current directory: what roots are compared with, and the path inside. */
+function currentDir(): string {
+  return realpathSync(process.cwd());
+}
+
+async function context(args: ContainerFlags, cwd: string): Promise<{ ctx: BaseContext; c: EnvContainer }> {
+  const ctx = await loadContext({ project: cwd, flags: configFlags(args), log: logFor(args) });
+  return { ctx, c: envContainer(ctx) };
+}
+
+function uptime(started: string): string {
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(started)) / 1000));
+  if (!Number.isFinite(seconds)) return "?";
+  if (seconds < 90) return `${seconds}s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 48 * 3600) return `${Math.round(seconds / 360) / 10}h`;
+  return `${Math.round(seconds / 8640) / 10}d`;
+}
+
+export const up = defineCommand({
+  meta: { name: "up", description: "Start (or find) the environment's long-running container, with the roots mounted at their own paths" },
+  args: { ...containerArgs, json: { type: "boolean", description: "Print the container's state as JSON" } },
+  async run({ args }) {
+    const cwd = currentDir();
+    const { ctx, c } = await context(args, cwd);
+    const roots = wantedRoots(args.roots, ctx.config.roots, cwd);
+    const { state, started } = await ensureUp(ctx, c, { roots, flags: configFlags(args), quiet: args.quiet || args.json });
+    if (args.json) console.log(JSON.stringify(publicState(state, "running"), null, 2));
+    else ctx.log.success(`${c.name} is ${started ? "up" : "already up"} — roots ${state.roots.join(", ")}; agentenv exec${c.env ? ` --env ${c.env}` : ""} -- CMD runs in it`);
+    return 0;
+  },
+});
+
+function publicState(state: UpState, status: string) {
+  return { name: state.name, env: state.env ?? null, runtime: state.runtime, status, roots: state.roots, store: state.store, started: state.started || null };
+}
+
+export const exec = Object.assign(
+  defineCommand({
+    meta: {
+      name: "exec",
+      description: "Run a command in the environment's container, in the current directory (started first when needed): exec [--] CMD…",
+    },
+    args: {
+      ...containerArgs,
+      worktree: { type: "string", valueHint: "branch", description: "Run in a git worktree of BRANCH at ~/Code/<project>/<branch> in the home (made on first use)" },
+      "nix-develop": { type: "string", valueHint: "auto|always|never", description: "Run inside the nearest flake.nix's dev shell (default: config autoNixDevelop → auto, else never)" },
+      set: { type: "string", valueHint: "K=V", description: "A variable for the command (repeatable; not for secrets)" },
+      "run-arg": { type: "string", valueHint: "arg", description: "An extra argument for the engine's exec (repeatable)" },
+      "dry-run": { type: "boolean", description: "Print the engine command line and run nothing" },
+    },
+    async run({ args, rawArgs, data }) {
+      const command = (data as { command: string[] }).command;
+      const cwd = currentDir();
+      const { ctx, c } = await context(args, cwd);
+      const request: ExecRequest = {
+        nixDevelop: checkNixDevelop(args["nix-develop"], ctx.config.autoNixDevelop ? "auto" : "never"),
+        worktree: args.worktree !== undefined ? checkBranch(args.worktree) : undefined,
+        set: parseSets(repeatedFlag(rawArgs, "--set")),
+        runArgs: repeatedFlag(rawArgs, "--run-arg"),
+      };
+      // before any engine call: the directory must be one this command may use
+      const roots = wantedRoots(args.roots, ctx.config.roots, cwd);
+      checkInside(cwd, roots, args.roots !== undefined ? "given with --roots" : "of config `roots`", "cd into one of them, or pass --roots");
+      const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+      const argv = ctx.runtime.execArgv(c.name, execOptions(request, cwd, tty), inContainer(command));
+      if (args["dry-run"]) {
+        console.log(shellJoin(argv));
+        return 0;
+      }
+      if (!isServing(c, cwd)) await startFor(ctx, c, cwd, roots, args);
+      ctx.log.debug(`$ ${shellJoin(argv)}`);
+      const code = await ctx.runtime.exec(c.name, execOptions(request, cwd, tty), inContainer(command));
+      // the engine's own "not running" / "no such container": the command never ran
+      if ((code === 125 || code === 255) && (await ctx.runtime.containerStatus(c.name)) !== "running") {
+        if (!ctx.config.autoStart) throw new UserError(`${c.name} is not running`, `agentenv up${c.env ? ` --env ${c.env}` : ""}`);
+        await startFor(ctx, c, cwd, roots, args);
+        return ctx.runtime.exec(c.name, execOptions(request, cwd, tty), inContainer(command));
+      }
+      return code;
+    },
+  }),
+  { takesCommand: "plain" as const },
+);
+
+/** The container is not (known to be) alive and serving CWD: start it, or say why not. */
+async function startFor(ctx: BaseContext, c: EnvContainer, cwd: string, roots: string[], args: ContainerFlags): Promise<void> {
+  const running = isAlive(c) ? readUpState(c) : undefined;
+  if (running && !running.roots.some((root) => isUnder(cwd, root))) {
+    throw new UserError(`${cwd} is outside the roots of the running ${c.name}: ${running.roots.join(", ")}`, `agentenv down${c.env ? ` --env ${c.env}` : ""}, then up with the roots you need`, 126);
+  }
+  if (!ctx.config.autoStart && (await ctx.runtime.containerStatus(c.name)) !== "running") {
+    throw new UserError(`${c.name} is not running (autoStart is off)`, `agentenv up${c.env ? ` --env ${c.env}` : ""}`);
+  }
+  const { state } = await ensureUp(ctx, c, { roots, flags: configFlags(args), quiet: args.quiet });
+  checkInside(cwd, state.roots, `of the running ${c.name}`, `agentenv down${c.env ? ` --env ${c.env}` : ""}, then up with the roots you need`);
+}
+
+export const down = defineCommand({
+  meta: { name: "down", description: "Stop and remove the environment's container; its new store paths are promoted" },
+  args: {
+    ...runtimeArgs,
+    env: sessionArgs.env,
+    "no-env": sessionArgs["no-env"],
+    all: { type: "boolean", description: "Every environment container" },
+    ...globalArgs,
+  },
+  async run({ args }) {
+    const cwd = currentDir();
+    const ctx = await loadContext({ project: cwd, flags: { runtime: args.runtime, env: envFlag(args) }, log: logFor(args) });
+    const targets = args.all ? (await listContainers(ctx)).map((row) => envContainer(ctx, row.env ?? undefined)) : [envContainer(ctx)];
+    for (const c of targets) {
+      const status = await ctx.runtime.containerStatus(c.name);
+      if (status === "absent" && !readUpState(c)) {
+        if (!args.all) ctx.log.info(`${c.name} is not up`);
+        continue;
+      }
+      ctx.log.start(`stopping ${c.name}…`);
+      await endContainer(ctx, c);
+      ctx.log.success(`${c.name} is down`);
+    }
+    return 0;
+  },
+});
+
+interface ContainerRow {
+  name: string;
+  env: string | null;
+  status: "running" | "stopped";
+  roots: string[];
+  started: string | null;
+  uptime: string | null;
+}
+
+/** Environment containers: one listing, one inspect (labels are read alike on both engines). */
+async function listContainers(ctx: BaseContext): Promise<ContainerRow[]> {
+  const listed = await ctx.runtime.call(["ps", "--all", "--filter", "label=agentenv.session=up", "--format", "{{.Names}}"]);
+  if (listed.code !== 0) throw new UserError(`${ctx.runtime.name} could not list containers: ${listed.stderr.trim()}`);
+  const names = listed.stdout.split("\n").filter(Boolean);
+  if (!names.length) return [];
+  const inspected = await ctx.runtime.call(["container", "inspect", "--format", "{{.Name}}\t{{.State.Running}}\t{{json .Config.Labels}}", ...names]);
+  return inspected.stdout
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => {
+      const [name = "", running, labelText] = line.split("\t");
+      const labels = (JSON.parse(labelText || "null") ?? {}) as Record<string, string>;
+      const started = labels["agentenv.started"] ?? null;
+      const isRunning = running === "true";
+      let roots: string[] = [];
+      try {
+        roots = JSON.parse(labels["agentenv.roots"] ?? "[]") as string[];
+      } catch {
+        // not readable: shown without roots
+      }
+      return {
+        name: name.replace(/^\//, ""),
+        env: labels["agentenv.env"] ?? null,
+        status: isRunning ? ("running" as const) : ("stopped" as const),
+        roots,
+        started,
+        uptime: isRunning && started ? uptime(started) : null,
+      };
+    });
+}
+
+export const ps = defineCommand({
+  meta: { name: "ps", description: "List environment containers: environment, status, uptime, roots" },
+  args: { ...runtimeArgs, json: { type: "boolean", description: "Print as JSON" }, ...globalArgs },
+  async run({ args }) {
+    const ctx = await loadContext({ project: currentDir(), flags: { runtime: args.runtime }, log: logFor(args) });
+    const rows = await listContainers(ctx);
+    if (args.json) {
+      console.log(JSON.stringify(rows, null, 2));
+      return 0;
+    }
+    if (!rows.length) {
+      ctx.log.info("no environment containers (agentenv up starts one)");
+      return 0;
+    }
+    const table = [["ENV", "CONTAINER", "STATUS", "UP", "ROOTS"], ...rows.map((r) => [r.env ?? "-", r.name, r.status, r.uptime ?? "-", r.roots.join(",")])];
+    const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+    for (const row of table) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+    return 0;
+  },
+});
+
+export const wrap = defineCommand({
+  meta: { name: "wrap", description: "Write a host command NAME that runs NAME inside the environment's container, in the current directory" },
+  args: {
+    name: { type: "positional", required: false, valueHint: "name", description: "The command to wrap (e.g. claude, pi, codex)" },
+    list: { type: "boolean", description: "List the wrappers agentenv wrote" },
+    json: { type: "boolean", description: "With --list: print as JSON" },
+    ...runtimeArgs,
+    env: sessionArgs.env,
+    "no-env": sessionArgs["no-env"],
+    roots: containerArgs.roots,
+    worktree: { type: "string", valueHint: "branch", description: "Always run in the worktree of BRANCH (see agentenv exec --worktree)" },
+    "nix-develop": { type: "string", valueHint: "auto|always|never", description: "Enter the nearest flake.nix's dev shell (default: auto when config autoNixDevelop, else never)" },
+    "run-arg": { type: "string", valueHint: "arg", description: "An extra argument for the engine's exec (repeatable)" },
+    set: { type: "string", valueHint: "K=V", description: "A variable for the command (repeatable; not for secrets)" },
+    "bin-dir": { type: "string", valueHint: "dir", description: "Where to write it (default: ~/.local/bin)" },
+    force: { type: "boolean", description: "Replace a file of that name that is not an agentenv wrapper" },
+    ...globalArgs,
+  },
+  async run({ args, rawArgs }) {
+    const { listWrappers, renderWrapper, writeWrapper, agentenvCommand } = await import("./wrapper.ts");
+    const log = logFor(args);
+    if (args.list) {
+      const wrappers = listWrappers();
+      if (args.json) console.log(JSON.stringify(wrappers, null, 2));
+      else if (!wrappers.length) log.info("no wrappers (agentenv wrap NAME writes one)");
+      else for (const w of wrappers) console.log(`${w.name}\t${w.path}\tenv ${w.env ?? "-"}\troots ${w.roots.join(",")}`);
+      return 0;
+    }
+    const name = args.name;
+    if (!name) throw new UserError("wrap needs the NAME of a command", "agentenv wrap claude, or agentenv wrap --list");
+    if (!/^[A-Za-z0-9._+-]+$/.test(name) || name.startsWith("-") || name === "." || name === "..") throw new UserError(`${name}: not a command name`);
+    const cwd = currentDir();
+    const ctx = await loadContext({ project: cwd, flags: { runtime: args.runtime, env: envFlag(args) }, log });
+    const c = envContainer(ctx);
+    const spec = {
+      name,
+      env: c.env,
+      roots: wantedRoots(args.roots, ctx.config.roots, cwd),
+      runtime: ctx.runtime.name,
+      nixDevelop: checkNixDevelop(args["nix-develop"], ctx.config.autoNixDevelop ? "auto" : "never"),
+      worktree: args.worktree !== undefined ? checkBranch(args.worktree) : undefined,
+      set: parseSets(repeatedFlag(rawArgs, "--set")),
+      runArgs: repeatedFlag(rawArgs, "--run-arg"),
+      path: join(resolve(args["bin-dir"] ?? join(homedir(), ".local", "bin")), name),
+    };
+    const engine = Bun.which(ctx.runtime.bin) ?? ctx.runtime.bin;
+    const script = renderWrapper({ spec, container: c, runtime: ctx.runtime, engine, agentenv: agentenvCommand(), flock: Bun.which("flock") ?? undefined });
+    writeWrapper(spec.path, script, Boolean(args.force));
+    log.success(`wrote ${spec.path}: \`${name} …\` runs in ${c.env ? `environment ${c.env}` : "a container with no environment"}, from ${spec.roots.join(", ")}`);
+    const onPath = Bun.which(name);
+    if (onPath !== spec.path) {
+      log.warn(onPath ? `${onPath} comes first on PATH: put ${join(spec.path, "..")} before it to use the wrapper` : `${join(spec.path, "..")} is not on PATH: add it to use \`${name}\``);
+    }
+    return 0;
+  },
+});
+
+export const unwrap = defineCommand({
+  meta: { name: "unwrap", description: "Remove a wrapper written by agentenv wrap" },
+  args: {
+    name: { type: "positional", required: true, valueHint: "name", description: "The wrapped command" },
+    "bin-dir": { type: "string", valueHint: "dir", description: "Only the one in this directory" },
+    ...globalArgs,
+  },
+  async run({ args }) {
+    const { removeWrappers } = await import("./wrapper.ts");
+    for (const path of removeWrappers(args.name, args["bin-dir"] ? resolve(args["bin-dir"]) : undefined)) logFor(args).success(`removed ${path}`);
+    return 0;
+  },
+});
+
+export const worktrees = defineCommand({
+  meta: { name: "worktrees", description: "List the git worktrees in the environment's home (~/Code/<project>/<branch>), or remove one: worktrees rm BRANCH" },
+  args: {
+    action: { type: "positional", required: false, valueHint: "ls|rm", description: "ls (default) or rm" },
+    branch: { type: "positional", required: false, valueHint: "branch", description: "For rm: the worktree's branch" },
+    project: { type: "string", valueHint: "name", description: "For rm: the project, when several have that branch" },
+    force: { type: "boolean", description: "For rm: remove it even with uncommitted changes" },
+    json: { type: "boolean", description: "Print as JSON" },
+    ...runtimeArgs,
+    env: sessionArgs.env,
+    ...globalArgs,
+  },
+  async run({ args }) {
+    const { listWorktrees, removeWorktree } = await import("./worktrees.ts");
+    const { findHome } = await import("../env/home.ts");
+    const ctx = await loadContext({ project: currentDir(), flags: { runtime: args.runtime, env: typeof args.env === "string" ? args.env : undefined }, log: logFor(args) });
+    const env = ctx.config.env.name;
+    if (!env) throw new UserError("worktrees live in an environment's home: pass --env NAME (or set env.default)");
+    const home = await findHome(ctx, env);
+    if (!home.dir) throw new UserError(`no environment named ${env}`);
+    if (!home.readable) throw new UserError(`the home of environment ${env} is not readable from here (${home.dir})`);
+    const rows = listWorktrees(home.dir);
+    const action = args.action ?? "ls";
+    if (action === "ls") {
+      if (args.json) console.log(JSON.stringify(rows.map((r) => ({ env, ...r })), null, 2));
+      else if (!rows.length) ctx.log.info(`no worktrees in environment ${env} (agentenv exec --worktree BRANCH makes one)`);
+      else for (const r of rows) console.log(`${r.project}\t${r.branch}\t${r.path}\t${r.head === r.branch ? "" : `HEAD ${r.head}`}`.trimEnd());
+      return 0;
+    }
+    if (action !== "rm") throw new UserError(`worktrees ${action}: use ls or rm`);
+    if (!args.branch) throw new UserError("worktrees rm needs the BRANCH of the worktree");
+    const matches = rows.filter((r) => r.branch === args.branch && (!args.project || r.project === args.project));
+    if (matches.length !== 1) {
+      throw new UserError(
+        matches.length ? `${matches.length} projects have a worktree ${args.branch}: ${matches.map((m) => m.project).join(", ")}` : `no worktree ${args.branch}${args.project ? ` in project ${args.project}` : ""} in environment ${env}`,
+        matches.length ? "pass --project NAME" : "see agentenv worktrees",
+      );
+    }
+    await removeWorktree(ctx, home.volume, matches[0]!, Boolean(args.force));
+    ctx.log.success(`removed worktree ${matches[0]!.path} (the branch ${args.branch} stays in ${matches[0]!.repo})`);
+    return 0;
+  },
+});

@@ -1,0 +1,249 @@
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "pathe";
+import type { RuntimeName } from "../../core/config.ts";
+import { UserError, messageOf } from "../../core/errors.ts";
+import { handoffPath } from "../../core/handoff.ts";
+import { isLocked, lockFile } from "../../core/linux.ts";
+import { agentenvDir } from "../../core/paths.ts";
+import { basePlan, type Plan } from "../../core/plan.ts";
+import type { BaseContext } from "../../core/plugins.ts";
+import { endDetached, loadContext, prepareSession, startDetached } from "../../core/session.ts";
+import { writeAtomic } from "../../core/volumes.ts";
+import { isUnder } from "./roots.ts";
+
+/**
+ * One long-running container per environment (`agentenv up`): the environment's home,
+ * a clone of the golden store, and the roots at their own paths. Processes join it with
+ * the engine's `exec`. What the host keeps about it:
+ *   - a state file (agentenv's state dir, `up/RUNTIME-NAME.json`): its roots and the plan
+ *     it started from, so `down` ends it as it began, in another process;
+ *   - its handoff directory (tmpfs): secrets.env for agentenv-exec, `up` (written by
+ *     agentenv-keepalive once the home is set up, removed when it stops) and `roots/`,
+ *     one empty file per root, named by the path with "/" as ":". Wrappers test these
+ *     two with shell builtins and exec straight in: no engine call to ask.
+ */
+export interface EnvContainer {
+  name: string;
+  env?: string;
+  runtime: RuntimeName;
+  handoff: string;
+  stateFile: string;
+}
+
+export interface UpState {
+  name: string;
+  runtime: RuntimeName;
+  env?: string;
+  roots: string[];
+  /** the store mode it started with: `down` promotes (or not) accordingly */
+  store: string;
+  started: string;
+  /** the directory whose config it started with */
+  project: string;
+  plan: Plan;
+}
+
+export function containerName(env: string | undefined): string {
+  return env ? `agentenv-env-${env}` : "agentenv-noenv";
+}
+
+export function envContainer(ctx: BaseContext, env = ctx.config.env.name): EnvContainer {
+  const name = containerName(env);
+  return {
+    name,
+    env,
+    runtime: ctx.runtime.name,
+    handoff: handoffPath(name),
+    stateFile: join(agentenvDir("state"), "up", `${ctx.runtime.name}-${name}.json`),
+  };
+}
+
+export function readUpState(c: EnvContainer): UpState | undefined {
+  try {
+    return JSON.parse(readFileSync(c.stateFile, "utf8")) as UpState;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The marker file of ROOT in a handoff directory. */
+export function rootMarker(handoff: string, root: string): string {
+  return join(handoff, "roots", root.replaceAll("/", ":"));
+}
+
+/** agentenv-keepalive holds a lock on the ready file for as long as the container lives. */
+export function isAlive(c: EnvContainer): boolean {
+  try {
+    return isLocked(join(c.handoff, "up"));
+  } catch {
+    return false; // no ready file
+  }
+}
+
+/** Alive, and serving DIR (one of its roots holds it): exec without asking the engine. */
+export function isServing(c: EnvContainer, dir: string): boolean {
+  if (!isAlive(c)) return false;
+  for (let d = dir; ; d = dirname(d)) {
+    if (existsSync(rootMarker(c.handoff, d))) return true;
+    if (d === "/" || d === ".") return false;
+  }
+}
+
+/** Roots of ROOTS that the running container does not have. */
+export function missingRoots(running: readonly string[], roots: readonly string[]): string[] {
+  return roots.filter((root) => !running.some((r) => isUnder(root, r)));
+}
+
+/** What a running container's labels say, when its state file is gone (another host user, a wiped state dir). */
+async function stateFromEngine(ctx: BaseContext, c: EnvContainer): Promise<UpState | undefined> {
+  const result = await ctx.runtime.call(["container", "inspect", "--format", "{{json .Config.Labels}}", c.name]);
+  if (result.code !== 0) return undefined;
+  const labels = (JSON.parse(result.stdout.trim() || "null") ?? {}) as Record<string, string>;
+  let roots: string[] = [];
+  try {
+    roots = JSON.parse(labels["agentenv.roots"] ?? "[]") as string[];
+  } catch {
+    // not ours after all: no roots
+  }
+  const plan = basePlan({
+    project: "/",
+    mode: "up",
+    command: [],
+    config: ctx.config,
+    stdinIsTTY: false,
+    up: { name: c.name, hostname: c.name, roots: roots.length ? roots : ["/"] },
+  });
+  return { name: c.name, runtime: c.runtime, env: labels["agentenv.env"], roots, store: labels["agentenv.store"] ?? "none", started: "", project: "/", plan };
+}
+
+/** One agentenv at a time starts or stops a given environment container. */
+function withContainerLock<T>(c: EnvContainer, work: () => Promise<T>): Promise<T> {
+  mkdirSync(dirname(c.stateFile), { recursive: true });
+  const lock = lockFile(c.stateFile.replace(/\.json$/, ".lock"), "exclusive")!;
+  return work().finally(() => lock.release());
+}
+
+export interface UpOptions {
+  roots: string[];
+  flags: { runtime?: string; image?: string; store?: string; strict?: boolean };
+  quiet?: boolean;
+}
+
+/**
+ * The environment container, running with ROOTS (or more): found, or started. A
+ * stopped one is ended first (its new store paths promoted) and a new one started:
+ * its clone and handoff may not have survived what stopped it.
+ */
+export async function ensureUp(ctx: BaseContext, c: EnvContainer, options: UpOptions): Promise<{ state: UpState; started: boolean }> {
+  return withContainerLock(c, async () => {
+    const status = await ctx.runtime.containerStatus(c.name);
+    if (status === "running") {
+      const state = readUpState(c) ?? (await stateFromEngine(ctx, c));
+      const missing = missingRoots(state?.roots ?? [], options.roots);
+      if (!state || missing.length) {
+        throw new UserError(
+          `${c.name} is running with roots ${state?.roots.join(", ") || "(unknown)"}, not ${missing.join(", ")}`,
+          `a running container cannot gain mounts: agentenv down${c.env ? ` --env ${c.env}` : ""}, then up with all the roots you need`,
+        );
+      }
+      return { state, started: false };
+    }
+    if (status === "stopped" || readUpState(c)) {
+      ctx.log.info(`${c.name} ${status === "stopped" ? "was stopped" : "is gone"}: ending it (its new store paths are kept) and starting it again`);
+      await endContainer(ctx, c);
+    }
+    const state = await startContainer(ctx, c, options);
+    return { state, started: true };
+  });
+}
+
+async function startContainer(ctx: BaseContext, c: EnvContainer, options: UpOptions): Promise<UpState> {
+  const project = options.roots[0]!;
+  const prepared = await prepareSession({
+    dir: project,
+    mode: "up",
+    command: [],
+    ...options.flags,
+    env: c.env ?? "",
+    log: ctx.log,
+    stdinIsTTY: false,
+    up: { name: c.name, hostname: c.env ?? "agentenv", roots: options.roots },
+  });
+  const { plan } = prepared.ctx;
+  const state: UpState = {
+    name: c.name,
+    runtime: c.runtime,
+    env: c.env,
+    roots: options.roots,
+    store: prepared.ctx.config.store,
+    started: new Date().toISOString(),
+    project,
+    plan,
+  };
+  plan.labels["agentenv.started"] = state.started;
+  ctx.log.start(`starting ${c.name} (environment ${c.env ?? "none"}; roots ${options.roots.join(", ")})…`);
+  await startDetached(prepared, () => waitReady(ctx, c, options.quiet));
+  writeAtomic(c.stateFile, `${JSON.stringify(state, null, 2)}\n`);
+  return state;
+}
+
+/**
+ * Until agentenv-keepalive says the home is set up; meanwhile the container's output
+ * (dotfiles, tools install) is shown. Ctrl-C or the container ending first is a failure.
+ */
+async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Promise<void> {
+  const logs = Bun.spawn([ctx.runtime.bin, "logs", "-f", c.name], { stdin: "ignore", stdout: quiet ? "ignore" : 2, stderr: quiet ? "ignore" : 2 });
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    let ended = false;
+    void logs.exited.then(() => (ended = true));
+    while (!isAlive(c)) {
+      if (interrupted) throw new UserError(`interrupted while ${c.name} was starting: it was removed`);
+      if (ended) {
+        await Bun.sleep(50);
+        if (isAlive(c)) break;
+        const code = await ctx.runtime.call(["container", "inspect", "--format", "{{.State.ExitCode}}", c.name]);
+        throw new UserError(`${c.name} stopped while setting up the environment (exit ${code.stdout.trim() || "?"})`, "see its output above; fix the setup, or run without --strict");
+      }
+      await Bun.sleep(25);
+    }
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    logs.kill();
+  }
+}
+
+/**
+ * Stops and removes the container, then ends its session as the plan it started with
+ * says: its store clone promoted, its handoff directory and state file removed.
+ */
+export async function endContainer(ctx: BaseContext, c: EnvContainer): Promise<void> {
+  const state = readUpState(c) ?? (await stateFromEngine(ctx, c));
+  // SIGTERM first: agentenv-keepalive removes the ready file, so no wrapper execs into a dying container
+  await ctx.runtime.call(["stop", "--time", "10", c.name]);
+  const removed = await ctx.runtime.call(["rm", "--force", c.name]);
+  if (removed.code !== 0 && !/no such container|no container with/i.test(removed.stderr)) {
+    throw new UserError(`${ctx.runtime.name} could not remove ${c.name}: ${removed.stderr.trim()}`);
+  }
+  if (state) {
+    // the config it started with decides what its end does (a golden store promotes)
+    const base = await loadContext({ project: state.project, flags: { runtime: state.runtime, store: state.store, env: state.env ?? "" }, log: ctx.log }).catch((error) => {
+      ctx.log.warn(`the config of ${state.project} does not load any more (${messageOf(error)}): ending ${c.name} with the current one`);
+      return ctx;
+    });
+    await endDetached(base, state.plan, state.project);
+  }
+  rmSync(c.handoff, { recursive: true, force: true });
+  rmSync(c.stateFile, { force: true });
+}
+
+export function writeRootMarkers(handoff: string, roots: readonly string[]): void {
+  mkdirSync(join(handoff, "roots"), { recursive: true, mode: 0o700 });
+  for (const root of roots) writeFileSync(rootMarker(handoff, root), "");
+}

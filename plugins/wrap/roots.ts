@@ -1,0 +1,73 @@
+import { existsSync, realpathSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join, resolve } from "pathe";
+import { expandHome, projectConfigName } from "../../core/config.ts";
+import { UserError } from "../../core/errors.ts";
+import { containerHome } from "../../core/plan.ts";
+
+/**
+ * Roots: the host directories an environment container may see, each mounted at its
+ * own absolute path. Everything outside them stays on the host.
+ */
+
+/** Paths the container needs for itself: a root may be neither one of them nor inside one. */
+const systemPaths = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/nix", "/proc", "/run", "/sbin", "/sys", "/usr"];
+
+/** PATH is ROOT or inside it. */
+export function isUnder(path: string, root: string): boolean {
+  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
+}
+
+/** The directory's real path (symlinks resolved): the one both sides agree on. */
+function realDir(dir: string, from: string): string {
+  const abs = resolve(from, expandHome(dir));
+  if (!existsSync(abs)) throw new UserError(`root ${dir}: no such directory`);
+  if (!statSync(abs).isDirectory()) throw new UserError(`root ${dir}: not a directory`);
+  return realpathSync(abs);
+}
+
+/** Absolute, existing, real, not a system path, no nesting: what `up` mounts. */
+export function checkRoots(dirs: readonly string[], from = process.cwd()): string[] {
+  const roots = dirs.map((dir) => {
+    const root = realDir(dir, from);
+    // the engines' -v syntax splits on ":", and roots travel as a ","-separated list
+    if (/[:,\n]/.test(root)) throw new UserError(`root ${root}: a path with ":", "," or a newline cannot be mounted`);
+    if (root === "/" || root === containerHome || systemPaths.some((p) => isUnder(root, p))) {
+      throw new UserError(`root ${root}: the container needs that path for itself`, "use a project directory, e.g. ~/Code");
+    }
+    return root;
+  });
+  // a root inside another is already mounted with it
+  const sorted = [...new Set(roots)].sort();
+  return sorted.filter((root) => !sorted.some((other) => other !== root && isUnder(root, other)));
+}
+
+/**
+ * The project CWD belongs to: the nearest directory holding `.git` or an agentenv
+ * config, not going above HOME; else CWD itself.
+ */
+export function projectOf(cwd: string, home = homedir()): string {
+  let dir = cwd;
+  while (true) {
+    if (existsSync(join(dir, ".git")) || existsSync(join(dir, projectConfigName))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir || dir === home) return cwd;
+    dir = parent;
+  }
+}
+
+/** `--roots a,b` > config `roots` > the current project. */
+export function wantedRoots(flag: string | undefined, configured: readonly string[], cwd: string): string[] {
+  if (flag !== undefined) {
+    const dirs = flag.split(",").filter(Boolean);
+    if (!dirs.length) throw new UserError("--roots needs at least one directory");
+    return checkRoots(dirs);
+  }
+  return checkRoots(configured.length ? configured : [projectOf(cwd)]);
+}
+
+/** The current directory must be inside one of ROOTS; checked before any engine call. */
+export function checkInside(cwd: string, roots: readonly string[], what: string, hint?: string): void {
+  if (roots.some((root) => isUnder(cwd, root))) return;
+  throw new UserError(`${cwd} is outside the roots ${what}: ${roots.join(", ")}`, hint, 126);
+}
