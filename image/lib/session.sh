@@ -15,15 +15,19 @@ agentenv_secrets() {
 	fi
 }
 
-# The environment's own tools (~/flake.nix, installed into its profile) first.
+# The home's own commands first: ~/.local/bin (where agent CLIs install
+# themselves), then the tools of ~/flake.nix (installed into its profile).
 agentenv_path() {
-	if [ -d "$HOME/.local/state/agentenv/profile/bin" ]; then
-		case ":$PATH:" in
-		*":$HOME/.local/state/agentenv/profile/bin:"*) ;;
-		*) PATH=$HOME/.local/state/agentenv/profile/bin:$PATH ;;
-		esac
-		export PATH
-	fi
+	for _bin in "$HOME/.local/state/agentenv/profile/bin" "$HOME/.local/bin"; do
+		if [ -d "$_bin" ]; then
+			case ":$PATH:" in
+			*":$_bin:"*) ;;
+			*) PATH=$_bin:$PATH ;;
+			esac
+		fi
+	done
+	unset _bin
+	export PATH
 }
 
 # Sets $shell to the first executable match of NAME (a path, or looked up in
