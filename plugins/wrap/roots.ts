@@ -47,12 +47,11 @@ export function checkRoots(dirs: readonly string[], from = process.cwd()): strin
  * config, not going above HOME; else CWD itself.
  */
 export function projectOf(cwd: string, home = homedir()): string {
-  let dir = cwd;
-  while (true) {
+  for (let dir = cwd; ; dir = dirname(dir)) {
+    // HOME's own .git (a dotfiles repo) does not make all of HOME the project
+    if (dir === home && dir !== cwd) return cwd;
     if (existsSync(join(dir, ".git")) || existsSync(join(dir, projectConfigName))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir || dir === home) return cwd;
-    dir = parent;
+    if (dir === "/") return cwd;
   }
 }
 
