@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import { join } from "pathe";
 import { entry, isolatedHome, tempTree } from "../helpers/cli.ts";
 import { devShellFlake, requireImage } from "../helpers/engine.ts";
@@ -54,6 +54,28 @@ describe("agentenv DIR in a terminal", () => {
     tmux("send-keys", "-t", session, "exit 5", "Enter");
     await waitFor(/AGENTENV-DONE/);
     expect(readFileSync(resultFile, "utf8").trim()).toBe("5");
+  });
+
+  test("agentenv exec: a TTY in the environment container, Ctrl-C reaches the command, the exit code comes back", async () => {
+    const project = realpathSync(tempTree({ "marker.txt": "" }));
+    const resultFile = join(project, ".exit-code");
+    const command = `cd ${project} && HOME=${isolatedHome} ${process.execPath} ${entry} exec --no-env -- sh; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`;
+    tmux("kill-session", "-t", session);
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", command);
+    try {
+      tmux("send-keys", "-t", session, "echo tty=$(tty | cut -c1-8) in=$(pwd)", "Enter");
+      await waitFor(new RegExp(`tty=/dev/pts in=${project}$`, "m"));
+      tmux("send-keys", "-t", session, "sleep 30; echo not-interrupted", "Enter");
+      await Bun.sleep(500);
+      tmux("send-keys", "-t", session, "C-c", "");
+      tmux("send-keys", "-t", session, "echo after-ctrl-c", "Enter");
+      expect(await waitFor(/^after-ctrl-c/m)).not.toMatch(/^not-interrupted/m);
+      tmux("send-keys", "-t", session, "exit 4", "Enter");
+      await waitFor(/AGENTENV-DONE/);
+      expect(readFileSync(resultFile, "utf8").trim()).toBe("4");
+    } finally {
+      Bun.spawnSync([process.execPath, entry, "down", "--no-env"], { env: { ...process.env, HOME: isolatedHome } });
+    }
   });
 
   test("a flake project opens its dev shell", async () => {
