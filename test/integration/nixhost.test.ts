@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { derivationExpr, leftoverContainers, requireImage } from "../helpers/engine.ts";
@@ -132,6 +132,23 @@ describe("--store host: Nix in the session works through the host's nix-daemon",
     const again = await agentenv(["run", "--env", envName, "--nix", "host", project, "--", "hello-env"], { env });
     expect(again.stdout).toBe("hello-env v1\n");
     expect(again.stderr).not.toContain("installing");
+    expect(Bun.spawnSync(["podman", "volume", "exists", storeVolume]).exitCode).not.toBe(0);
+  });
+
+  test("up --nix host: commands exec'd into the environment container use the host's daemon", async () => {
+    const project = realpathSync(tempTree());
+    const up = await agentenv(["up", "--env", envName, "--nix", "host", "--roots", project], { env });
+    expect(up.code).toBe(0);
+    try {
+      const content = `agentenv-nixhost-up-${nonce}`;
+      const result = await agentenv(["exec", "--env", envName, "--", "sh", "-c", `echo "remote=$NIX_REMOTE"; hello-env; printf %s ${content} > /tmp/f && nix-store --add /tmp/f`], { cwd: project, env });
+      expect(result.code).toBe(0);
+      const [remote, hello, added] = result.stdout.trim().split("\n");
+      expect([remote, hello]).toEqual(["remote=daemon", "hello-env v1"]);
+      expect(readFileSync(added!, "utf8")).toBe(content); // on the host
+    } finally {
+      expect((await agentenv(["down", "--env", envName], { env })).code).toBe(0);
+    }
     expect(Bun.spawnSync(["podman", "volume", "exists", storeVolume]).exitCode).not.toBe(0);
   });
 
