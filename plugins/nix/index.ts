@@ -39,6 +39,9 @@ function mountHostStore(ctx: SessionContext): void {
     { type: "bind", source: socketDir, target: socketDir, readonly: true },
   );
   ctx.plan.env.NIX_REMOTE = "daemon";
+  // the image's nix.conf turns the sandbox off for single-user Nix; sent by a trusted
+  // client, that would reach the host's daemon: a client-only config instead
+  ctx.plan.env.NIX_CONF_DIR = "/etc/agentenv/nix-host";
   if (socket !== defaultDaemonSocket) ctx.plan.env.NIX_DAEMON_SOCKET_PATH = socket;
   ctx.plan.labels["agentenv.store"] = "host";
 }

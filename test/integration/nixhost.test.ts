@@ -95,12 +95,15 @@ describe("--store host: Nix in the session works through the host's nix-daemon",
       `nix-store --add /tmp/${content}`,
       'nix-build --no-out-link -E "$1"',
       "touch /nix/store/agentenv-write-test 2>/dev/null && echo store=writable || echo store=read-only",
+      // a trusted client's settings reach the host's daemon: the image's single-user "sandbox = false" must not
+      "nix show-config | grep -c '^sandbox = false' || true",
       `touch ${daemonDir}/agentenv-write-test 2>/dev/null && echo socket-dir=writable || echo socket-dir=read-only`,
     ].join("\n");
     const result = await agentenv(["run", "--store", "host", project, "--", "sh", "-c", script, "sh", derivationExpr(`nixhost-${nonce}`)], { env });
     expect(result.stderr).not.toContain("error");
     expect(result.code).toBe(0);
-    const [remote, added, built, store, socketDir] = result.stdout.trim().split("\n");
+    const [remote, added, built, store, sandboxOff, socketDir] = result.stdout.trim().split("\n");
+    expect(sandboxOff).toBe("0");
     expect(remote).toBe(`remote=daemon socket=${socket}`);
     expect(added).toMatch(new RegExp(`^/nix/store/[a-z0-9]{32}-${content}$`));
     expect(built).toMatch(new RegExp(`^/nix/store/[a-z0-9]{32}-nixhost-${nonce}$`));

@@ -45,6 +45,7 @@ describe("--store host: the host's nix-daemon and /nix/store", () => {
     // no golden store clone anywhere at /nix
     expect(plan.mounts.filter((m) => m.target === "/nix" || (m.target.startsWith("/nix/") && m.target !== "/nix/store"))).toEqual([]);
     expect(plan.env.NIX_REMOTE).toBe("daemon");
+    expect(plan.env.NIX_CONF_DIR).toBe("/etc/agentenv/nix-host");
     expect(plan.env.NIX_DAEMON_SOCKET_PATH).toBe(socket);
     expect(plan.labels["agentenv.store"]).toBe("host");
     const run = argv[0]!.join(" ");
