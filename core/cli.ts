@@ -210,7 +210,7 @@ async function resolve(argv: string[], where: Where): Promise<Resolved> {
   const takes = word === "run" ? "dir" : (command as TakesCommand).takesCommand;
   if (takes) {
     const { flags, dir, command: cmd } = splitRunArgs(rest, valueFlags(await resolveArgs(command)), takes === "dir");
-    return { command, parent: root, rawArgs: dir === undefined ? flags : [...flags, dir], data: { command: cmd } };
+    return { command, parent: root, rawArgs: dir === undefined ? flags : [...flags, dir], data: { command: cmd, needsCommand: takes === "dir" } };
   }
   const subs = typeof command.subCommands === "function" ? await command.subCommands() : command.subCommands;
   if (subs && Object.keys(subs).length) {
@@ -248,8 +248,8 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     checkArgs(resolved.rawArgs, await resolveArgs(resolved.command));
-    const runCommandWords = (resolved.data as { command?: string[] } | undefined)?.command;
-    if (runCommandWords?.length === 0 && resolved.command.meta && (resolved.command.meta as { name?: string }).name === "run") throw new ArgumentError("run needs a command: agentenv run [DIR] [--] CMD…");
+    const words = resolved.data as { command?: string[]; needsCommand?: boolean } | undefined;
+    if (words?.needsCommand && words.command?.length === 0) throw new ArgumentError("run needs a command: agentenv run [DIR] [--] CMD…");
     // sub-commands are resolved above; citty only parses the leaf's own args
     const leaf = { ...resolved.command, subCommands: undefined };
     const { result } = await runCommand(leaf, { rawArgs: resolved.rawArgs, data: resolved.data });

@@ -86,8 +86,9 @@ export async function startDetached({ ctx, plugins }: PreparedSession, ready: ()
   try {
     await callHook(plugins, "session:start", ctx);
     ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
-    created = true;
     const code = await ctx.runtime.run(ctx.plan);
+    // a failed run made nothing to remove, or the name is someone else's container
+    created = code === 0;
     if (code !== 0) {
       const why = engineFailureCodes.has(code) ? await ctx.runtime.diagnose(ctx.plan) : undefined;
       throw new UserError(why ?? `${ctx.runtime.name} could not start container ${ctx.plan.name} (exit ${code})`);

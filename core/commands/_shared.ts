@@ -57,6 +57,11 @@ export function storeFlag(args: { store?: string | boolean; "no-store"?: boolean
   return store;
 }
 
+/** The environment the flags ask for: a name, "" for `--no-env` (citty reads it as `env: false`), or undefined (config decides). */
+export function envFlag(args: { env?: string | boolean; "no-env"?: boolean }): string | undefined {
+  return args["no-env"] || args.env === false ? "" : typeof args.env === "string" ? args.env : undefined;
+}
+
 export function logFor(args: { verbose?: boolean; quiet?: boolean }): Log {
   return createLog({ verbose: args.verbose, quiet: args.quiet });
 }

@@ -1,7 +1,7 @@
 import { defineCommand } from "citty";
 import { prepareSession, runPrepared } from "../session.ts";
 import { shellJoin, type SessionMode } from "../plan.ts";
-import { logFor, sessionArgs, storeFlag } from "./_shared.ts";
+import { envFlag, logFor, sessionArgs, storeFlag } from "./_shared.ts";
 
 interface SessionArgs {
   dir?: string;
@@ -30,7 +30,7 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     runtime: args.runtime,
     image: args.image,
     store: storeFlag(args),
-    env: args["no-env"] || args.env === false ? "" : typeof args.env === "string" ? args.env : undefined,
+    env: envFlag(args),
     profile: args.profile,
     strict: args.strict,
     log,

@@ -89,7 +89,7 @@ export class OciRuntime implements Runtime {
   }
 
   exec(container: string, exec: ExecOptions, command: readonly string[]): Promise<number> {
-    return this.attached(this.execArgv(container, exec, command));
+    return this.attached(this.execArgv(container, exec, command), { signalExit: true });
   }
 
   argv(plan: Plan): string[][] {
@@ -110,12 +110,16 @@ export class OciRuntime implements Runtime {
   }
 
   /** An engine command attached to this terminal; resolves to its exit code. */
-  private async attached(argv: string[]): Promise<number> {
+  private async attached(argv: string[], options: { signalExit?: boolean } = {}): Promise<number> {
     const child = Bun.spawn(argv, { stdio: ["inherit", "inherit", "inherit"] });
     // On a terminal, Ctrl-C reaches the engine through the terminal's process group
     // (or, with -t, the container's TTY): agentenv itself must outlive it to report the
     // exit code. Signals sent to agentenv alone (a supervisor's kill) are passed on.
-    const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
+    let forwarded: NodeJS.Signals | undefined;
+    const forward = (signal: NodeJS.Signals) => () => {
+      forwarded = signal;
+      child.kill(signal);
+    };
     const handlers: Array<[NodeJS.Signals, () => void]> = [
       ["SIGINT", process.stdin.isTTY ? () => {} : forward("SIGINT")],
       ["SIGTERM", forward("SIGTERM")],
@@ -127,6 +131,9 @@ export class OciRuntime implements Runtime {
     } finally {
       for (const [signal, handler] of handlers) process.off(signal, handler);
     }
+    // the engine's exec passes no signal on (podman and docker alike): the command may
+    // outlive this, so a signal agentenv was stopped with is its exit code, never a 0
+    if (forwarded && options.signalExit) return 128 + (constants.signals[forwarded] ?? 0);
     return exitCodeOf(child);
   }
 

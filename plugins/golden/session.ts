@@ -95,7 +95,7 @@ export async function mountStore(ctx: SessionContext): Promise<void> {
  * Sessions whose agentenv died and whose container is gone (or stopped): their clones
  * are discarded, never promoted. Caller holds the exclusive lock. Only a container the
  * engine reports absent or stopped counts: an engine that cannot answer keeps it. A
- * detached session's stopped container is kept: its clone is promoted when it is
+ * detached session (`agentenv up`) is always kept: its clone is promoted when it is
  * taken down.
  */
 export async function deadSessions(ctx: BaseContext, store: GoldenStore): Promise<{ dead: string[]; running: string[] }> {
@@ -108,8 +108,10 @@ export async function deadSessions(ctx: BaseContext, store: GoldenStore): Promis
     }
     const record = store.session(name);
     try {
-      const status = record ? await ctx.runtime.containerStatus(record.container) : "absent";
-      if (status === "running" || (status === "stopped" && record?.detached)) running.push(name);
+      // a long-running container's clone waits for its `down` (or next `up`) to promote it,
+      // whatever became of the container: asking the engine would only cost time
+      if (record?.detached) running.push(name);
+      else if (record && (await ctx.runtime.containerStatus(record.container)) === "running") running.push(name);
       else dead.push(name);
     } catch (error) {
       ctx.log.debug(`golden store: keeping session ${name} for now: ${messageOf(error)}`);
@@ -121,7 +123,7 @@ export async function deadSessions(ctx: BaseContext, store: GoldenStore): Promis
 
 /** Removes what dead sessions left behind (cheap when there is nothing: one readdir, a few flocks). */
 async function reapAbandoned(ctx: BaseContext, store: GoldenStore): Promise<void> {
-  if (!store.sessionNames().some((name) => store.isAbandoned(name))) return;
+  if (!store.sessionNames().some((name) => store.isAbandoned(name) && !store.session(name)?.detached)) return;
   await store.withLock("exclusive", async () => {
     for (const name of (await deadSessions(ctx, store)).dead) {
       try {

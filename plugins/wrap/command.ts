@@ -2,14 +2,14 @@ import { realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import { defineCommand, type ArgsDef } from "citty";
 import { join, resolve } from "pathe";
-import { logFor, repeatedFlag, runtimeArgs, sessionArgs, storeFlag, globalArgs } from "../../core/commands/_shared.ts";
+import { envFlag, globalArgs, logFor, repeatedFlag, runtimeArgs, sessionArgs, storeFlag } from "../../core/commands/_shared.ts";
 import { UserError } from "../../core/errors.ts";
 import { shellJoin } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { loadContext } from "../../core/session.ts";
-import { endContainer, ensureUp, envContainer, isAlive, isServing, readUpState, type EnvContainer, type UpState } from "./container.ts";
+import { endContainer, ensureUp, envContainer, isServing, readUpState, rootsLabel, withContainerLock, type EnvContainer, type UpState } from "./container.ts";
 import { checkBranch, checkNixDevelop, execOptions, inContainer, parseSets, type ExecRequest } from "./exec.ts";
-import { checkInside, isUnder, wantedRoots } from "./roots.ts";
+import { checkInside, wantedRoots } from "./roots.ts";
 
 /** What `up` and `exec` take to choose and start the container. */
 const containerArgs = {
@@ -43,10 +43,6 @@ interface ContainerFlags {
   quiet?: boolean;
 }
 
-function envFlag(args: ContainerFlags): string | undefined {
-  return args["no-env"] || args.env === false ? "" : typeof args.env === "string" ? args.env : undefined;
-}
-
 function configFlags(args: ContainerFlags) {
   return { runtime: args.runtime, image: args.image, store: storeFlag(args), env: envFlag(args), strict: args.strict };
 }
@@ -58,7 +54,7 @@ function currentDir(): string {
 
 async function context(args: ContainerFlags, cwd: string): Promise<{ ctx: BaseContext; c: EnvContainer }> {
   const ctx = await loadContext({ project: cwd, flags: configFlags(args), log: logFor(args) });
-  return { ctx, c: envContainer(ctx) };
+  return { ctx, c: envContainer(ctx, ctx.config.env.name) };
 }
 
 function uptime(started: string): string {
@@ -126,7 +122,6 @@ export const exec = Object.assign(
       const code = await ctx.runtime.exec(c.name, execOptions(request, cwd, tty), inContainer(command));
       // the engine's own "not running" / "no such container": the command never ran
       if ((code === 125 || code === 255) && (await ctx.runtime.containerStatus(c.name)) !== "running") {
-        if (!ctx.config.autoStart) throw new UserError(`${c.name} is not running`, `agentenv up${c.env ? ` --env ${c.env}` : ""}`);
         await startFor(ctx, c, cwd, roots, args);
         return ctx.runtime.exec(c.name, execOptions(request, cwd, tty), inContainer(command));
       }
@@ -138,10 +133,6 @@ export const exec = Object.assign(
 
 /** The container is not (known to be) alive and serving CWD: start it, or say why not. */
 async function startFor(ctx: BaseContext, c: EnvContainer, cwd: string, roots: string[], args: ContainerFlags): Promise<void> {
-  const running = isAlive(c) ? readUpState(c) : undefined;
-  if (running && !running.roots.some((root) => isUnder(cwd, root))) {
-    throw new UserError(`${cwd} is outside the roots of the running ${c.name}: ${running.roots.join(", ")}`, `agentenv down${c.env ? ` --env ${c.env}` : ""}, then up with the roots you need`, 126);
-  }
   if (!ctx.config.autoStart && (await ctx.runtime.containerStatus(c.name)) !== "running") {
     throw new UserError(`${c.name} is not running (autoStart is off)`, `agentenv up${c.env ? ` --env ${c.env}` : ""}`);
   }
@@ -153,24 +144,25 @@ export const down = defineCommand({
   meta: { name: "down", description: "Stop and remove the environment's container; its new store paths are promoted" },
   args: {
     ...runtimeArgs,
-    env: sessionArgs.env,
-    "no-env": sessionArgs["no-env"],
+    env: { type: "string", valueHint: "name", description: "The environment whose container to stop (default: config env.default)" },
+    "no-env": { type: "boolean", description: "The container with no environment (agentenv-up)" },
     all: { type: "boolean", description: "Every environment container" },
     ...globalArgs,
   },
   async run({ args }) {
     const cwd = currentDir();
     const ctx = await loadContext({ project: cwd, flags: { runtime: args.runtime, env: envFlag(args) }, log: logFor(args) });
-    const targets = args.all ? (await listContainers(ctx)).map((row) => envContainer(ctx, row.env ?? undefined)) : [envContainer(ctx)];
+    const targets = args.all ? (await listContainers(ctx)).map((row) => envContainer(ctx, row.env ?? "")) : [envContainer(ctx, ctx.config.env.name)];
     for (const c of targets) {
-      const status = await ctx.runtime.containerStatus(c.name);
-      if (status === "absent" && !readUpState(c)) {
-        if (!args.all) ctx.log.info(`${c.name} is not up`);
-        continue;
-      }
-      ctx.log.start(`stopping ${c.name}…`);
-      await endContainer(ctx, c);
-      ctx.log.success(`${c.name} is down`);
+      await withContainerLock(c, async () => {
+        if ((await ctx.runtime.containerStatus(c.name)) === "absent" && !readUpState(c)) {
+          if (!args.all) ctx.log.info(`${c.name} is not up`);
+          return;
+        }
+        ctx.log.start(`stopping ${c.name}…`);
+        await endContainer(ctx, c);
+        ctx.log.success(`${c.name} is down`);
+      });
     }
     return 0;
   },
@@ -200,12 +192,7 @@ async function listContainers(ctx: BaseContext): Promise<ContainerRow[]> {
       const labels = (JSON.parse(labelText || "null") ?? {}) as Record<string, string>;
       const started = labels["agentenv.started"] ?? null;
       const isRunning = running === "true";
-      let roots: string[] = [];
-      try {
-        roots = JSON.parse(labels["agentenv.roots"] ?? "[]") as string[];
-      } catch {
-        // not readable: shown without roots
-      }
+      const roots = rootsLabel(labels);
       return {
         name: name.replace(/^\//, ""),
         env: labels["agentenv.env"] ?? null,
@@ -271,7 +258,7 @@ export const wrap = defineCommand({
     if (!/^[A-Za-z0-9._+-]+$/.test(name) || name.startsWith("-") || name === "." || name === "..") throw new UserError(`${name}: not a command name`);
     const cwd = currentDir();
     const ctx = await loadContext({ project: cwd, flags: { runtime: args.runtime, env: envFlag(args) }, log });
-    const c = envContainer(ctx);
+    const c = envContainer(ctx, ctx.config.env.name);
     const spec = {
       name,
       env: c.env,
@@ -324,7 +311,7 @@ export const worktrees = defineCommand({
   async run({ args }) {
     const { listWorktrees, removeWorktree } = await import("./worktrees.ts");
     const { findHome } = await import("../env/home.ts");
-    const ctx = await loadContext({ project: currentDir(), flags: { runtime: args.runtime, env: typeof args.env === "string" ? args.env : undefined }, log: logFor(args) });
+    const ctx = await loadContext({ project: currentDir(), flags: { runtime: args.runtime, env: envFlag(args) }, log: logFor(args) });
     const env = ctx.config.env.name;
     if (!env) throw new UserError("worktrees live in an environment's home: pass --env NAME (or set env.default)");
     const home = await findHome(ctx, env);

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { dirname, join } from "pathe";
 import type { RuntimeName } from "../../core/config.ts";
 import { UserError, messageOf } from "../../core/errors.ts";
-import { handoffPath } from "../../core/handoff.ts";
+import { handoffPath, handoffTarget } from "../../core/handoff.ts";
 import { isLocked, lockFile } from "../../core/linux.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { basePlan, type Plan } from "../../core/plan.ts";
@@ -43,27 +43,30 @@ export interface UpState {
   plan: Plan;
 }
 
-export function containerName(env: string | undefined): string {
-  return env ? `agentenv-env-${env}` : "agentenv-noenv";
+/** The environment container's name: `agentenv-up-ENV`, `agentenv-up` with no environment. */
+export function upContainerName(env: string | undefined): string {
+  return env ? `agentenv-up-${env}` : "agentenv-up";
 }
 
-export function envContainer(ctx: BaseContext, env = ctx.config.env.name): EnvContainer {
-  const name = containerName(env);
-  return {
-    name,
-    env,
-    runtime: ctx.runtime.name,
-    handoff: handoffPath(name),
-    stateFile: join(agentenvDir("state"), "up", `${ctx.runtime.name}-${name}.json`),
-  };
+/** ENV "" or undefined: the container with no environment. */
+export function envContainer(ctx: BaseContext, env: string | undefined): EnvContainer {
+  const name = upContainerName(env || undefined);
+  const stateFile = join(agentenvDir("state"), "up", `${ctx.runtime.name}-${name}.json`);
+  // where it started is where it is: the handoff path depends on XDG_RUNTIME_DIR, which may differ now
+  const started = readState(stateFile)?.plan.mounts.find((m) => m.target === handoffTarget)?.source;
+  return { name, env: env || undefined, runtime: ctx.runtime.name, handoff: started ?? handoffPath(name), stateFile };
 }
 
-export function readUpState(c: EnvContainer): UpState | undefined {
+function readState(file: string): UpState | undefined {
   try {
-    return JSON.parse(readFileSync(c.stateFile, "utf8")) as UpState;
+    return JSON.parse(readFileSync(file, "utf8")) as UpState;
   } catch {
     return undefined;
   }
+}
+
+export function readUpState(c: EnvContainer): UpState | undefined {
+  return readState(c.stateFile);
 }
 
 /** The marker file of ROOT in a handoff directory. */
@@ -99,12 +102,7 @@ async function stateFromEngine(ctx: BaseContext, c: EnvContainer): Promise<UpSta
   const result = await ctx.runtime.call(["container", "inspect", "--format", "{{json .Config.Labels}}", c.name]);
   if (result.code !== 0) return undefined;
   const labels = (JSON.parse(result.stdout.trim() || "null") ?? {}) as Record<string, string>;
-  let roots: string[] = [];
-  try {
-    roots = JSON.parse(labels["agentenv.roots"] ?? "[]") as string[];
-  } catch {
-    // not ours after all: no roots
-  }
+  const roots = rootsLabel(labels);
   const plan = basePlan({
     project: "/",
     mode: "up",
@@ -116,8 +114,18 @@ async function stateFromEngine(ctx: BaseContext, c: EnvContainer): Promise<UpSta
   return { name: c.name, runtime: c.runtime, env: labels["agentenv.env"], roots, store: labels["agentenv.store"] ?? "none", started: "", project: "/", plan };
 }
 
+/** The roots an environment container's labels name ([] when unreadable). */
+export function rootsLabel(labels: Record<string, string>): string[] {
+  try {
+    const roots = JSON.parse(labels["agentenv.roots"] ?? "[]") as unknown;
+    return Array.isArray(roots) ? roots.filter((r): r is string => typeof r === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
 /** One agentenv at a time starts or stops a given environment container. */
-function withContainerLock<T>(c: EnvContainer, work: () => Promise<T>): Promise<T> {
+export function withContainerLock<T>(c: EnvContainer, work: () => Promise<T>): Promise<T> {
   mkdirSync(dirname(c.stateFile), { recursive: true });
   const lock = lockFile(c.stateFile.replace(/\.json$/, ".lock"), "exclusive")!;
   return work().finally(() => lock.release());
@@ -149,7 +157,7 @@ export async function ensureUp(ctx: BaseContext, c: EnvContainer, options: UpOpt
       return { state, started: false };
     }
     if (status === "stopped" || readUpState(c)) {
-      ctx.log.info(`${c.name} ${status === "stopped" ? "was stopped" : "is gone"}: ending it (its new store paths are kept) and starting it again`);
+      ctx.log.info(`${c.name} ${status === "stopped" ? "was stopped" : "is gone"}: ending it (its new store paths are promoted) and starting it again`);
       await endContainer(ctx, c);
     }
     const state = await startContainer(ctx, c, options);
@@ -202,11 +210,10 @@ async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Pr
   try {
     let ended = false;
     void logs.exited.then(() => (ended = true));
-    while (!isAlive(c)) {
-      if (interrupted) throw new UserError(`interrupted while ${c.name} was starting: it was removed`);
-      if (ended) {
-        await Bun.sleep(50);
-        if (isAlive(c)) break;
+    for (let round = 0; !isAlive(c); round++) {
+      if (interrupted) throw new UserError(`interrupted while ${c.name} was starting: it was removed`, undefined, 130);
+      // the log stream ends with the container, or at once with a log driver that keeps none
+      if (ended && round % 40 === 0 && (await ctx.runtime.containerStatus(c.name)) !== "running" && !isAlive(c)) {
         const code = await ctx.runtime.call(["container", "inspect", "--format", "{{.State.ExitCode}}", c.name]);
         throw new UserError(`${c.name} stopped while setting up the environment (exit ${code.stdout.trim() || "?"})`, "see its output above; fix the setup, or run without --strict");
       }
@@ -224,6 +231,7 @@ async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Pr
  * says: its store clone promoted, its handoff directory and state file removed.
  */
 export async function endContainer(ctx: BaseContext, c: EnvContainer): Promise<void> {
+  // callers hold the container lock: an `exec` starting a new one waits for this to finish
   const state = readUpState(c) ?? (await stateFromEngine(ctx, c));
   // SIGTERM first: agentenv-keepalive removes the ready file, so no wrapper execs into a dying container
   await ctx.runtime.call(["stop", "--time", "10", c.name]);

@@ -1,6 +1,6 @@
 import { rmSync } from "node:fs";
 import { join } from "pathe";
-import { handoffDir, handoffPath, useHandoff } from "../../core/handoff.ts";
+import { handoffDir, handoffTarget, useHandoff } from "../../core/handoff.ts";
 import { definePlugin } from "../../core/plugins.ts";
 
 /**
@@ -26,7 +26,9 @@ export default definePlugin({
       writeRootMarkers(dir, JSON.parse(ctx.plan.labels["agentenv.roots"] ?? "[]") as string[]);
     },
     "session:exit"(ctx) {
-      if (ctx.mode === "up") rmSync(handoffPath(ctx.plan.name), { recursive: true, force: true });
+      // the directory it started with (XDG_RUNTIME_DIR may differ in the agentenv ending it)
+      const handoff = ctx.plan.mounts.find((m) => m.target === handoffTarget)?.source;
+      if (ctx.mode === "up" && handoff) rmSync(handoff, { recursive: true, force: true });
     },
   },
   commands: {

@@ -3,6 +3,7 @@ import { homedir } from "node:os";
 import { dirname, join, resolve } from "pathe";
 import { expandHome, projectConfigName } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
+import { agentenvDir } from "../../core/paths.ts";
 import { containerHome } from "../../core/plan.ts";
 
 /**
@@ -32,8 +33,15 @@ export function checkRoots(dirs: readonly string[], from = process.cwd()): strin
     const root = realDir(dir, from);
     // the engines' -v syntax splits on ":", and roots travel as a ","-separated list
     if (/[:,\n]/.test(root)) throw new UserError(`root ${root}: a path with ":", "," or a newline cannot be mounted`);
-    if (root === "/" || root === containerHome || systemPaths.some((p) => isUnder(root, p))) {
+    if (root === "/" || systemPaths.some((p) => isUnder(root, p))) {
       throw new UserError(`root ${root}: the container needs that path for itself`, "use a project directory, e.g. ~/Code");
+    }
+    if (isUnder(root, containerHome)) {
+      throw new UserError(`root ${root}: inside ${containerHome}, which is the environment's home in the container`, "keep projects outside it (e.g. /srv/code), or run agentenv as a user whose HOME is elsewhere");
+    }
+    // agentenv's key, secrets and config would be open to whatever runs inside
+    for (const own of [agentenvDir("config"), agentenvDir("data")]) {
+      if (isUnder(own, root)) throw new UserError(`root ${root}: it holds agentenv's own keys and settings (${own})`, "use a project directory, e.g. ~/Code");
     }
     return root;
   });

@@ -11,7 +11,7 @@ import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engi
  */
 const fixture = join(repoRoot, "test", "fixtures", "env");
 const env = `t${process.pid}-up`;
-const container = `agentenv-env-${env}`;
+const container = `agentenv-up-${env}`;
 
 function sh(cmd: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
   const out = Bun.spawnSync(cmd, { cwd: options.cwd, env: { ...process.env, ...isolatedEnv(), ...options.env } });
@@ -97,6 +97,21 @@ describe("up / exec / down / ps", () => {
     }
   });
 
+  test("a container removed by hand: its new store paths survive other sessions and are promoted by the next up", async () => {
+    const dir = project();
+    const added = await agentenv(["exec", "--env", env, "--", "sh", "-c", `echo ${crypto.randomUUID()} > /tmp/f && nix-store --add /tmp/f`], { cwd: dir });
+    const path = added.stdout.trim();
+    expect(path).toStartWith("/nix/store/");
+    sh(["podman", "rm", "--force", container]);
+    // another session meanwhile: it must not throw the clone away
+    expect((await agentenv(["run", dir, "--no-env", "--", "true"])).code).toBe(0);
+    const up = await agentenv(["up", "--env", env, "--roots", dir]);
+    expect(up.stderr).toContain(`${container} is gone: ending it (its new store paths are promoted)`);
+    expect(up.stderr).toContain("promoted 1 new store path");
+    expect((await agentenv(["run", dir, "--no-env", "--", "nix-store", "--check-validity", path])).code).toBe(0);
+    await down();
+  });
+
   test("exec starts the container when it is down (autoStart), and says so when autoStart is off", async () => {
     const dir = project();
     const first = await agentenv(["exec", "--env", env, "--", "hello-env"], { cwd: dir });
@@ -126,8 +141,8 @@ describe("up / exec / down / ps", () => {
     // a running container cannot gain a root
     expect((await agentenv(["up", "--env", env, "--roots", dir])).code).toBe(0);
     const other = await agentenv(["exec", "--env", env, "--", "true"], { cwd: elsewhere });
-    expect(other.stderr).toBe(`agentenv: ${elsewhere} is outside the roots of the running ${container}: ${dir} — agentenv down --env ${env}, then up with the roots you need\n`);
-    expect(other.code).toBe(126);
+    expect(other.stderr).toBe(`agentenv: ${container} is running with roots ${dir}, not ${elsewhere} — a running container cannot gain mounts: agentenv down --env ${env}, then up with all the roots you need\n`);
+    expect(other.code).toBe(1);
     // nor can `up` add one
     const more = await agentenv(["up", "--env", env, "--roots", `${dir},${elsewhere}`]);
     expect(more.stderr).toBe(`agentenv: ${container} is running with roots ${dir}, not ${elsewhere} — a running container cannot gain mounts: agentenv down --env ${env}, then up with all the roots you need\n`);

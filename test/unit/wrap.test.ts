@@ -16,8 +16,8 @@ describe("exec argv", () => {
   test("podman and docker: -i, -t only with a terminal, -w, plain -e settings, extra args, then agentenv-exec", () => {
     for (const [bin, dialect] of [["podman", podmanDialect], ["docker", dockerDialect]] as const) {
       const runtime = new OciRuntime(bin, dialect);
-      expect(runtime.execArgv("agentenv-env-dev", execOptions(request, "/src/app", true), inContainer(["claude", "-p", "x"]))).toEqual([
-        bin, "exec", "-i", "-t", "-w", "/src/app", "-e", "AGENTENV_NIX_DEVELOP=auto", "-e", "GREETING=hi there", "--user=0", "agentenv-env-dev", "agentenv-exec", "claude", "-p", "x",
+      expect(runtime.execArgv("agentenv-up-dev", execOptions(request, "/src/app", true), inContainer(["claude", "-p", "x"]))).toEqual([
+        bin, "exec", "-i", "-t", "-w", "/src/app", "-e", "AGENTENV_NIX_DEVELOP=auto", "-e", "GREETING=hi there", "--user=0", "agentenv-up-dev", "agentenv-exec", "claude", "-p", "x",
       ]);
       const worktree = execOptions({ ...request, worktree: "feat/x", set: {}, runArgs: [] }, "/src/app", false);
       expect(runtime.execArgv("c", worktree, inContainer([]))).toEqual([bin, "exec", "-i", "-w", "/src/app", "-e", "AGENTENV_NIX_DEVELOP=auto", "-e", "AGENTENV_WORKTREE=feat/x", "c", "agentenv-exec"]);
@@ -56,7 +56,8 @@ describe("roots", () => {
     expect(isUnder(join(base, "ab"), join(base, "a"))).toBe(false);
     expect(isUnder(join(base, "a/x"), join(base, "a"))).toBe(true);
     expect(missingRoots([join(base, "a")], [join(base, "a/x"), join(base, "ab")])).toEqual([join(base, "ab")]);
-    for (const bad of ["/", "/usr", "/usr/share", "/nix", "/etc", "/root", "/proc"]) expect(() => checkRoots([bad])).toThrow("the container needs that path for itself");
+    for (const bad of ["/", "/usr", "/usr/share", "/nix", "/etc", "/proc"]) expect(() => checkRoots([bad])).toThrow("the container needs that path for itself");
+    expect(() => checkRoots(["/root"])).toThrow("root /root: inside /root, which is the environment's home in the container");
     expect(() => checkRoots([join(base, "missing")])).toThrow("no such directory");
     expect(() => checkRoots([join(base, "a/x/.keep")])).toThrow("not a directory");
   });
@@ -83,7 +84,7 @@ describe("wrapper script", () => {
       return path;
     };
     const spec: WrapperSpec = { name: "claude", env: "dev", roots: [root], runtime: "podman", path: join(dir, "bin", "claude"), ...request };
-    const container: EnvContainer = { name: "agentenv-env-dev", env: "dev", runtime: "podman", handoff, stateFile: join(dir, "state.json") };
+    const container: EnvContainer = { name: "agentenv-up-dev", env: "dev", runtime: "podman", handoff, stateFile: join(dir, "state.json") };
     const script = renderWrapper({ spec, container, runtime: new OciRuntime("podman", podmanDialect), engine: fake("fake-podman"), agentenv: [fake("fake-agentenv")], flock: Bun.which("flock")! });
     const wrapper = join(dir, "claude");
     writeFileSync(wrapper, script);
@@ -120,7 +121,7 @@ describe("wrapper script", () => {
     const held = lockFile(join(handoff, "up"), "exclusive")!;
     try {
       const fast = call(join(root, "sub")).stdout;
-      expect(fast).toBe(`fake-podman: [exec] [-i] [-w] [${root}/sub] [-e] [AGENTENV_NIX_DEVELOP=auto] [-e] [GREETING=hi there] [--user=0] [agentenv-env-dev] [agentenv-exec] [claude] [-p] [it's]\n`);
+      expect(fast).toBe(`fake-podman: [exec] [-i] [-w] [${root}/sub] [-e] [AGENTENV_NIX_DEVELOP=auto] [-e] [GREETING=hi there] [--user=0] [agentenv-up-dev] [agentenv-exec] [claude] [-p] [it's]\n`);
     } finally {
       held.release();
     }
@@ -157,7 +158,7 @@ describe("command line", () => {
   test("exec --dry-run prints the engine command", async () => {
     const dir = realpathSync(tempTree());
     const result = await agentenv(["exec", "--no-env", "--runtime", "podman", "--dry-run", "--", "ls", "-la"], { cwd: dir });
-    expect(result.stdout).toBe(`podman exec -i -w ${dir} -e AGENTENV_NIX_DEVELOP=never agentenv-noenv agentenv-exec ls -la\n`);
+    expect(result.stdout).toBe(`podman exec -i -w ${dir} -e AGENTENV_NIX_DEVELOP=never agentenv-up agentenv-exec ls -la\n`);
     expect(result.code).toBe(0);
   });
 });
