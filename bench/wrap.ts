@@ -19,7 +19,8 @@
  * 2. Cold, interleaved, COLD_ROUNDS rounds: `agentenv down` (untimed), then timed
  *    `agentenv exec --env E -- hello-env`, vs a plain container of the same image made once
  *    with `podman create --init … sleep infinity`: `podman stop -t0` (untimed), then timed
- *    `podman start` + `podman exec X true`.
+ *    `podman start` + `podman exec X true`; and, as agentenv makes a new container at each
+ *    start, `podman run -d --init … sleep infinity` + `podman exec X true` (removed untimed).
  *
  * agentenv is dist/agentenv when it is newer than every source file, else
  * `bun bin/agentenv.ts` (AGENTENV="cmd …" overrides). Uses its own user, store and
@@ -84,6 +85,11 @@ process.chdir(dir); // every command below runs from inside the root
 
 const ms = (x: number) => `${x.toFixed(0)} ms`;
 const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(3);
+/** The middle half of XS: podman exec's times here fall in two clusters, so it is wide. */
+const quartiles = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return `quartiles ${s[Math.floor(s.length / 4)]!.toFixed(0)}–${s[Math.floor((3 * s.length) / 4)]!.toFixed(0)}`;
+};
 const lines: string[] = [];
 try {
   time(ae("env", "create", id, join(root, "test", "fixtures", "env")));
@@ -120,9 +126,9 @@ try {
   const t = (name: string) => sides[name]!.times;
   lines.push(
     `- warm container, from inside the root, ${rounds} interleaved rounds (order rotating) after ${warmup} warmup rounds:`,
-    `  - wrapper \`hello-env\` (fast path: \`${engine} exec -i -w "$PWD" -e AGENTENV_NIX_DEVELOP=never ${container.replace(id, "E")} agentenv-exec hello-env\`): median ${ms(median(t("wrapper")))}`,
-    `  - raw \`podman exec -i -w DIR ${container.replace(id, "E")} ${inside}\`: median ${ms(median(t("raw")))} — **ratio wrapper/raw ${ratio(t("wrapper"), t("raw"))}** (goal ≤ 1.15)`,
-    `  - raw \`podman exec -i -w DIR -e AGENTENV_NIX_DEVELOP=never ${container.replace(id, "E")} agentenv-exec hello-env\` (the wrapper's own exec line): median ${ms(median(t("rawExec")))} — wrapper/this ${ratio(t("wrapper"), t("rawExec"))} (the wrapper script), this/raw ${ratio(t("rawExec"), t("raw"))} (agentenv-exec in the container)`,
+    `  - wrapper \`hello-env\` (fast path: \`${engine} exec -i -w "$PWD" -e AGENTENV_NIX_DEVELOP=never ${container.replace(id, "E")} agentenv-exec hello-env\`): median ${ms(median(t("wrapper")))} (${quartiles(t("wrapper"))})`,
+    `  - raw \`podman exec -i -w DIR ${container.replace(id, "E")} ${inside}\`: median ${ms(median(t("raw")))} (${quartiles(t("raw"))}) — **ratio wrapper/raw ${ratio(t("wrapper"), t("raw"))}** (goal ≤ 1.15)`,
+    `  - raw \`podman exec -i -w DIR -e AGENTENV_NIX_DEVELOP=never ${container.replace(id, "E")} agentenv-exec hello-env\` (the wrapper's own exec line): median ${ms(median(t("rawExec")))} (${quartiles(t("rawExec"))}) — wrapper/this ${ratio(t("wrapper"), t("rawExec"))} (the wrapper script), this/raw ${ratio(t("rawExec"), t("raw"))} (agentenv-exec in the container)`,
     `  - the wrapper script alone (engine replaced by \`/bin/true\`): median ${median(t("scriptOnly")).toFixed(1)} ms; \`/bin/true\` alone ${median(t("trueOnly")).toFixed(1)} ms`,
     `  - \`agentenv exec --env E -- hello-env\` (${agentenv.label}), container running: median ${ms(median(t("cli")))} — ratio to raw ${ratio(t("cli"), t("raw"))}, to the wrapper ${ratio(t("cli"), t("wrapper"))}`,
   );
@@ -131,6 +137,7 @@ try {
   time(["podman", "create", "--name", plain, "--init", image, "sleep", "infinity"]);
   const cold: number[] = [];
   const peer: number[] = [];
+  const peerFresh: number[] = [];
   const coldAgentenv = () => {
     time(ae("down", "--env", id, "--quiet"));
     return hello(ae("exec", "--env", id, "--quiet", "--", "hello-env"));
@@ -139,25 +146,27 @@ try {
     Bun.spawnSync(["podman", "stop", "-t0", plain], { stdout: "ignore", stderr: "ignore" });
     return time(["podman", "start", plain]) + time(["podman", "exec", plain, "true"]);
   };
+  // agentenv makes a new container at each start (down removes it): this peer does too
+  const fresh = `${plain}-fresh`;
+  const freshPeer = () => {
+    const ms = time(["podman", "run", "-d", "--init", "--pull=never", "--name", fresh, image, "sleep", "infinity"]) + time(["podman", "exec", fresh, "true"]);
+    Bun.spawnSync(["podman", "stop", "-t0", fresh], { stdout: "ignore", stderr: "ignore" });
+    Bun.spawnSync(["podman", "rm", "--force", fresh], { stdout: "ignore", stderr: "ignore" });
+    return ms;
+  };
+  const coldSides = [() => cold.push(coldAgentenv()), () => peer.push(coldPeer()), () => peerFresh.push(freshPeer())];
   coldAgentenv();
   coldPeer();
-  for (let i = 0; i < coldRounds; i++) {
-    if (i % 2) {
-      peer.push(coldPeer());
-      cold.push(coldAgentenv());
-    } else {
-      cold.push(coldAgentenv());
-      peer.push(coldPeer());
-    }
-  }
+  freshPeer();
+  for (let i = 0; i < coldRounds; i++) for (let k = 0; k < coldSides.length; k++) coldSides[(i + k) % coldSides.length]!();
   lines.push(
-    `- cold, ${coldRounds} interleaved rounds after one warmup each: \`agentenv exec --env E -- hello-env\` with the container down (\`agentenv down\` before each, not timed): median ${ms(median(cold))}; peer \`podman start X\` + \`podman exec X true\` of a plain stopped container of the same image (\`podman create --init ${image} sleep infinity\`, \`podman stop -t0\` before each, not timed): median ${ms(median(peer))} — ratio ${ratio(cold, peer)}`,
+    `- cold, ${coldRounds} interleaved rounds (order rotating) after one warmup each: \`agentenv exec --env E -- hello-env\` with the container down (\`agentenv down\` before each, not timed): median ${ms(median(cold))}; peer \`podman start X\` + \`podman exec X true\` of a plain stopped container of the same image (\`podman create --init ${image} sleep infinity\`, \`podman stop -t0\` before each, not timed): median ${ms(median(peer))} — **ratio ${ratio(cold, peer)}**; a second peer that makes a new container each time, as agentenv does (\`podman run -d --init --pull=never IMAGE sleep infinity\` + \`podman exec X true\`, removed untimed): median ${ms(median(peerFresh))} — ratio ${ratio(cold, peerFresh)}`,
   );
 } finally {
   Bun.spawnSync(ae("down", "--env", id, "--quiet"), { env, stdout: "ignore" });
   Bun.spawnSync(ae("env", "rm", id, "--force", "--quiet"), { env, stdout: "ignore" });
   Bun.spawnSync(["podman", "stop", "-t0", plain], { stdout: "ignore", stderr: "ignore" });
-  Bun.spawnSync(["podman", "rm", "--force", plain], { stdout: "ignore", stderr: "ignore" });
+  Bun.spawnSync(["podman", "rm", "--force", plain, `${plain}-fresh`], { stdout: "ignore", stderr: "ignore" });
   process.chdir(root);
   for (const path of [binDir, dir, env.HOME!]) rmSync(path, { recursive: true, force: true });
   await removeStoreVolume(`agentenv-${id}-nix`);
