@@ -149,10 +149,10 @@ try {
   // agentenv makes a new container at each start (down removes it): this peer does too
   const fresh = `${plain}-fresh`;
   const freshPeer = () => {
-    const ms = time(["podman", "run", "-d", "--init", "--pull=never", "--name", fresh, image, "sleep", "infinity"]) + time(["podman", "exec", fresh, "true"]);
+    const took = time(["podman", "run", "-d", "--init", "--pull=never", "--name", fresh, image, "sleep", "infinity"]) + time(["podman", "exec", fresh, "true"]);
     Bun.spawnSync(["podman", "stop", "-t0", fresh], { stdout: "ignore", stderr: "ignore" });
     Bun.spawnSync(["podman", "rm", "--force", fresh], { stdout: "ignore", stderr: "ignore" });
-    return ms;
+    return took;
   };
   const coldSides = [() => cold.push(coldAgentenv()), () => peer.push(coldPeer()), () => peerFresh.push(freshPeer())];
   coldAgentenv();
@@ -166,7 +166,8 @@ try {
   Bun.spawnSync(ae("down", "--env", id, "--quiet"), { env, stdout: "ignore" });
   Bun.spawnSync(ae("env", "rm", id, "--force", "--quiet"), { env, stdout: "ignore" });
   Bun.spawnSync(["podman", "stop", "-t0", plain], { stdout: "ignore", stderr: "ignore" });
-  Bun.spawnSync(["podman", "rm", "--force", plain, `${plain}-fresh`], { stdout: "ignore", stderr: "ignore" });
+  // one name per call: Podman 4.3's `rm --force A B` with B absent removes nothing (and exits 0)
+  for (const name of [plain, `${plain}-fresh`]) Bun.spawnSync(["podman", "rm", "--force", name], { stdout: "ignore", stderr: "ignore" });
   process.chdir(root);
   for (const path of [binDir, dir, env.HOME!]) rmSync(path, { recursive: true, force: true });
   await removeStoreVolume(`agentenv-${id}-nix`);
