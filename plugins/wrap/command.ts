@@ -112,18 +112,19 @@ export const exec = Object.assign(
       const roots = wantedRoots(args.roots, ctx.config.roots, cwd);
       checkInside(cwd, roots, args.roots !== undefined ? "given with --roots" : "of config `roots`", "cd into one of them, or pass --roots");
       const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
-      const argv = ctx.runtime.execArgv(c.name, execOptions(request, cwd, tty), inContainer(command));
+      const options = execOptions(request, cwd, tty);
+      const argv = ctx.runtime.execArgv(c.name, options, inContainer(command));
       if (args["dry-run"]) {
         console.log(shellJoin(argv));
         return 0;
       }
       if (!isServing(c, cwd)) await startFor(ctx, c, cwd, roots, args);
       ctx.log.debug(`$ ${shellJoin(argv)}`);
-      const code = await ctx.runtime.exec(c.name, execOptions(request, cwd, tty), inContainer(command));
+      const code = await ctx.runtime.exec(c.name, options, inContainer(command));
       // the engine's own "not running" / "no such container": the command never ran
       if ((code === 125 || code === 255) && (await ctx.runtime.containerStatus(c.name)) !== "running") {
         await startFor(ctx, c, cwd, roots, args);
-        return ctx.runtime.exec(c.name, execOptions(request, cwd, tty), inContainer(command));
+        return ctx.runtime.exec(c.name, options, inContainer(command));
       }
       return code;
     },

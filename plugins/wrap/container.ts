@@ -44,7 +44,7 @@ export interface UpState {
 }
 
 /** The environment container's name: `agentenv-up-ENV`, `agentenv-up` with no environment. */
-export function upContainerName(env: string | undefined): string {
+function upContainerName(env: string | undefined): string {
   return env ? `agentenv-up-${env}` : "agentenv-up";
 }
 
@@ -75,7 +75,7 @@ export function rootMarker(handoff: string, root: string): string {
 }
 
 /** agentenv-keepalive holds a lock on the ready file for as long as the container lives. */
-export function isAlive(c: EnvContainer): boolean {
+function isAlive(c: EnvContainer): boolean {
   try {
     return isLocked(join(c.handoff, "up"));
   } catch {

@@ -21,7 +21,7 @@ export interface Worktree {
   head: string;
 }
 
-export const codeDir = "Code";
+const codeDir = "Code";
 
 /** Directories under HOME/Code holding a `.git` file, up to DEPTH levels below each project. */
 function worktreeDirs(dir: string, depth: number): string[] {
