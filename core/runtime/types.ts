@@ -60,6 +60,13 @@ export interface Runtime {
   volumeUsers(name: string): Promise<Array<{ name: string; running: boolean }>>;
   /** where the volume's files are on the engine's host; undefined when it does not exist */
   volumeMountpoint(name: string): Promise<string | undefined>;
+  /**
+   * an engine-specific constant-time copy of volume SRC's content into volume DST (both
+   * exist; neither attached): Apple `container` clones the disk image (APFS `cp -c`).
+   * `{ cloned: false, why }` when it cannot here; absent when the engine has no such way.
+   * Callers then copy through a helper container.
+   */
+  cloneVolume?(src: string, dst: string): Promise<{ cloned: true } | { cloned: false; why: string }>;
   /** a container's state; throws when the engine cannot say (so callers never mistake a hiccup for "gone") */
   containerStatus(name: string): Promise<"running" | "stopped" | "absent">;
   /** why a session failed to start, when the engine (not the command) failed */
