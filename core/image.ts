@@ -54,14 +54,14 @@ export async function resolveBase(runtime: Runtime, requested: string | undefine
   if (requested) {
     if (await runtime.imageExists(requested)) return requested;
     log.start(`pulling ${requested}…`);
-    if ((await spawnLogged([runtime.bin, "pull", requested], log)) !== 0) {
+    if ((await spawnLogged(runtime.pullArgv(requested), log)) !== 0) {
       throw new UserError(`cannot pull base image ${requested}`, "check the name and your registry access, or omit --base to bootstrap Debian locally");
     }
     return requested;
   }
   for (const ref of [defaultBase, localBase]) if (await runtime.imageExists(ref)) return ref;
   log.start(`pulling ${defaultBase}…`);
-  const pulled = await runtime.call(["pull", defaultBase]);
+  const pulled = await runtime.call(runtime.pullArgv(defaultBase).slice(1));
   if (pulled.code === 0) return defaultBase;
   log.warn(`cannot pull ${defaultBase}: ${pulled.stderr.trim().split("\n").pop()}`);
   return bootstrapBase(runtime, log);
@@ -73,7 +73,7 @@ export async function buildImage(options: { runtime: Runtime; tag: string; base?
   await withTempDir("agentenv-image-", async (context) => {
     await writeEmbedded(imageFiles, context);
     log.start(`building ${tag} from ${base} with ${runtime.name}…`);
-    const argv = [runtime.bin, "build", "-t", tag, "--build-arg", `BASE=${base}`, "--label", `${hashLabel}=${imageHash()}`, "-f", join(context, "Containerfile"), context];
+    const argv = runtime.buildArgv({ tag, context, file: join(context, "Containerfile"), buildArgs: { BASE: base }, labels: { [hashLabel]: imageHash() } });
     log.debug(`$ ${argv.join(" ")}`);
     const code = await spawnLogged(argv, log);
     if (code !== 0) throw new UserError(`image build failed (exit ${code})`, "see the build output above");

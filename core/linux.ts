@@ -1,40 +1,67 @@
 import { closeSync, openSync } from "node:fs";
 
 /**
- * The few Linux system calls agentenv needs and Bun does not expose: advisory locks
- * (released by the kernel when the holder dies, however it dies) and overlay mounts.
- * libc is opened on first use, so commands that never lock pay nothing.
+ * The few system calls agentenv needs and Bun does not expose: advisory locks (released
+ * by the kernel when the holder dies, however it dies; Linux and macOS) and overlay
+ * mounts (Linux). The C library is opened on first use, so commands that never lock pay
+ * nothing.
  */
-type Libc = {
+type Locks = {
   flock(fd: number, operation: number): number;
+  errno(): number;
+  /** EWOULDBLOCK: 11 on Linux, 35 on macOS */
+  wouldBlock: number;
+};
+type Mounts = {
   mount(source: Buffer, target: Buffer, type: Buffer, flags: bigint, data: Buffer): number;
   umount2(target: Buffer, flags: number): number;
   syncfs(fd: number): number;
   errno(): number;
 };
 
-let libc: Libc | undefined;
+let locks: Locks | undefined;
+let mounts: Mounts | undefined;
 
-function load(): Libc {
-  if (libc) return libc;
-  if (process.platform !== "linux") throw new Error("locks and mounts need Linux");
-  // required lazily: bun:ffi is only there when a command needs it
-  const { dlopen, FFIType, read } = require("bun:ffi") as typeof import("bun:ffi");
-  const { symbols } = dlopen("libc.so.6", {
+// required lazily: bun:ffi is only there when a command needs it
+const ffi = () => require("bun:ffi") as typeof import("bun:ffi");
+
+function loadLocks(): Locks {
+  if (locks) return locks;
+  const { dlopen, FFIType, read } = ffi();
+  // on macOS errno lives behind __error(), on glibc behind __errno_location()
+  const darwin = process.platform === "darwin";
+  if (!darwin && process.platform !== "linux") throw new Error(`file locks are not supported on ${process.platform}`);
+  const errnoSymbol = darwin ? "__error" : "__errno_location";
+  const { symbols } = dlopen(darwin ? "/usr/lib/libSystem.B.dylib" : "libc.so.6", {
     flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    [errnoSymbol]: { args: [], returns: FFIType.ptr },
+  });
+  const errnoPointer = symbols[errnoSymbol]!;
+  locks = {
+    flock: (fd, op) => symbols.flock(fd, op) as number,
+    errno: () => read.i32(errnoPointer()!, 0),
+    wouldBlock: darwin ? 35 : 11,
+  };
+  return locks;
+}
+
+function loadMounts(): Mounts {
+  if (mounts) return mounts;
+  if (process.platform !== "linux") throw new Error("overlay mounts need Linux");
+  const { dlopen, FFIType, read } = ffi();
+  const { symbols } = dlopen("libc.so.6", {
     mount: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     syncfs: { args: [FFIType.i32], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
-  libc = {
-    flock: (fd, op) => symbols.flock(fd, op) as number,
+  mounts = {
     mount: (s, t, ty, f, d) => symbols.mount(s, t, ty, f, d) as number,
     umount2: (t, f) => symbols.umount2(t, f) as number,
     syncfs: (fd) => symbols.syncfs(fd) as number,
     errno: () => read.i32(symbols.__errno_location()!, 0),
   };
-  return libc;
+  return mounts;
 }
 
 const cstr = (s: string) => Buffer.from(`${s}\0`);
@@ -43,7 +70,6 @@ const LOCK_SH = 1;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 const LOCK_UN = 8;
-const EWOULDBLOCK = 11;
 const EINTR = 4;
 
 export class SystemError extends Error {
@@ -68,14 +94,14 @@ export interface FileLock {
  * undefined instead of blocking when someone else holds it.
  */
 export function lockFile(file: string, mode: "shared" | "exclusive", wait = true, create = true): FileLock | undefined {
-  const c = load();
+  const c = loadLocks();
   const fd = openSync(file, create ? "a" : "r");
   const op = (mode === "shared" ? LOCK_SH : LOCK_EX) | (wait ? 0 : LOCK_NB);
   while (c.flock(fd, op) !== 0) {
     const errno = c.errno();
     if (errno === EINTR) continue;
     closeSync(fd);
-    if (!wait && errno === EWOULDBLOCK) return undefined;
+    if (!wait && errno === c.wouldBlock) return undefined;
     throw new SystemError("flock", errno, file);
   }
   let held = true;
@@ -97,7 +123,7 @@ export function isLocked(file: string): boolean {
 }
 
 export function mountOverlay(target: string, layers: { lower: string[]; upper?: string; work?: string }): void {
-  const c = load();
+  const c = loadMounts();
   const options = [`lowerdir=${layers.lower.join(":")}`];
   if (layers.upper) options.push(`upperdir=${layers.upper}`, `workdir=${layers.work}`);
   const data = options.join(",");
@@ -116,7 +142,7 @@ const EBUSY = 16;
  * falls back to a lazy unmount when something still uses it.
  */
 export function unmount(target: string, options: { detachWhenBusy?: boolean } = {}): boolean {
-  const c = load();
+  const c = loadMounts();
   if (c.umount2(cstr(target), 0) === 0) return true;
   let errno = c.errno();
   if (errno === EBUSY && options.detachWhenBusy) {
@@ -129,7 +155,7 @@ export function unmount(target: string, options: { detachWhenBusy?: boolean } = 
 
 /** Flushes the filesystem holding PATH to disk: what was written before survives a power cut. */
 export function syncFilesystem(path: string): void {
-  const c = load();
+  const c = loadMounts();
   const fd = openSync(path, "r");
   try {
     if (c.syncfs(fd) !== 0) throw new SystemError("syncfs", c.errno(), path);

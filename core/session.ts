@@ -97,7 +97,7 @@ export async function startDetached({ ctx, plugins }: PreparedSession, ready: ()
     started = true;
   } finally {
     if (!started) {
-      if (created) await ctx.runtime.call(["rm", "--force", ctx.plan.name]);
+      if (created) await ctx.runtime.removeContainer(ctx.plan.name).catch(() => {});
       await callHook(plugins, "session:exit", ctx, { exitCode: 1 });
     }
   }

@@ -9,33 +9,12 @@ import { UserError, formatUserError, messageOf } from "../errors.ts";
 import { hashLabel, imageHash } from "../image.ts";
 import { createLog } from "../log.ts";
 import { loadPlugins } from "../plugins.ts";
-import { createRuntime, type Runtime } from "../runtime/index.ts";
+import { createRuntime, type Check, type Runtime } from "../runtime/index.ts";
 import { globalArgs, runtimeArgs } from "./_shared.ts";
 
-interface Check {
-  name: string;
-  status: "ok" | "warn" | "fail";
-  detail: string;
-  /** the one command (or step) that fixes it */
-  fix?: string;
-}
-
 async function engineChecks(runtime: Runtime, image: string): Promise<Check[]> {
-  const checks: Check[] = [];
-  const version = await runtime.version();
-  if (!version) {
-    const why = (await runtime.call(["version"])).stderr.trim().split("\n").pop();
-    return [{ name: "engine", status: "fail", detail: `${runtime.name} at ${runtime.bin} does not answer: ${why}`, fix: runtime.name === "docker" ? "start the Docker daemon or set DOCKER_HOST" : "bin/setup" }];
-  }
-  checks.push({ name: "engine", status: "ok", detail: `${runtime.name} ${version} (${runtime.bin})` });
-  if (runtime.name === "podman") {
-    const info = await runtime.call(["info", "--format", "{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}}"]);
-    const [ociRuntime, driver] = info.stdout.trim().split(" ");
-    if (ociRuntime === "crun") checks.push({ name: "oci runtime", status: "warn", detail: "crun fails on hybrid-cgroup hosts such as this kind", fix: "bin/setup (sets runtime = \"runc\" in containers.conf)" });
-    else if (ociRuntime) checks.push({ name: "oci runtime", status: "ok", detail: ociRuntime });
-    if (driver === "vfs") checks.push({ name: "storage", status: "warn", detail: "vfs driver: every session copies the whole image (seconds instead of ≈0.25 s)", fix: 'set driver = "overlay" under [storage] in storage.conf' });
-    else if (driver) checks.push({ name: "storage", status: "ok", detail: driver });
-  }
+  const checks = await runtime.checks();
+  if (checks[0]?.status === "fail") return checks;
   const labels = await runtime.imageLabels(image);
   if (!labels) {
     checks.push({ name: "image", status: "fail", detail: `${image} not found`, fix: "agentenv image build" });

@@ -3,7 +3,7 @@ import { UserError } from "../errors.ts";
 import { OciRuntime, dockerDialect, podmanDialect } from "./oci.ts";
 import type { Runtime } from "./types.ts";
 
-export type { Runtime, EngineResult, ExecOptions } from "./types.ts";
+export type { Check, ContainerInfo, Runtime, EngineResult, ExecOptions } from "./types.ts";
 
 const installHints: Record<RuntimeName, string> = {
   podman: "run bin/setup, or install it: sudo apt-get install podman runc",

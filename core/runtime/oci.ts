@@ -2,7 +2,7 @@ import { constants } from "node:os";
 import type { RuntimeName } from "../config.ts";
 import { UserError } from "../errors.ts";
 import type { Mount, Plan } from "../plan.ts";
-import type { EngineResult, ExecOptions, Runtime } from "./types.ts";
+import type { BuildRequest, Check, ContainerInfo, EngineResult, ExecOptions, Runtime } from "./types.ts";
 
 /**
  * Podman and Docker: one implementation, since their CLIs agree on everything a
@@ -50,6 +50,7 @@ export function exitCodeOf(proc: { exitCode: number | null; signalCode: string |
 
 export class OciRuntime implements Runtime {
   readonly name: RuntimeName;
+  readonly sharesHostKernel = true;
 
   constructor(
     readonly bin: string,
@@ -244,10 +245,78 @@ export class OciRuntime implements Runtime {
   }
 
   async containerStatus(name: string): Promise<"running" | "stopped" | "absent"> {
-    const result = await this.call(["container", "inspect", "--format", "{{.State.Running}}", name]);
-    if (result.code === 0) return result.stdout.trim() === "true" ? "running" : "stopped";
-    if (/no such container/i.test(result.stderr)) return "absent";
-    throw new UserError(`${this.name} could not inspect container ${name}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    const info = await this.inspectContainer(name);
+    return info ? (info.running ? "running" : "stopped") : "absent";
+  }
+
+  async inspectContainer(name: string): Promise<ContainerInfo | undefined> {
+    return (await this.inspectContainers([name]))[0];
+  }
+
+  /** One `inspect` for NAMES; the ones that do not exist are left out. */
+  private async inspectContainers(names: string[]): Promise<ContainerInfo[]> {
+    const result = await this.call(["container", "inspect", "--format", "{{.Name}}\t{{.State.Running}}\t{{.State.ExitCode}}\t{{json .Config.Labels}}", ...names]);
+    // with several names, podman and docker still print the ones that exist
+    if (result.code !== 0 && !result.stdout.trim() && !/no such container/i.test(result.stderr)) {
+      throw new UserError(`${this.name} could not inspect container ${names.join(" ")}: ${result.stderr.trim() || `exit ${result.code}`}`);
+    }
+    return result.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => {
+        const [name = "", running, exitCode, labels] = line.split("\t");
+        return {
+          name: name.replace(/^\//, ""),
+          running: running === "true",
+          labels: (JSON.parse(labels || "null") ?? {}) as Record<string, string>,
+          exitCode: running === "true" ? undefined : Number(exitCode),
+        };
+      });
+  }
+
+  async listContainers(label: string): Promise<ContainerInfo[]> {
+    const names = (await this.table(["ps", "--all", "--filter", `label=${label}`, "--format", "{{.Names}}"], "list containers")).map(([n]) => n!);
+    return names.length ? this.inspectContainers(names) : [];
+  }
+
+  async removeContainer(name: string, options: { stopSeconds?: number } = {}): Promise<void> {
+    if (options.stopSeconds !== undefined) await this.call(["stop", "--time", String(options.stopSeconds), name]);
+    const removed = await this.call(["rm", "--force", name]);
+    if (removed.code !== 0 && !/no such container|no container with/i.test(removed.stderr)) {
+      throw new UserError(`${this.name} could not remove ${name}: ${removed.stderr.trim()}`);
+    }
+  }
+
+  logsArgv(name: string): string[] {
+    return [this.bin, "logs", "-f", name];
+  }
+
+  pullArgv(ref: string): string[] {
+    return [this.bin, "pull", ref];
+  }
+
+  buildArgv(request: BuildRequest): string[] {
+    const argv = [this.bin, "build", "-t", request.tag];
+    for (const [key, value] of Object.entries(request.buildArgs)) argv.push("--build-arg", `${key}=${value}`);
+    for (const [key, value] of Object.entries(request.labels)) argv.push("--label", `${key}=${value}`);
+    return [...argv, "-f", request.file, request.context];
+  }
+
+  async checks(): Promise<Check[]> {
+    const version = await this.version();
+    if (!version) {
+      const why = (await this.call(["version"])).stderr.trim().split("\n").pop();
+      return [{ name: "engine", status: "fail", detail: `${this.name} at ${this.bin} does not answer: ${why}`, fix: this.dialect.name === "docker" ? "start the Docker daemon or set DOCKER_HOST" : "bin/setup" }];
+    }
+    const checks: Check[] = [{ name: "engine", status: "ok", detail: `${this.name} ${version} (${this.bin})` }];
+    if (this.dialect.name !== "podman") return checks;
+    const info = await this.call(["info", "--format", "{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}}"]);
+    const [ociRuntime, driver] = info.stdout.trim().split(" ");
+    if (ociRuntime === "crun") checks.push({ name: "oci runtime", status: "warn", detail: "crun fails on hybrid-cgroup hosts such as this kind", fix: 'bin/setup (sets runtime = "runc" in containers.conf)' });
+    else if (ociRuntime) checks.push({ name: "oci runtime", status: "ok", detail: ociRuntime });
+    if (driver === "vfs") checks.push({ name: "storage", status: "warn", detail: "vfs driver: every session copies the whole image (seconds instead of ≈0.25 s)", fix: 'set driver = "overlay" under [storage] in storage.conf' });
+    else if (driver) checks.push({ name: "storage", status: "ok", detail: driver });
+    return checks;
   }
 
   /** Only called after `run` failed with the engine's own error code. */

@@ -18,6 +18,33 @@ export interface ExecOptions {
   extraArgs: string[];
 }
 
+/** A container as the engine reports it. */
+export interface ContainerInfo {
+  name: string;
+  running: boolean;
+  labels: Record<string, string>;
+  /** a stopped container's exit code, where the engine reports one */
+  exitCode?: number;
+}
+
+/** One line of `agentenv doctor`. */
+export interface Check {
+  name: string;
+  status: "ok" | "warn" | "fail";
+  detail: string;
+  /** the one command (or step) that fixes it */
+  fix?: string;
+}
+
+/** What `image build` asks the engine to build. */
+export interface BuildRequest {
+  tag: string;
+  context: string;
+  file: string;
+  buildArgs: Record<string, string>;
+  labels: Record<string, string>;
+}
+
 /**
  * One container engine. `argv` is pure (golden-tested); everything else spawns the
  * engine CLI. The session hot path uses exactly one call: `run`.
@@ -26,6 +53,11 @@ export interface Runtime {
   name: RuntimeName;
   /** the engine CLI, as found on PATH */
   bin: string;
+  /**
+   * false when containers run in their own VM (Apple \`container\`): a lock a container
+   * takes on a bind-mounted file is not seen from the host, nor a host lock from it
+   */
+  sharesHostKernel: boolean;
   /** the engine command lines a session runs, each a full argv including `bin` */
   argv(plan: Plan): string[][];
   /**
@@ -67,6 +99,19 @@ export interface Runtime {
    * Callers then copy through a helper container.
    */
   cloneVolume?(src: string, dst: string): Promise<{ cloned: true } | { cloned: false; why: string }>;
+  /** the container, or undefined when there is none; throws when the engine cannot say */
+  inspectContainer(name: string): Promise<ContainerInfo | undefined>;
+  /** containers (running or not) carrying LABEL ("key=value") */
+  listContainers(label: string): Promise<ContainerInfo[]>;
+  /** stops the container (SIGTERM, then SIGKILL after STOPSECONDS) and removes it; none is fine */
+  removeContainer(name: string, options?: { stopSeconds?: number }): Promise<void>;
+  /** the engine command line following a container's output until it ends (pure) */
+  logsArgv(name: string): string[];
+  /** the engine command lines pulling and building an image (pure) */
+  pullArgv(ref: string): string[];
+  buildArgv(request: BuildRequest): string[];
+  /** the engine's own health, for \`agentenv doctor\`: the first check says whether it answers */
+  checks(): Promise<Check[]>;
   /** a container's state; throws when the engine cannot say (so callers never mistake a hiccup for "gone") */
   containerStatus(name: string): Promise<"running" | "stopped" | "absent">;
   /** why a session failed to start, when the engine (not the command) failed */

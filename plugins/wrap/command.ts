@@ -178,31 +178,20 @@ interface ContainerRow {
   uptime: string | null;
 }
 
-/** Environment containers: one listing, one inspect (labels are read alike on both engines). */
+/** Environment containers, by their labels (the engine lists and inspects them). */
 async function listContainers(ctx: BaseContext): Promise<ContainerRow[]> {
-  const listed = await ctx.runtime.call(["ps", "--all", "--filter", "label=agentenv.session=up", "--format", "{{.Names}}"]);
-  if (listed.code !== 0) throw new UserError(`${ctx.runtime.name} could not list containers: ${listed.stderr.trim()}`);
-  const names = listed.stdout.split("\n").filter(Boolean);
-  if (!names.length) return [];
-  const inspected = await ctx.runtime.call(["container", "inspect", "--format", "{{.Name}}\t{{.State.Running}}\t{{json .Config.Labels}}", ...names]);
-  return inspected.stdout
-    .split("\n")
-    .filter(Boolean)
-    .map((line) => {
-      const [name = "", running, labelText] = line.split("\t");
-      const labels = (JSON.parse(labelText || "null") ?? {}) as Record<string, string>;
-      const started = labels["agentenv.started"] ?? null;
-      const isRunning = running === "true";
-      const roots = rootsLabel(labels);
-      return {
-        name: name.replace(/^\//, ""),
-        env: labels["agentenv.env"] ?? null,
-        status: isRunning ? ("running" as const) : ("stopped" as const),
-        roots,
-        started,
-        uptime: isRunning && started ? uptime(started) : null,
-      };
-    });
+  const containers = await ctx.runtime.listContainers("agentenv.session=up");
+  return containers.map(({ name, running, labels }) => {
+    const started = labels["agentenv.started"] ?? null;
+    return {
+      name,
+      env: labels["agentenv.env"] ?? null,
+      status: running ? ("running" as const) : ("stopped" as const),
+      roots: rootsLabel(labels),
+      started,
+      uptime: running && started ? uptime(started) : null,
+    };
+  });
 }
 
 export const ps = defineCommand({
@@ -272,7 +261,7 @@ export const wrap = defineCommand({
       path: join(resolve(args["bin-dir"] ?? join(homedir(), ".local", "bin")), name),
     };
     const engine = Bun.which(ctx.runtime.bin) ?? ctx.runtime.bin;
-    const script = renderWrapper({ spec, container: c, runtime: ctx.runtime, engine, agentenv: agentenvCommand(), flock: Bun.which("flock") ?? undefined });
+    const script = renderWrapper({ spec, container: c, runtime: ctx.runtime, engine, agentenv: agentenvCommand(), flock: (c.hostLocks && Bun.which("flock")) || undefined });
     writeWrapper(spec.path, script, Boolean(args.force));
     log.success(`wrote ${spec.path}: \`${name} …\` runs in ${c.env ? `environment ${c.env}` : "a container with no environment"}, from ${spec.roots.join(", ")}`);
     const onPath = Bun.which(name);

@@ -26,6 +26,12 @@ export interface EnvContainer {
   name: string;
   env?: string;
   runtime: RuntimeName;
+  /**
+   * the host sees agentenv-keepalive's lock (a shared kernel). In a VM (Apple
+   * \`container\`) it does not: the ready file alone says it is set up, and whether it
+   * still runs costs an engine call
+   */
+  hostLocks: boolean;
   handoff: string;
   stateFile: string;
 }
@@ -54,7 +60,7 @@ export function envContainer(ctx: BaseContext, env: string | undefined): EnvCont
   const stateFile = join(agentenvDir("state"), "up", `${ctx.runtime.name}-${name}.json`);
   // where it started is where it is: the handoff path depends on XDG_RUNTIME_DIR, which may differ now
   const started = readState(stateFile)?.plan.mounts.find((m) => m.target === handoffTarget)?.source;
-  return { name, env: env || undefined, runtime: ctx.runtime.name, handoff: started ?? handoffPath(name), stateFile };
+  return { name, env: env || undefined, runtime: ctx.runtime.name, hostLocks: ctx.runtime.sharesHostKernel, handoff: started ?? handoffPath(name), stateFile };
 }
 
 function readState(file: string): UpState | undefined {
@@ -74,7 +80,12 @@ export function rootMarker(handoff: string, root: string): string {
   return join(handoff, "roots", root.replaceAll("/", ":"));
 }
 
-/** agentenv-keepalive holds a lock on the ready file for as long as the container lives. */
+/** agentenv-keepalive writes the ready file once the home is set up, and removes it when stopped. */
+function isReady(c: EnvContainer): boolean {
+  return existsSync(join(c.handoff, "up"));
+}
+
+/** It also holds a lock on the ready file for as long as the container lives (seen only with host locks). */
 function isAlive(c: EnvContainer): boolean {
   try {
     return isLocked(join(c.handoff, "up"));
@@ -83,9 +94,12 @@ function isAlive(c: EnvContainer): boolean {
   }
 }
 
-/** Alive, and serving DIR (one of its roots holds it): exec without asking the engine. */
+/**
+ * Alive, and serving DIR (one of its roots holds it): exec without asking the engine.
+ * Never without host locks: a ready file a killed VM left behind proves nothing.
+ */
 export function isServing(c: EnvContainer, dir: string): boolean {
-  if (!isAlive(c)) return false;
+  if (!c.hostLocks || !isAlive(c)) return false;
   for (let d = dir; ; d = dirname(d)) {
     if (existsSync(rootMarker(c.handoff, d))) return true;
     if (d === "/" || d === ".") return false;
@@ -99,9 +113,9 @@ export function missingRoots(running: readonly string[], roots: readonly string[
 
 /** What a running container's labels say, when its state file is gone (another host user, a wiped state dir). */
 async function stateFromEngine(ctx: BaseContext, c: EnvContainer): Promise<UpState | undefined> {
-  const result = await ctx.runtime.call(["container", "inspect", "--format", "{{json .Config.Labels}}", c.name]);
-  if (result.code !== 0) return undefined;
-  const labels = (JSON.parse(result.stdout.trim() || "null") ?? {}) as Record<string, string>;
+  const info = await ctx.runtime.inspectContainer(c.name).catch(() => undefined);
+  if (!info) return undefined;
+  const { labels } = info;
   const roots = rootsLabel(labels);
   const plan = basePlan({
     project: "/",
@@ -200,7 +214,7 @@ async function startContainer(ctx: BaseContext, c: EnvContainer, options: UpOpti
  * (dotfiles, tools install) is shown. Ctrl-C or the container ending first is a failure.
  */
 async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Promise<void> {
-  const logs = Bun.spawn([ctx.runtime.bin, "logs", "-f", c.name], { stdin: "ignore", stdout: quiet ? "ignore" : 2, stderr: quiet ? "ignore" : 2 });
+  const logs = Bun.spawn(ctx.runtime.logsArgv(c.name), { stdin: "ignore", stdout: quiet ? "ignore" : 2, stderr: quiet ? "ignore" : 2 });
   let interrupted = false;
   const onSignal = () => {
     interrupted = true;
@@ -210,12 +224,14 @@ async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Pr
   try {
     let ended = false;
     void logs.exited.then(() => (ended = true));
-    for (let round = 0; !isAlive(c); round++) {
+    // the ready file is written fresh by this container: the start removed any old one
+    const ready = () => (c.hostLocks ? isAlive(c) : isReady(c));
+    for (let round = 0; !ready(); round++) {
       if (interrupted) throw new UserError(`interrupted while ${c.name} was starting: it was removed`, undefined, 130);
       // the log stream ends with the container, or at once with a log driver that keeps none
-      if (ended && round % 40 === 0 && (await ctx.runtime.containerStatus(c.name)) !== "running" && !isAlive(c)) {
-        const code = await ctx.runtime.call(["container", "inspect", "--format", "{{.State.ExitCode}}", c.name]);
-        throw new UserError(`${c.name} stopped while setting up the environment (exit ${code.stdout.trim() || "?"})`, "see its output above; fix the setup, or run without --strict");
+      if (ended && round % 40 === 0 && (await ctx.runtime.containerStatus(c.name)) !== "running" && !ready()) {
+        const exitCode = (await ctx.runtime.inspectContainer(c.name).catch(() => undefined))?.exitCode;
+        throw new UserError(`${c.name} stopped while setting up the environment (exit ${exitCode ?? "?"})`, "see its output above; fix the setup, or run without --strict");
       }
       await Bun.sleep(25);
     }
@@ -234,11 +250,7 @@ export async function endContainer(ctx: BaseContext, c: EnvContainer): Promise<v
   // callers hold the container lock: an `exec` starting a new one waits for this to finish
   const state = readUpState(c) ?? (await stateFromEngine(ctx, c));
   // SIGTERM first: agentenv-keepalive removes the ready file, so no wrapper execs into a dying container
-  await ctx.runtime.call(["stop", "--time", "10", c.name]);
-  const removed = await ctx.runtime.call(["rm", "--force", c.name]);
-  if (removed.code !== 0 && !/no such container|no container with/i.test(removed.stderr)) {
-    throw new UserError(`${ctx.runtime.name} could not remove ${c.name}: ${removed.stderr.trim()}`);
-  }
+  await ctx.runtime.removeContainer(c.name, { stopSeconds: 10 });
   if (state) {
     // the config it started with decides what its end does (a golden store promotes)
     const base = await loadContext({ project: state.project, flags: { runtime: state.runtime, store: state.store, env: state.env ?? "" }, log: ctx.log }).catch((error) => {

@@ -84,7 +84,7 @@ describe("wrapper script", () => {
       return path;
     };
     const spec: WrapperSpec = { name: "claude", env: "dev", roots: [root], runtime: "podman", path: join(dir, "bin", "claude"), ...request };
-    const container: EnvContainer = { name: "agentenv-up-dev", env: "dev", runtime: "podman", handoff, stateFile: join(dir, "state.json") };
+    const container: EnvContainer = { name: "agentenv-up-dev", env: "dev", runtime: "podman", hostLocks: true, handoff, stateFile: join(dir, "state.json") };
     const script = renderWrapper({ spec, container, runtime: new OciRuntime("podman", podmanDialect), engine: fake("fake-podman"), agentenv: [fake("fake-agentenv")], flock: Bun.which("flock")! });
     const wrapper = join(dir, "claude");
     writeFileSync(wrapper, script);
