@@ -90,7 +90,8 @@ export async function startDetached({ ctx, plugins }: PreparedSession, ready: ()
     // a failed run made nothing to remove, or the name is someone else's container
     created = code === 0;
     if (code !== 0) {
-      const why = engineFailureCodes.has(code) ? await ctx.runtime.diagnose(ctx.plan) : undefined;
+      // a detached run's code is always the engine's own
+      const why = await ctx.runtime.diagnose(ctx.plan);
       throw new UserError(why ?? `${ctx.runtime.name} could not start container ${ctx.plan.name} (exit ${code})`);
     }
     await ready();

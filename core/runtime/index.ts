@@ -1,5 +1,6 @@
 import type { RuntimeName } from "../config.ts";
 import { UserError } from "../errors.ts";
+import { AppleContainerRuntime } from "./apple.ts";
 import { OciRuntime, dockerDialect, podmanDialect } from "./oci.ts";
 import type { Runtime } from "./types.ts";
 
@@ -11,16 +12,12 @@ const installHints: Record<RuntimeName, string> = {
   container: "install Apple's container CLI (github.com/apple/container) on macOS",
 };
 
-/** Runtimes this build can drive; Apple `container` joins when its runtime lands. */
-const implemented = new Set<RuntimeName>(["podman", "docker"]);
-
 /**
- * Which engine to use when none is configured: Apple `container` on macOS (once
- * implemented), then Podman, then Docker. A PATH lookup only — no engine call on the
- * hot path.
+ * Which engine to use when none is configured: Apple `container` on macOS, then Podman,
+ * then Docker. A PATH lookup only — no engine call on the hot path.
  */
 export function detectRuntime(platform = process.platform): RuntimeName {
-  if (platform === "darwin" && implemented.has("container") && Bun.which("container")) return "container";
+  if (platform === "darwin" && Bun.which("container")) return "container";
   if (Bun.which("podman")) return "podman";
   if (Bun.which("docker")) return "docker";
   throw new UserError("no container engine found (looked for podman and docker on PATH)", installHints.podman);
@@ -28,12 +25,9 @@ export function detectRuntime(platform = process.platform): RuntimeName {
 
 export function createRuntime(name: RuntimeName | undefined): Runtime {
   const chosen = name ?? detectRuntime();
-  if (!implemented.has(chosen)) {
-    // The Apple `container` runtime is its own piece of work; this is where it plugs in.
-    throw new UserError("the Apple container runtime is not available in this version of agentenv", "use --runtime podman or --runtime docker");
-  }
   const bin = Bun.which(chosen);
   if (!bin) throw new UserError(`${chosen} is not installed (not found on PATH)`, installHints[chosen]);
   // spawn by name: dry-run output stays copy-pasteable and PATH decides, as it did just now
+  if (chosen === "container") return new AppleContainerRuntime(chosen);
   return new OciRuntime(chosen, chosen === "podman" ? podmanDialect : dockerDialect);
 }

@@ -1,7 +1,7 @@
-import { constants } from "node:os";
 import type { RuntimeName } from "../config.ts";
 import { UserError } from "../errors.ts";
 import type { Mount, Plan } from "../plan.ts";
+import { attached, engineCall, streamed } from "./process.ts";
 import type { BuildRequest, Check, ContainerInfo, EngineResult, ExecOptions, Runtime } from "./types.ts";
 
 /**
@@ -33,19 +33,11 @@ export const dockerDialect: OciDialect = {
   removeAfterRun: true,
 };
 
-function mountArg(mount: Mount): string[] {
+export function mountArg(mount: Mount): string[] {
   if (mount.source.includes(":") || mount.target.includes(":")) {
     throw new UserError(`cannot mount "${mount.source}" at "${mount.target}": the engine's -v syntax does not allow ":" in paths`);
   }
   return ["-v", `${mount.source}:${mount.target}${mount.readonly ? ":ro" : ""}`];
-}
-
-/** 128+N when the engine process itself died of a signal, as a shell reports it. */
-export function exitCodeOf(proc: { exitCode: number | null; signalCode: string | number | null }): number {
-  if (proc.exitCode !== null) return proc.exitCode;
-  if (typeof proc.signalCode === "number") return 128 + proc.signalCode;
-  const signal = proc.signalCode as keyof typeof constants.signals | null;
-  return 128 + (signal ? constants.signals[signal] ?? 0 : 0);
 }
 
 export class OciRuntime implements Runtime {
@@ -90,7 +82,7 @@ export class OciRuntime implements Runtime {
   }
 
   exec(container: string, exec: ExecOptions, command: readonly string[]): Promise<number> {
-    return this.attached(this.execArgv(container, exec, command), { signalExit: true });
+    return attached(this.execArgv(container, exec, command), { signalExit: true });
   }
 
   argv(plan: Plan): string[][] {
@@ -104,72 +96,22 @@ export class OciRuntime implements Runtime {
       if (result.code !== 0) process.stderr.write(result.stderr);
       return result.code;
     }
-    const code = await this.attached([this.bin, ...this.runArgs(plan)]);
+    const code = await attached([this.bin, ...this.runArgs(plan)]);
     const remove = this.removeArgs(plan);
     if (remove) await this.call(remove);
     return code;
   }
 
-  /** An engine command attached to this terminal; resolves to its exit code. */
-  private async attached(argv: string[], options: { signalExit?: boolean } = {}): Promise<number> {
-    const child = Bun.spawn(argv, { stdio: ["inherit", "inherit", "inherit"] });
-    // On a terminal, Ctrl-C reaches the engine through the terminal's process group
-    // (or, with -t, the container's TTY): agentenv itself must outlive it to report the
-    // exit code. Signals sent to agentenv alone (a supervisor's kill) are passed on.
-    let forwarded: NodeJS.Signals | undefined;
-    const forward = (signal: NodeJS.Signals) => () => {
-      forwarded = signal;
-      child.kill(signal);
-    };
-    const handlers: Array<[NodeJS.Signals, () => void]> = [
-      ["SIGINT", process.stdin.isTTY ? () => {} : forward("SIGINT")],
-      ["SIGTERM", forward("SIGTERM")],
-      ["SIGHUP", forward("SIGHUP")],
-    ];
-    for (const [signal, handler] of handlers) process.on(signal, handler);
-    try {
-      await child.exited;
-    } finally {
-      for (const [signal, handler] of handlers) process.off(signal, handler);
-    }
-    // the engine's exec passes no signal on (podman and docker alike): the command may
-    // outlive this, so a signal agentenv was stopped with is its exit code, never a 0
-    if (forwarded && options.signalExit) return 128 + (constants.signals[forwarded] ?? 0);
-    return exitCodeOf(child);
-  }
-
   async capture(plan: Plan, io: { stdin?: string; stdout?: string } = {}): Promise<EngineResult> {
     const args = this.runArgs({ ...plan, interactive: io.stdin !== undefined, tty: false });
-    const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await this.stream(args, io);
+    const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await streamed([this.bin, ...args], io);
     const remove = this.removeArgs(plan);
     if (remove) await this.call(remove);
     return result;
   }
 
-  /** An engine call whose stdin and/or stdout are host files ("-": agentenv's own), not buffered. */
-  private async stream(args: string[], io: { stdin?: string; stdout?: string }): Promise<EngineResult> {
-    const child = Bun.spawn([this.bin, ...args], {
-      stdin: io.stdin === undefined ? "ignore" : io.stdin === "-" ? "inherit" : Bun.file(io.stdin),
-      stdout: io.stdout === undefined ? "pipe" : io.stdout === "-" ? "inherit" : Bun.file(io.stdout),
-      stderr: "pipe",
-    });
-    const [stdout, stderr] = await Promise.all([
-      child.stdout instanceof ReadableStream ? new Response(child.stdout).text() : "",
-      new Response(child.stderr).text(),
-    ]);
-    await child.exited;
-    return { code: exitCodeOf(child), stdout, stderr };
-  }
-
-  async call(args: string[], options: { stdin?: Blob | string } = {}): Promise<EngineResult> {
-    const child = Bun.spawn([this.bin, ...args], {
-      stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
-    await child.exited;
-    return { code: exitCodeOf(child), stdout, stderr };
+  call(args: string[], options: { stdin?: Blob | string } = {}): Promise<EngineResult> {
+    return engineCall([this.bin, ...args], options);
   }
 
   async version(): Promise<string | undefined> {

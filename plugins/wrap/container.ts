@@ -228,8 +228,9 @@ async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Pr
     const ready = () => (c.hostLocks ? isAlive(c) : isReady(c));
     for (let round = 0; !ready(); round++) {
       if (interrupted) throw new UserError(`interrupted while ${c.name} was starting: it was removed`, undefined, 130);
-      // the log stream ends with the container, or at once with a log driver that keeps none
-      if (ended && round % 40 === 0 && (await ctx.runtime.containerStatus(c.name)) !== "running" && !ready()) {
+      // the log stream ends with the container, or at once with a log driver that keeps none;
+      // Apple container's `logs --follow` may outlive it, so there it is asked every second
+      if ((ended || !c.hostLocks) && round % 40 === 0 && (await ctx.runtime.containerStatus(c.name)) !== "running" && !ready()) {
         const exitCode = (await ctx.runtime.inspectContainer(c.name).catch(() => undefined))?.exitCode;
         throw new UserError(`${c.name} stopped while setting up the environment (exit ${exitCode ?? "?"})`, "see its output above; fix the setup, or run without --strict");
       }
