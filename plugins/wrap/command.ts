@@ -306,7 +306,9 @@ export const worktrees = defineCommand({
     if (!env) throw new UserError("worktrees live in an environment's home: pass --env NAME (or set env.default)");
     const home = await findHome(ctx, env);
     if (!home.dir) throw new UserError(`no environment named ${env}`);
-    if (!home.readable) throw new UserError(`the home of environment ${env} is not readable from here (${home.dir})`);
+    if (!home.readable) {
+      throw new UserError(`the home of environment ${env} is not readable from here (${home.dir}: a VM or remote engine keeps it out of reach)`, `look inside: agentenv exec --env ${env} -- git -C ~/Code worktree list`);
+    }
     const rows = listWorktrees(home.dir);
     const action = args.action ?? "ls";
     if (action === "ls") {
