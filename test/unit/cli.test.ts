@@ -60,9 +60,9 @@ describe("command line", () => {
     expect(JSON.parse(listed.stdout)).toContainEqual({ name: "greeter", source: `${withPlugin}/agentenv.config.ts`, hooks: [], commands: ["greet"] });
   });
 
-  test("--runtime container says it is not available, in one line", async () => {
+  test("--runtime container without Apple's CLI on PATH says how to get it, in one line", async () => {
     const result = await agentenv(["run", "--runtime", "container", "--dry-run", project, "--", "true"]);
     expect(result.code).toBe(1);
-    expect(result.stderr.trim()).toBe("agentenv: the Apple container runtime is not available in this version of agentenv — use --runtime podman or --runtime docker");
+    expect(result.stderr.trim()).toBe("agentenv: container is not installed (not found on PATH) — install Apple's container CLI (github.com/apple/container) on macOS");
   });
 });
