@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join } from "pathe";
-import { UserError } from "../errors.ts";
+import { UserError, formatUserError } from "../errors.ts";
 import { agentenvDir } from "../paths.ts";
 import type { Mount, Plan } from "../plan.ts";
 import { writeAtomic } from "../volumes.ts";
@@ -56,13 +56,14 @@ function installedVersion(bin: string): string | undefined {
   }
   const file = join(agentenvDir("cache"), "container-version.json");
   try {
-    const cached = JSON.parse(readFileSync(file, "utf8")) as { key: string; version?: string };
+    const cached = JSON.parse(readFileSync(file, "utf8")) as { key: string; version: string };
     if (cached.key === key) return cached.version;
   } catch {
     // not cached yet
   }
   const out = Bun.spawnSync([path, "--version"], { stdout: "pipe", stderr: "pipe" });
   const version = parseVersion(out.stdout.toString());
+  if (!version) return undefined; // asked again next time
   try {
     mkdirSync(dirname(file), { recursive: true });
     writeAtomic(file, JSON.stringify({ key, version }));
@@ -175,16 +176,19 @@ export class AppleContainerRuntime implements Runtime {
 
   constructor(
     readonly bin = "container",
-    options: { version?: string; platform?: NodeJS.Platform } = {},
+    options: { version?: string; platform?: NodeJS.Platform; cp?: string } = {},
   ) {
     this.cliVersion = "version" in options ? options.version : installedVersion(bin);
     this.platform = options.platform ?? process.platform;
+    // macOS's own cp: GNU cp (Homebrew coreutils first on PATH) has no clonefile `-c`
+    this.cp = options.cp ?? (this.platform === "darwin" ? "/bin/cp" : "cp");
     if (this.cliVersion && compareVersions(this.cliVersion, minimumVersion) < 0) {
       throw new UserError(`Apple container ${this.cliVersion} is too old: agentenv needs ${minimumVersion} or later (named volumes)`, "please upgrade: https://github.com/apple/container/releases");
     }
   }
 
   private readonly platform: NodeJS.Platform;
+  private readonly cp: string;
 
   private get hasInit(): boolean {
     return !this.cliVersion || compareVersions(this.cliVersion, initVersion) >= 0;
@@ -200,7 +204,7 @@ export class AppleContainerRuntime implements Runtime {
     // no --hostname (the VM is named after the container) and no --pull (it pulls what is missing)
     args.push("--name", plan.name, "-w", plan.workdir);
     if (plan.entrypoint !== undefined) args.push("--entrypoint", plan.entrypoint);
-    for (const [key, value] of Object.entries(plan.labels)) args.push("--label", `${key}=${value}`);
+    for (const [key, value] of Object.entries(plan.labels)) args.push("--label", labelArg(key, value));
     for (const mount of plan.mounts) args.push(...mountArg(mount));
     for (const [key, value] of Object.entries(plan.env)) args.push("-e", `${key}=${value}`);
     args.push(...plan.extraArgs, plan.image, ...plan.command);
@@ -264,17 +268,19 @@ export class AppleContainerRuntime implements Runtime {
     for (const mount of wanted) {
       for (const holder of running) {
         const held = holder.volumes.find((v) => v.name === mount.source);
-        if (held && !(held.readonly && mount.readonly)) throw volumeBusy(mount.source, holder.id);
+        if (held && !(held.readonly && mount.readonly)) throw volumeBusy(mount.source, holder.id, held.readonly);
       }
     }
   }
 
   /** The engine's own words, unless they are the attachment error: then agentenv's. */
   private explain(text: string, plan: Plan): string {
-    if (!busyVolume.test(text)) return text;
+    // only the engine's own error line (the session's output may say anything)
+    if (!/^Error: /m.test(text) || !busyVolume.test(text)) return text;
     const volumes = plan.mounts.filter((m) => m.type === "volume" && !m.readonly).map((m) => m.source);
     const error = volumeBusy(volumes.join(", ") || "a volume", undefined);
-    return `agentenv: ${error.message}\n    ${error.hint}\n`;
+    // one line, as agentenv prints its own errors; a relayed line gets its newline from the relay
+    return `agentenv: ${formatUserError(error)}${text.endsWith("\n") ? "\n" : ""}`;
   }
 
   private async containers(all: boolean): Promise<AppleContainer[]> {
@@ -310,7 +316,7 @@ export class AppleContainerRuntime implements Runtime {
 
   async volumeCreate(name: string, labels: Record<string, string>): Promise<void> {
     const args = ["volume", "create"];
-    for (const [key, value] of Object.entries(labels)) args.push("--label", `${key}=${value}`);
+    for (const [key, value] of Object.entries(labels)) args.push("--label", labelArg(key, value));
     const result = await this.call([...args, name]);
     if (result.code !== 0) throw new UserError(`container could not create volume ${name}: ${oneLine(result.stderr)}`, startHint(result.stderr));
   }
@@ -358,7 +364,7 @@ export class AppleContainerRuntime implements Runtime {
     if (why) return { cloned: false, why };
     const tmp = `${to!.source}.agentenv-clone`;
     rmSync(tmp, { force: true });
-    const child = Bun.spawn(["cp", "-c", from!.source, tmp], { stdout: "ignore", stderr: "pipe" });
+    const child = Bun.spawn([this.cp, "-c", from!.source, tmp], { stdout: "ignore", stderr: "pipe" });
     if ((await child.exited) !== 0) {
       rmSync(tmp, { force: true });
       return { cloned: false, why: `cp -c failed: ${oneLine(await new Response(child.stderr).text())}` };
@@ -443,6 +449,12 @@ function info(c: AppleContainer): ContainerInfo {
   return { name: c.id, running: c.state === "running", labels: c.labels, exitCode: c.exitCode };
 }
 
+/** Its parser takes one "=" per label: a second one (a path holding "=") would fail in the engine. */
+function labelArg(key: string, value: string): string {
+  if (value.includes("=")) throw new UserError(`cannot label the container ${key}=${value}: Apple container's labels allow one "=" only`, "use a directory whose path has no \"=\"");
+  return `${key}=${value}`;
+}
+
 function splitLabel(label: string): [string, string | undefined] {
   const at = label.indexOf("=");
   return at < 0 ? [label, undefined] : [label.slice(0, at), label.slice(at + 1)];
@@ -457,9 +469,11 @@ function startHint(stderr: string): string | undefined {
   return /XPC connection|container system start/i.test(stderr) ? "start it: container system start" : undefined;
 }
 
-function volumeBusy(volume: string, holder: string | undefined): UserError {
+function volumeBusy(volume: string, holder: string | undefined, holderReadonly = false): UserError {
   return new UserError(
-    `volume ${volume} is attached read-write by ${holder ? `container ${holder}` : "another container"}: Apple container attaches a volume's disk to one VM at a time`,
+    holderReadonly
+      ? `volume ${volume} is attached read-only by container ${holder}: Apple container shares a volume's disk between VMs only when all of them attach it read-only`
+      : `volume ${volume} is attached read-write by ${holder ? `container ${holder}` : "another container"}: Apple container attaches a volume's disk to one VM at a time`,
     holder?.startsWith("agentenv-up-")
       ? `join that container instead: agentenv exec --env ${holder.slice("agentenv-up-".length)}`
       : "end the other session first (agentenv ps, container ls), or use another environment",
