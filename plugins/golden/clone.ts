@@ -59,20 +59,66 @@ export const copyClone: CloneStrategy = {
   },
 };
 
-export type StrategyChoice = { strategy: CloneStrategy; reason: string } | { strategy: undefined; reason: string };
+/**
+ * The golden store kept as an engine volume holding a plain /nix tree, for engines whose
+ * volumes this host cannot reach as directories (Apple `container` on macOS, a VM or a
+ * remote engine). Every step is an engine call: each session gets its own volume, cloned
+ * from the golden one, and Nix itself copies the new paths back (./volume.ts).
+ */
+export interface VolumeStrategy {
+  name: "volume";
+  cost: string;
+}
+
+export const volumeClone: VolumeStrategy = {
+  name: "volume",
+  cost: "each session clones the store volume: constant time where the engine can clone disk images (Apple container), else a copy through a helper container",
+};
+
+export type StrategyChoice =
+  | { strategy: CloneStrategy; reason: string }
+  | { strategy: VolumeStrategy; reason: string }
+  | { strategy: undefined; reason: string };
+
+export type VolumeChoice = { strategy: VolumeStrategy; reason: string };
+
+export function isVolumeChoice(choice: StrategyChoice | undefined): choice is VolumeChoice {
+  return choice?.strategy?.name === "volume";
+}
+
+/** The layered strategy of CHOICE (overlay or copy), if that is what it is. */
+export function layeredStrategy(choice: StrategyChoice | undefined): CloneStrategy | undefined {
+  return choice?.strategy && choice.strategy.name !== "volume" ? choice.strategy : undefined;
+}
+
+/**
+ * The volume strategy when it is known without asking the engine: forced with
+ * `AGENTENV_STORE_CLONE=volume`, an engine that runs containers in a VM of its own
+ * (Apple `container`: its volumes are disk images), or a host that is not Linux.
+ */
+export function volumeChoiceWithoutEngine(
+  runtime?: { name: string; sharesHostKernel: boolean },
+  forced = process.env.AGENTENV_STORE_CLONE,
+  platform: string = process.platform,
+): VolumeChoice | undefined {
+  if (forced === "volume") return { strategy: volumeClone, reason: "AGENTENV_STORE_CLONE=volume" };
+  if (runtime && !runtime.sharesHostKernel) return { strategy: volumeClone, reason: `${runtime.name} runs containers in a VM: its volumes are disk images, not directories here` };
+  if (platform !== "linux") return { strategy: volumeClone, reason: `the engine's volumes are not reachable as directories from ${platform}` };
+  return undefined;
+}
 
 /**
  * The fastest strategy this process can use on ROOT (the golden volume's directory).
- * `AGENTENV_STORE_CLONE=copy` forces the fallback (e.g. a kernel without overlayfs).
+ * `AGENTENV_STORE_CLONE=copy` forces the fallback (e.g. a kernel without overlayfs),
+ * `AGENTENV_STORE_CLONE=volume` the engine-only strategy (any engine).
  */
 export function chooseStrategy(root: string, forced = process.env.AGENTENV_STORE_CLONE): StrategyChoice {
-  if (process.platform !== "linux") {
-    return { strategy: undefined, reason: `the engine's volumes are not reachable from ${process.platform}` };
-  }
+  const early = volumeChoiceWithoutEngine(undefined, forced);
+  if (early) return early;
   try {
     accessSync(root, constants.R_OK | constants.W_OK | constants.X_OK);
   } catch {
-    return { strategy: undefined, reason: `the volume's directory ${root} is not reachable from here (a remote or VM engine, or not your files)` };
+    return { strategy: volumeClone, reason: `the volume's directory ${root || "(none reported)"} is not reachable from here (a remote or VM engine, or not your files)` };
   }
   if (forced === "copy") return { strategy: copyClone, reason: "AGENTENV_STORE_CLONE=copy" };
   if (process.getuid?.() === 0) return { strategy: overlayClone, reason: "overlay mounts available (root)" };

@@ -9,7 +9,9 @@ import { ensureVolume } from "../../core/volumes.ts";
 import { GoldenStore, markerName, type PromotionRecord, type StoreMarker } from "./layout.ts";
 import { liveClosure, rebuild, storeStats } from "./promote.ts";
 import { formatBytes } from "../../core/log.ts";
+import { isVolumeChoice, type VolumeChoice } from "./clone.ts";
 import { deadSessions, locateStore } from "./session.ts";
+import { resetVolumeStore, volumeStatus as readVolumeStatus } from "./volume.ts";
 
 const storeArgs = {
   ...runtimeArgs,
@@ -50,6 +52,7 @@ const status = defineCommand({
   async run({ args }) {
     const ctx = await commandContext(args);
     const located = await locateStore(ctx);
+    if (isVolumeChoice(located.choice)) return volumeStatus(ctx, located.choice, Boolean(args.json));
     const result: Status = { engine: ctx.runtime.name, volume: located.volume, exists: Boolean(located.root) };
     if (located.root && !located.choice?.strategy) {
       // the volume exists but its files are out of reach (a VM or remote engine)
@@ -91,6 +94,30 @@ const status = defineCommand({
     return 0;
   },
 });
+
+/** `store status` for a golden store kept as an engine volume (./volume.ts): the host's records. */
+async function volumeStatus(ctx: BaseContext, choice: VolumeChoice, json: boolean): Promise<number> {
+  const result = await readVolumeStatus(ctx, choice);
+  if (json) {
+    console.log(JSON.stringify(result, null, 2));
+    return 0;
+  }
+  const { seeded, lastPromotion: last } = result;
+  const rows: Array<[string, string]> = [
+    ["engine", result.engine],
+    ["volume", `${result.volume} (${result.exists ? "an engine volume, not a directory here" : "not created yet: the first session seeds it"})`],
+    ["strategy", `volume — ${result.strategyNote}`],
+    ["why", result.reason],
+    ["seeded", seeded ? `${seeded.seeded} from ${seeded.image}` : "not yet (the first session seeds it)"],
+  ];
+  if (seeded?.cloneFallback) rows.push(["clone", `copied through a helper container: ${seeded.cloneFallback}`]);
+  rows.push(
+    ["sessions", result.sessions.length ? result.sessions.join(", ") : "none running"],
+    ["promoted", last ? `${last.time}: ${last.paths} paths (${formatBytes(last.bytes)}) from ${last.session}` : "never"],
+  );
+  for (const [key, value] of rows) console.log(`${key.padEnd(9)} ${value}`);
+  return 0;
+}
 
 /** `/nix/store/<hash-name>` of a path inside the store, or undefined. */
 function storePathOf(target: string): string | undefined {
@@ -155,6 +182,13 @@ const gc = defineCommand({
   },
   async run({ args }) {
     const ctx = await commandContext(args);
+    const located = await locateStore(ctx);
+    if (isVolumeChoice(located.choice)) {
+      throw new UserError(
+        `store gc is not supported yet for a golden store kept as an engine volume (${ctx.runtime.name}; ${located.choice.reason})`,
+        "agentenv store reset --yes starts it over from the image",
+      );
+    }
     const store = await requireStore(ctx);
     const roots = ownRoots(store);
     await callHook(ctx.plugins, "store:roots", ctx, roots);
@@ -181,6 +215,12 @@ const gc = defineCommand({
   },
 });
 
+/** Asks QUESTION on the terminal; off a terminal, `--yes` is required. */
+function confirmReset(question: string): boolean {
+  if (!process.stdin.isTTY) throw new UserError("store reset deletes every path in the golden store: pass --yes to confirm");
+  return /^y(es)?$/i.test(prompt(`${question} [y/N]`)?.trim() ?? "");
+}
+
 const reset = defineCommand({
   meta: { name: "reset", description: "Throw the golden store away and seed it again from the image" },
   args: {
@@ -190,6 +230,15 @@ const reset = defineCommand({
   async run({ args }) {
     const ctx = await commandContext(args);
     const located = await locateStore(ctx);
+    if (isVolumeChoice(located.choice)) {
+      if (!args.yes && !confirmReset(`Delete the golden store ${located.volume} and seed it again from ${ctx.config.image}?`)) {
+        console.log("cancelled");
+        return 1;
+      }
+      await resetVolumeStore(ctx, located.choice);
+      ctx.log.success(`golden store ${located.volume} seeded from ${ctx.config.image}`);
+      return 0;
+    }
     if (located.root && located.choice?.strategy) {
       const store = new GoldenStore(located.root);
       if (!args.yes) {

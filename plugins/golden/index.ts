@@ -23,7 +23,7 @@ export default definePlugin({
       if (usesGoldenStore(ctx.config.store)) await (await session()).endStore(ctx, result);
     },
     async "volume:seed"(ctx: BaseContext, volume) {
-      if (volume.name === ctx.config.storeVolume) await (await session()).seedStore(ctx, volume.name);
+      if (volume.name === ctx.config.storeVolume) await (await session()).seedGolden(ctx, volume);
     },
   },
   commands: {

@@ -4,12 +4,13 @@ import { UserError, messageOf } from "../../core/errors.ts";
 import { lockFile, type FileLock } from "../../core/linux.ts";
 import { formatBytes } from "../../core/log.ts";
 import { helperPlan, shellQuote } from "../../core/plan.ts";
-import type { BaseContext, SessionContext } from "../../core/plugins.ts";
+import type { BaseContext, SessionContext, VolumeSpec } from "../../core/plugins.ts";
 import { ensureVolume, volumeDir, writeAtomic } from "../../core/volumes.ts";
-import { chooseStrategy, type CloneStrategy, type StrategyChoice } from "./clone.ts";
+import { chooseStrategy, isVolumeChoice, layeredStrategy, volumeChoiceWithoutEngine, type CloneStrategy, type StrategyChoice, type VolumeChoice } from "./clone.ts";
 import { GoldenStore, markerName, type SessionRecord, type StoreMarker } from "./layout.ts";
 import { openReadOnly, lastId } from "./nixdb.ts";
 import { promote, rebuild } from "./promote.ts";
+import { endVolumeStore, hasDetachedSession, layoutLabel, mountVolumeStore, recordedChoice, seedVolumeStore, startVolumeStore } from "./volume.ts";
 
 /**
  * Past this many layers, a promotion also compacts the stack into one layer (each layer
@@ -22,19 +23,39 @@ function maxLayers(): number {
 
 export interface Located {
   volume: string;
-  /** the volume's directory on the engine's host; undefined while the volume is missing or unseeded */
+  /** the volume's directory on the engine's host; undefined while the volume is missing or unseeded, and for the volume strategy */
   root?: string;
   choice?: StrategyChoice;
 }
 
-/** Finds the golden store's directory (cached: no engine call on the hot path). */
+/**
+ * Finds the golden store's directory (cached: no engine call on the hot path), or says
+ * the store is kept as an engine volume (./volume.ts): forced, on a host that is not
+ * Linux, for a volume seeded that way (the host's record), or when the volume's
+ * directory is out of reach.
+ */
 export async function locateStore(ctx: BaseContext): Promise<Located> {
   const volume = ctx.config.storeVolume;
+  const early = volumeChoiceWithoutEngine(ctx.runtime) ?? recordedChoice(ctx);
+  if (early) return { volume, choice: early };
   const { dir, marked } = await volumeDir(ctx, volume, markerName);
   if (!dir) return { volume };
   const choice = chooseStrategy(dir);
+  if (isVolumeChoice(choice)) return { volume, choice };
   if (choice.strategy && !marked) return { volume, choice };
   return { volume, root: dir, choice };
+}
+
+/**
+ * `volume:seed` of the golden store volume: the layered layout (./layout.ts) where its
+ * directory is reachable, else a plain /nix tree (./volume.ts, which also seeds the
+ * volumes it creates itself).
+ */
+export async function seedGolden(ctx: BaseContext, volume: VolumeSpec): Promise<void> {
+  if (volume.labels[layoutLabel]) return;
+  const choice = volumeChoiceWithoutEngine(ctx.runtime) ?? chooseStrategy((await ctx.runtime.volumeMountpoint(volume.name)) ?? "");
+  if (isVolumeChoice(choice)) return seedVolumeStore(ctx, volume.name, choice.reason);
+  await seedStore(ctx, volume.name);
 }
 
 /**
@@ -74,6 +95,8 @@ interface ActiveSession {
 interface SessionState {
   located: Located;
   active?: ActiveSession;
+  /** the session uses the volume strategy (./volume.ts keeps its state) */
+  volume?: boolean;
 }
 
 const states = new WeakMap<SessionContext, SessionState>();
@@ -87,8 +110,15 @@ function mountInPlan(ctx: SessionContext, root: string): void {
 /** `session:mount`: the plan gets this session's clone at /nix (made in `startStore`). */
 export async function mountStore(ctx: SessionContext): Promise<void> {
   const located = await locateStore(ctx);
-  states.set(ctx, { located });
-  if (located.root && located.choice?.strategy) mountInPlan(ctx, located.root);
+  states.set(ctx, { located, volume: isVolumeChoice(located.choice) });
+  if (isVolumeChoice(located.choice)) mountVolumeStore(ctx);
+  else if (located.root && located.choice?.strategy) mountInPlan(ctx, located.root);
+}
+
+async function startVolume(ctx: SessionContext, state: SessionState, choice: VolumeChoice, mount: boolean): Promise<void> {
+  if (mount) mountVolumeStore(ctx);
+  state.volume = true;
+  await startVolumeStore(ctx, choice);
 }
 
 /**
@@ -141,6 +171,7 @@ async function reapAbandoned(ctx: BaseContext, store: GoldenStore): Promise<void
 export async function startStore(ctx: SessionContext): Promise<void> {
   const state = states.get(ctx) ?? { located: await locateStore(ctx) };
   states.set(ctx, state);
+  if (isVolumeChoice(state.located.choice)) return startVolume(ctx, state, state.located.choice, !state.volume);
   if (!state.located.root) {
     const volume = state.located.volume;
     try {
@@ -152,17 +183,20 @@ export async function startStore(ctx: SessionContext): Promise<void> {
         state.located = await locateStore(ctx);
       }
       // there but unseeded (a seed that died, or one still running elsewhere): seeding is idempotent
-      if (!state.located.root && state.located.choice?.strategy) await seedStore(ctx, volume);
+      if (!state.located.root && layeredStrategy(state.located.choice)) await seedStore(ctx, volume);
     } catch (error) {
       // a stopped engine or a missing image: say that, not what it broke first
       const why = await ctx.runtime.diagnose(ctx.plan);
       throw why ? new UserError(why) : error;
     }
     state.located = await locateStore(ctx);
+    // just created, and its directory is out of reach: seeded as a volume store
+    if (isVolumeChoice(state.located.choice)) return startVolume(ctx, state, state.located.choice, true);
     if (state.located.root && state.located.choice?.strategy) mountInPlan(ctx, state.located.root);
   }
   const { root, choice } = state.located;
-  if (!root || !choice?.strategy) {
+  const strategy = layeredStrategy(choice);
+  if (!root || !strategy) {
     ctx.log.warn(`golden store unavailable: ${choice?.reason ?? "volume not found"} — using the image's /nix (--store none silences this)`);
     return;
   }
@@ -194,13 +228,13 @@ export async function startStore(ctx: SessionContext): Promise<void> {
     shared.release();
   }
   try {
-    await choice.strategy.prepare(store, name, record.stack);
+    await strategy.prepare(store, name, record.stack);
   } catch (error) {
     await store.removeSession(name);
     lock.release();
     throw new UserError(`could not clone the golden store for this session: ${messageOf(error)}`, "use --store none to run without it");
   }
-  state.active = { store, strategy: choice.strategy, record, lock };
+  state.active = { store, strategy, record, lock };
 }
 
 /**
@@ -208,6 +242,9 @@ export async function startStore(ctx: SessionContext): Promise<void> {
  * Never fails the session: the command's exit code stands, problems are warnings.
  */
 export async function endStore(ctx: SessionContext, _result: { exitCode: number }): Promise<void> {
+  const state = states.get(ctx);
+  // a detached session ended by a new agentenv (`down`) has no state here: its record says which kind it is
+  if (state?.volume || (!state && ctx.mode === "up" && hasDetachedSession(ctx))) return endVolumeStore(ctx);
   const active = states.get(ctx)?.active ?? (ctx.mode === "up" ? await resumeDetached(ctx) : undefined);
   if (!active) return;
   const { store, strategy, record, lock } = active;
@@ -250,7 +287,8 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
  */
 async function resumeDetached(ctx: SessionContext): Promise<ActiveSession | undefined> {
   const { root, choice } = await locateStore(ctx);
-  if (!root || !choice?.strategy) return undefined;
+  const strategy = layeredStrategy(choice);
+  if (!root || !strategy) return undefined;
   const store = new GoldenStore(root);
   const record = store.session(ctx.plan.name);
   if (!record?.detached) return undefined;
@@ -260,7 +298,7 @@ async function resumeDetached(ctx: SessionContext): Promise<ActiveSession | unde
   } catch {
     return undefined; // its directory went away meanwhile
   }
-  return lock && { store, strategy: choice.strategy, record, lock };
+  return lock && { store, strategy, record, lock };
 }
 
 /** Layers a gc or compaction replaced can go once no session names them; a later run retries. */
