@@ -51,7 +51,13 @@ async function storeCheck(runtime: Runtime, config: ResolvedConfig): Promise<Che
     }
   }
   const { locateStore } = await import("../../plugins/golden/session.ts");
-  const located = await locateStore({ config, runtime, log: createLog({ quiet: true }), plugins: [] });
+  const ctx = { config, runtime, log: createLog({ quiet: true }), plugins: [] };
+  const located = await locateStore(ctx);
+  const { isVolumeChoice } = await import("../../plugins/golden/clone.ts");
+  if (isVolumeChoice(located.choice)) {
+    const { describeVolumeStore } = await import("../../plugins/golden/volume.ts");
+    return { name: "nix store", status: "ok", detail: describeVolumeStore(ctx, located.choice) };
+  }
   const strategy = located.choice?.strategy;
   if (!located.root && !located.choice) return { name: "nix store", status: "ok", detail: `volume ${located.volume} not created yet (the first session seeds it)` };
   if (!strategy) return { name: "nix store", status: "warn", detail: `unavailable: ${located.choice?.reason}`, fix: "use a local engine, or store: \"none\" in config" };
