@@ -115,6 +115,16 @@ export function lockFile(file: string, mode: "shared" | "exclusive", wait = true
   };
 }
 
+/** Runs FN holding a lock on FILE in MODE. */
+export async function withFileLock<T>(file: string, mode: "shared" | "exclusive", fn: () => T | Promise<T>): Promise<T> {
+  const lock = lockFile(file, mode)!;
+  try {
+    return await fn();
+  } finally {
+    lock.release();
+  }
+}
+
 /** Whether anyone holds a lock on FILE right now (takes and drops it when free); throws ENOENT when FILE is gone. */
 export function isLocked(file: string): boolean {
   const lock = lockFile(file, "exclusive", false, false);

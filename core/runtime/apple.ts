@@ -4,7 +4,7 @@ import { UserError, formatUserError } from "../errors.ts";
 import { agentenvDir } from "../paths.ts";
 import type { Mount, Plan } from "../plan.ts";
 import { writeAtomic } from "../volumes.ts";
-import { mountArg } from "./oci.ts";
+import { execArgv, mountArg } from "./oci.ts";
 import { attached, engineCall, streamed } from "./process.ts";
 import type { BuildRequest, Check, ContainerInfo, EngineResult, ExecOptions, Runtime } from "./types.ts";
 
@@ -226,12 +226,7 @@ export class AppleContainerRuntime implements Runtime {
   }
 
   execArgv(container: string, exec: ExecOptions, command: readonly string[]): string[] {
-    const args = [this.bin, "exec"];
-    if (exec.interactive) args.push("-i");
-    if (exec.tty) args.push("-t");
-    args.push("-w", exec.workdir);
-    for (const [key, value] of Object.entries(exec.env)) args.push("-e", `${key}=${value}`);
-    return [...args, ...exec.extraArgs, container, ...command];
+    return execArgv(this.bin, container, exec, command);
   }
 
   exec(container: string, exec: ExecOptions, command: readonly string[]): Promise<number> {

@@ -40,6 +40,16 @@ export function mountArg(mount: Mount): string[] {
   return ["-v", `${mount.source}:${mount.target}${mount.readonly ? ":ro" : ""}`];
 }
 
+/** `BIN exec …`: Podman, Docker and Apple `container` take the same flags for it. */
+export function execArgv(bin: string, container: string, exec: ExecOptions, command: readonly string[]): string[] {
+  const args = [bin, "exec"];
+  if (exec.interactive) args.push("-i");
+  if (exec.tty) args.push("-t");
+  args.push("-w", exec.workdir);
+  for (const [key, value] of Object.entries(exec.env)) args.push("-e", `${key}=${value}`);
+  return [...args, ...exec.extraArgs, container, ...command];
+}
+
 export class OciRuntime implements Runtime {
   readonly name: RuntimeName;
   readonly sharesHostKernel = true;
@@ -73,12 +83,7 @@ export class OciRuntime implements Runtime {
   }
 
   execArgv(container: string, exec: ExecOptions, command: readonly string[]): string[] {
-    const args = [this.bin, "exec"];
-    if (exec.interactive) args.push("-i");
-    if (exec.tty) args.push("-t");
-    args.push("-w", exec.workdir);
-    for (const [key, value] of Object.entries(exec.env)) args.push("-e", `${key}=${value}`);
-    return [...args, ...exec.extraArgs, container, ...command];
+    return execArgv(this.bin, container, exec, command);
   }
 
   exec(container: string, exec: ExecOptions, command: readonly string[]): Promise<number> {

@@ -1,6 +1,6 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "pathe";
-import { isLocked, lockFile, mountsUnder, unmount, type FileLock } from "../../core/linux.ts";
+import { isLocked, lockFile, mountsUnder, unmount, withFileLock, type FileLock } from "../../core/linux.ts";
 import { writeAtomic } from "../../core/volumes.ts";
 
 /**
@@ -100,13 +100,8 @@ export class GoldenStore {
   }
 
   /** Runs FN holding the store's lock in MODE. */
-  async withLock<T>(mode: "shared" | "exclusive", fn: () => T | Promise<T>): Promise<T> {
-    const lock = this.lock(mode);
-    try {
-      return await fn();
-    } finally {
-      lock.release();
-    }
+  withLock<T>(mode: "shared" | "exclusive", fn: () => T | Promise<T>): Promise<T> {
+    return withFileLock(join(this.root, "lock"), mode, fn);
   }
 
   /** The store database a session starting now sees: the topmost layer's. */

@@ -2,7 +2,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "pathe";
 import { UserError, messageOf } from "../../core/errors.ts";
 import { undoOnInterrupt } from "../../core/interrupt.ts";
-import { isLocked, lockFile, type FileLock } from "../../core/linux.ts";
+import { isLocked, lockFile, withFileLock, type FileLock } from "../../core/linux.ts";
 import { formatBytes } from "../../core/log.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
@@ -131,13 +131,9 @@ export class GoldenVolume {
     return lockFile(`${this.base}.lock`, mode)!;
   }
 
-  async withLock<T>(mode: "shared" | "exclusive", fn: () => T | Promise<T>): Promise<T> {
-    const lock = this.lock(mode);
-    try {
-      return await fn();
-    } finally {
-      lock.release();
-    }
+  withLock<T>(mode: "shared" | "exclusive", fn: () => T | Promise<T>): Promise<T> {
+    mkdirSync(stateDir(), { recursive: true });
+    return withFileLock(`${this.base}.lock`, mode, fn);
   }
 }
 
