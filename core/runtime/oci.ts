@@ -261,7 +261,11 @@ export class OciRuntime implements Runtime {
     const [ociRuntime, driver] = info.stdout.trim().split(" ");
     if (ociRuntime === "crun") checks.push({ name: "oci runtime", status: "warn", detail: "crun fails on hybrid-cgroup hosts such as this kind", fix: 'bin/setup (sets runtime = "runc" in containers.conf)' });
     else if (ociRuntime) checks.push({ name: "oci runtime", status: "ok", detail: ociRuntime });
-    if (driver === "vfs") checks.push({ name: "storage", status: "warn", detail: "vfs driver: every session copies the whole image (seconds instead of ≈0.25 s)", fix: 'set driver = "overlay" under [storage] in storage.conf' });
+    if (process.getuid?.() !== 0) {
+      const { rootlessChecks, thisHost } = await import("./rootless.ts");
+      checks.push(...rootlessChecks(thisHost()));
+    }
+    if (driver === "vfs") checks.push({ name: "storage", status: "warn", detail: "vfs driver: every session copies the whole image (seconds instead of ≈0.25 s)", fix: process.getuid?.() === 0 ? 'set driver = "overlay" under [storage] in /etc/containers/storage.conf' : 'put [storage] driver = "overlay" in ~/.config/containers/storage.conf, then podman system reset (it drops your images)' });
     else if (driver) checks.push({ name: "storage", status: "ok", detail: driver });
     return checks;
   }

@@ -42,7 +42,10 @@ export const overlayClone: CloneStrategy = {
   },
 };
 
-/** The last resort: a full copy of the layers (reflinked where the filesystem can). */
+/**
+ * A full copy of the layers (reflinked where the filesystem can), as root with
+ * `AGENTENV_STORE_CLONE=copy` (a kernel without overlayfs).
+ */
 export const copyClone: CloneStrategy = {
   name: "copy",
   cost: "plain copy: every session copies the whole store (slow for big stores)",
@@ -122,5 +125,7 @@ export function chooseStrategy(root: string, forced = process.env.AGENTENV_STORE
   }
   if (forced === "copy") return { strategy: copyClone, reason: "AGENTENV_STORE_CLONE=copy" };
   if (process.getuid?.() === 0) return { strategy: overlayClone, reason: "overlay mounts available (root)" };
-  return { strategy: copyClone, reason: "not root: no overlay mounts, so each session copies the store" };
+  // a host-side copy cannot promote as a normal user: Nix's store directories are read-only
+  // (0555) and only root may move or delete them; the engine can (rootless Podman's namespace)
+  return { strategy: volumeClone, reason: "not root: no overlay mounts, and Nix's read-only store directories can only be moved inside the engine" };
 }

@@ -1,0 +1,38 @@
+import { describe, expect, test } from "bun:test";
+import { rootlessChecks, type RootlessHost } from "../../core/runtime/rootless.ts";
+
+const healthy: RootlessHost = {
+  uid: 1001,
+  user: "dev",
+  subuid: "root:100000:65536\ndev:165536:65536\n",
+  subgid: "1001:165536:65536\n",
+  newuidmap: true,
+  xdgRuntimeDir: "/run/user/1001",
+  xdgOwner: 1001,
+  tun: "ok",
+};
+
+const failing = (host: Partial<RootlessHost>) => rootlessChecks({ ...healthy, ...host }).filter((c) => c.status !== "ok");
+
+describe("doctor's rootless checks", () => {
+  test("a healthy host: ranges by name or by uid, nothing to fix", () => {
+    expect(failing({})).toEqual([]);
+    expect(rootlessChecks(healthy)[0]).toMatchObject({ name: "rootless ids", status: "ok" });
+  });
+
+  test("no subordinate range (or a zero-sized one) names the file and the usermod that fixes it", () => {
+    const [check] = failing({ subuid: "other:100000:65536\n", subgid: "dev:100000:0\n" });
+    expect(check).toMatchObject({ name: "rootless ids", status: "fail" });
+    expect(check!.detail).toContain("/etc/subuid and /etc/subgid");
+    expect(check!.fix).toBe("sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 dev && podman system migrate");
+  });
+
+  test("missing newuidmap, an unset or foreign XDG_RUNTIME_DIR, and /dev/net/tun each say how to fix them", () => {
+    expect(failing({ newuidmap: false })).toEqual([expect.objectContaining({ name: "newuidmap", status: "fail", fix: "sudo apt-get install uidmap" })]);
+    expect(failing({ xdgRuntimeDir: undefined, xdgOwner: undefined })).toEqual([expect.objectContaining({ name: "runtime dir", status: "warn" })]);
+    expect(failing({ xdgOwner: 0 })[0]!.detail).toBe("XDG_RUNTIME_DIR=/run/user/1001 is owned by uid 0, not by you");
+    expect(failing({ xdgOwner: undefined })[0]!.detail).toContain("is not a directory");
+    expect(failing({ tun: "denied" })).toEqual([expect.objectContaining({ name: "network", status: "fail", fix: "sudo chmod 666 /dev/net/tun (udev does this on most distributions)" })]);
+    expect(failing({ tun: "missing" })).toEqual([expect.objectContaining({ name: "network", status: "warn" })]);
+  });
+});
