@@ -222,6 +222,9 @@ export class AppleContainerRuntime implements Runtime {
       if (result.code !== 0) process.stderr.write(this.explain(result.stderr, plan));
       return result.code;
     }
+    // stderr is relayed so that the engine's attachment error is explained, never shown raw;
+    // without a terminal the session's own stderr passes through the relay too (only a
+    // line starting "Error: " is held until its end)
     return attached([this.bin, ...this.runArgs(plan)], { stderrLine: (line) => this.explain(line, plan) });
   }
 

@@ -257,15 +257,16 @@ export class OciRuntime implements Runtime {
     }
     const checks: Check[] = [{ name: "engine", status: "ok", detail: `${this.name} ${version} (${this.bin})` }];
     if (this.dialect.name !== "podman") return checks;
-    const info = await this.call(["info", "--format", "{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}}"]);
-    const [ociRuntime, driver] = info.stdout.trim().split(" ");
+    const info = await this.call(["info", "--format", "{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}} {{.Host.Security.Rootless}} {{.Host.ServiceIsRemote}}"]);
+    const [ociRuntime, driver, rootless, remote] = info.stdout.trim().split(" ");
     if (ociRuntime === "crun") checks.push({ name: "oci runtime", status: "warn", detail: "crun fails on hybrid-cgroup hosts such as this kind", fix: 'bin/setup (sets runtime = "runc" in containers.conf)' });
     else if (ociRuntime) checks.push({ name: "oci runtime", status: "ok", detail: ociRuntime });
-    if (process.getuid?.() !== 0) {
+    // this host's ids, helpers and devices matter only when the engine runs rootless here
+    if (rootless === "true" && remote !== "true" && process.platform === "linux") {
       const { rootlessChecks, thisHost } = await import("./rootless.ts");
       checks.push(...rootlessChecks(thisHost()));
     }
-    if (driver === "vfs") checks.push({ name: "storage", status: "warn", detail: "vfs driver: every session copies the whole image (seconds instead of ≈0.25 s)", fix: process.getuid?.() === 0 ? 'set driver = "overlay" under [storage] in /etc/containers/storage.conf' : 'put [storage] driver = "overlay" in ~/.config/containers/storage.conf, then podman system reset (it drops your images)' });
+    if (driver === "vfs") checks.push({ name: "storage", status: "warn", detail: "vfs driver: every session copies the whole image (seconds instead of ≈0.25 s)", fix: rootless !== "true" ? 'set driver = "overlay" under [storage] in /etc/containers/storage.conf' : 'put [storage] driver = "overlay" in ~/.config/containers/storage.conf, then podman system reset (it drops your images)' });
     else if (driver) checks.push({ name: "storage", status: "ok", detail: driver });
     return checks;
   }

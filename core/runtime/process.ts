@@ -49,7 +49,8 @@ export interface AttachOptions {
 export async function attached(argv: string[], options: AttachOptions = {}): Promise<number> {
   const { stderrLine } = options;
   const child = Bun.spawn(argv, { stdio: ["inherit", "inherit", stderrLine ? "pipe" : "inherit"] });
-  const relayed = stderrLine && child.stderr instanceof ReadableStream ? relayLines(child.stderr, stderrLine) : Promise.resolve();
+  // a relay that fails (agentenv's stderr closed) must not end agentenv under a running session
+  const relayed = stderrLine && child.stderr instanceof ReadableStream ? relayLines(child.stderr, stderrLine).catch(() => {}) : Promise.resolve();
   // On a terminal, Ctrl-C reaches the engine through the terminal's process group
   // (or, with -t, the container's TTY): agentenv itself must outlive it to report the
   // exit code. Signals sent to agentenv alone (a supervisor's kill) are passed on.
