@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "pathe";
+import { dirname, join } from "pathe";
 import { agentenv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace } from "../helpers/engine.ts";
 
@@ -47,7 +47,8 @@ function world(options: { version?: string; image?: boolean } = {}): World {
   chmodSync(runtimeDir, 0o700);
   const logFile = join(root, "fake.log");
   const env: Record<string, string> = {
-    PATH: `${fakeDir}:${process.env.PATH}`,
+    // the fakes are `#!/usr/bin/env bun` scripts: the bun running the tests must be found
+    PATH: `${fakeDir}:${dirname(process.execPath)}:${process.env.PATH}`,
     FAKE_CONTAINER_STATE: state,
     FAKE_CONTAINER_LOG: logFile,
     FAKE_CONTAINER_VERSION: options.version ?? "1.2.0",
