@@ -1,6 +1,6 @@
 import type { RuntimeName } from "../config.ts";
 import { UserError } from "../errors.ts";
-import { AppleContainerRuntime } from "./apple.ts";
+import type { AppleContainerRuntime } from "./apple.ts";
 import { OciRuntime, dockerDialect, podmanDialect } from "./oci.ts";
 import type { Runtime } from "./types.ts";
 
@@ -28,6 +28,10 @@ export function createRuntime(name: RuntimeName | undefined): Runtime {
   const bin = Bun.which(chosen);
   if (!bin) throw new UserError(`${chosen} is not installed (not found on PATH)`, installHints[chosen]);
   // spawn by name: dry-run output stays copy-pasteable and PATH decides, as it did just now
-  if (chosen === "container") return new AppleContainerRuntime(chosen);
+  if (chosen === "container") {
+    // loaded only for that engine: Podman and Docker sessions do not parse it
+    const { AppleContainerRuntime: Apple } = require("./apple.ts") as { AppleContainerRuntime: typeof AppleContainerRuntime };
+    return new Apple(chosen);
+  }
   return new OciRuntime(chosen, chosen === "podman" ? podmanDialect : dockerDialect);
 }
