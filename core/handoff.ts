@@ -2,6 +2,7 @@ import { lstatSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { UserError } from "./errors.ts";
+import { hostUid } from "./paths.ts";
 import type { SessionContext } from "./plugins.ts";
 
 /**
@@ -18,11 +19,11 @@ function baseDir(): string {
   if (process.env.XDG_RUNTIME_DIR) return join(process.env.XDG_RUNTIME_DIR, "agentenv");
   const shm = "/dev/shm";
   try {
-    if (lstatSync(shm).isDirectory()) return join(shm, `agentenv-${process.getuid?.() ?? "user"}`);
+    if (lstatSync(shm).isDirectory()) return join(shm, `agentenv-${hostUid() ?? "user"}`);
   } catch {
     // no /dev/shm (macOS)
   }
-  return join(tmpdir(), `agentenv-${process.getuid?.() ?? "user"}`);
+  return join(tmpdir(), `agentenv-${hostUid() ?? "user"}`);
 }
 
 /** The handoff directory of the container named NAME, on this host. */

@@ -184,3 +184,27 @@ export async function mountsUnder(prefix: string): Promise<string[]> {
     .map((p) => p.replace(/\\(\d{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8))));
   return points.sort((a, b) => b.length - a.length);
 }
+
+/**
+ * Replaces this process with ARGV (execve(2)): the same pid, terminal and signals, and no
+ * parent left waiting, as a shell's `exec`. ARGV[0] is looked up on PATH. Returns only by
+ * throwing.
+ */
+export function replaceProcess(argv: readonly string[], env: Record<string, string | undefined>): never {
+  if (process.platform !== "linux") throw new Error("replaceProcess needs Linux");
+  const { dlopen, FFIType, ptr, read } = ffi();
+  const { symbols } = dlopen("libc.so.6", {
+    execve: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
+  const path = argv[0]?.includes("/") ? argv[0] : Bun.which(argv[0] ?? "");
+  if (!path) throw new SystemError("execve", 2, `${argv[0]} not found on PATH`);
+  // the strings must outlive the call: keep them referenced here
+  const args = argv.map(cstr);
+  const vars = Object.entries(env)
+    .filter((entry): entry is [string, string] => entry[1] !== undefined)
+    .map(([key, value]) => cstr(`${key}=${value}`));
+  const table = (strings: Buffer[]) => BigUint64Array.from([...strings.map((s) => BigInt(ptr(s))), 0n]);
+  symbols.execve(cstr(path), table(args), table(vars));
+  throw new SystemError("execve", read.i32(symbols.__errno_location()!, 0), path);
+}

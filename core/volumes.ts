@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "pathe";
 import { undoOnInterrupt } from "./interrupt.ts";
-import { agentenvDir } from "./paths.ts";
+import { agentenvDir, hostUid } from "./paths.ts";
 import { callHook, type BaseContext, type VolumeSpec } from "./plugins.ts";
 
 /** Writes FILE so that readers see the old or the new content, never a part. */
@@ -25,7 +25,7 @@ function cacheFile(): string {
 /** Which engine instance: the same volume name on another socket, or for another user, is another volume. */
 function cacheKey(ctx: BaseContext, volume: string): string {
   const endpoint = ctx.runtime.name === "docker" ? process.env.DOCKER_HOST : process.env.CONTAINER_HOST;
-  return `${ctx.runtime.name}|${endpoint ?? ""}|${process.getuid?.() ?? ""}|${volume}`;
+  return `${ctx.runtime.name}|${endpoint ?? ""}|${hostUid() ?? ""}|${volume}`;
 }
 
 function readCache(): Record<string, string> {

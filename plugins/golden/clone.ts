@@ -124,8 +124,9 @@ export function chooseStrategy(root: string, forced = process.env.AGENTENV_STORE
     return { strategy: volumeClone, reason: `the volume's directory ${root || "(none reported)"} is not reachable from here (a remote or VM engine, or not your files)` };
   }
   if (forced === "copy") return { strategy: copyClone, reason: "AGENTENV_STORE_CLONE=copy" };
-  if (process.getuid?.() === 0) return { strategy: overlayClone, reason: "overlay mounts available (root)" };
-  // a host-side copy cannot promote as a normal user: Nix's store directories are read-only
-  // (0555) and only root may move or delete them; the engine can (rootless Podman's namespace)
-  return { strategy: volumeClone, reason: "not root: no overlay mounts, and Nix's read-only store directories can only be moved inside the engine" };
+  // root here is root, or the user inside rootless Podman's namespace (core/runtime/userns.ts)
+  if (process.getuid?.() === 0) return { strategy: overlayClone, reason: process.env._CONTAINERS_USERNS_CONFIGURED ? "overlay mounts inside rootless Podman's namespace" : "overlay mounts available (root)" };
+  // a host-side copy cannot promote as a normal user outside that namespace: Nix's store
+  // directories are read-only (0555) and only root may move or delete them
+  return { strategy: volumeClone, reason: "not root and outside rootless Podman's namespace: no overlay mounts, and Nix's read-only store directories can only be moved inside the engine" };
 }

@@ -38,6 +38,8 @@ interface Status {
   root?: string;
   strategy?: string;
   strategyNote?: string;
+  /** why this strategy: root, inside rootless Podman's namespace, forced… */
+  strategyReason?: string;
   seeded?: StoreMarker;
   layers?: number;
   paths?: number;
@@ -63,6 +65,7 @@ const status = defineCommand({
         root: located.root,
         strategy: located.choice?.strategy?.name ?? "unavailable",
         strategyNote: located.choice?.strategy?.cost ?? located.choice?.reason,
+        strategyReason: located.choice?.reason,
         seeded: store.marker(),
         layers: store.stack().length,
         ...storeStats(store),

@@ -234,7 +234,8 @@ export const wrap = defineCommand({
     ...globalArgs,
   },
   async run({ args, rawArgs }) {
-    const { listWrappers, renderWrapper, writeWrapper, agentenvCommand } = await import("./wrapper.ts");
+    const { listWrappers, renderWrapper, writeWrapper } = await import("./wrapper.ts");
+    const { agentenvCommand } = await import("../../core/paths.ts");
     const log = logFor(args);
     if (args.list) {
       const wrappers = listWrappers();

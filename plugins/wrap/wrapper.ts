@@ -28,11 +28,6 @@ export interface WrapperSpec extends ExecRequest {
 /** The line a wrapper carries its spec on: how `wrap --list` knows its own. */
 const specPrefix = "# agentenv-wrapper: ";
 
-/** The command line that runs agentenv itself: the compiled binary, or bun and the script on disk. */
-export function agentenvCommand(execPath = process.execPath, script = process.argv[1]): string[] {
-  // inside a compiled binary the script is a virtual path (/$bunfs/…), not a file
-  return script && /\.[cm]?[jt]s$/.test(script) && existsSync(script) ? [execPath, script] : [execPath];
-}
 
 export interface RenderInputs {
   spec: WrapperSpec;

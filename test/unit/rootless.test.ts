@@ -1,5 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import { hostUid } from "../../core/paths.ts";
 import { rootlessChecks, type RootlessHost } from "../../core/runtime/rootless.ts";
+import { pausePidFiles, reasonToStay } from "../../core/runtime/userns.ts";
 
 const healthy: RootlessHost = {
   uid: 1001,
@@ -34,5 +36,30 @@ describe("doctor's rootless checks", () => {
     expect(failing({ xdgOwner: undefined })[0]!.detail).toContain("is not a directory");
     expect(failing({ tun: "denied" })).toEqual([expect.objectContaining({ name: "network", status: "fail", fix: "sudo chmod 666 /dev/net/tun (udev does this on most distributions)" })]);
     expect(failing({ tun: "missing" })).toEqual([expect.objectContaining({ name: "network", status: "warn" })]);
+  });
+});
+
+describe("joining rootless Podman's namespace", () => {
+  const user = { platform: "linux", uid: 1001, env: {} };
+  test("a normal user on Linux joins; root, other systems, a remote Podman and a process already inside stay", () => {
+    expect(reasonToStay(user)).toBeUndefined();
+    expect(reasonToStay({ ...user, uid: 0 })).toContain("root");
+    expect(reasonToStay({ ...user, platform: "darwin" })).toContain("not Linux");
+    expect(reasonToStay({ ...user, env: { CONTAINER_HOST: "ssh://x" } })).toContain("remote");
+    // what agentenv's own re-exec (and `podman unshare`) sets: no second join
+    expect(reasonToStay({ ...user, env: { _CONTAINERS_USERNS_CONFIGURED: "done" } })).toContain("already inside");
+  });
+
+  test("the pause process's pid file is looked for where Podman keeps it, XDG_RUNTIME_DIR first", () => {
+    expect(pausePidFiles(1001, { XDG_RUNTIME_DIR: "/run/user/1001", TMPDIR: "/var/tmp" })).toEqual([
+      "/run/user/1001/libpod/tmp/pause.pid",
+      "/var/tmp/podman-run-1001/libpod/tmp/pause.pid",
+    ]);
+    expect(pausePidFiles(1001, { TMPDIR: "/tmp" })).toEqual(["/run/user/1001/libpod/tmp/pause.pid", "/tmp/podman-run-1001/libpod/tmp/pause.pid"]);
+  });
+
+  test("inside, the host uid is the one Podman passes along, not getuid()'s 0", () => {
+    expect(hostUid({ _CONTAINERS_USERNS_CONFIGURED: "done", _CONTAINERS_ROOTLESS_UID: "1001" })).toBe(1001);
+    expect(hostUid({})).toBe(process.getuid!());
   });
 });

@@ -7,7 +7,8 @@ import { OciRuntime, dockerDialect, podmanDialect } from "../../core/runtime/oci
 import { missingRoots, rootMarker, type EnvContainer } from "../../plugins/wrap/container.ts";
 import { checkBranch, checkNixDevelop, execOptions, inContainer, parseSets, type ExecRequest } from "../../plugins/wrap/exec.ts";
 import { checkRoots, isUnder, projectOf } from "../../plugins/wrap/roots.ts";
-import { agentenvCommand, readSpec, renderWrapper, type WrapperSpec } from "../../plugins/wrap/wrapper.ts";
+import { agentenvCommand } from "../../core/paths.ts";
+import { readSpec, renderWrapper, type WrapperSpec } from "../../plugins/wrap/wrapper.ts";
 import { agentenv, tempTree } from "../helpers/cli.ts";
 
 const request: ExecRequest = { nixDevelop: "auto", set: { GREETING: "hi there" }, runArgs: ["--user=0"] };
