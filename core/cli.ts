@@ -156,6 +156,8 @@ function isDirWord(word: string, next: string | undefined): boolean {
 }
 
 interface Resolved {
+  /** the command's first word: `run`, `store`… (undefined: the root command, a session) */
+  word?: string;
   command: CommandDef<any>;
   parent?: CommandDef<any>;
   rawArgs: string[];
@@ -210,7 +212,7 @@ async function resolve(argv: string[], where: Where): Promise<Resolved> {
   const takes = word === "run" ? "dir" : (command as TakesCommand).takesCommand;
   if (takes) {
     const { flags, dir, command: cmd } = splitRunArgs(rest, valueFlags(await resolveArgs(command)), takes === "dir");
-    return { command, parent: root, rawArgs: dir === undefined ? flags : [...flags, dir], data: { command: cmd, needsCommand: takes === "dir" } };
+    return { word, command, parent: root, rawArgs: dir === undefined ? flags : [...flags, dir], data: { command: cmd, needsCommand: takes === "dir" } };
   }
   const subs = typeof command.subCommands === "function" ? await command.subCommands() : command.subCommands;
   if (subs && Object.keys(subs).length) {
@@ -219,16 +221,16 @@ async function resolve(argv: string[], where: Where): Promise<Resolved> {
     const sub = subName !== undefined ? (subs as Record<string, CommandDef<any> | Lazy | undefined>)[subName] : undefined;
     if (!sub) {
       const wantsHelp = rest.includes("--help") || rest.includes("-h");
-      if (subName === undefined && wantsHelp) return { command, parent: root, rawArgs: rest };
+      if (subName === undefined && wantsHelp) return { word, command, parent: root, rawArgs: rest };
       throw new ArgumentError(subName ? `unknown command ${word} ${subName}` : `${word} needs a command`);
     }
     const subCommand = typeof sub === "function" ? await sub() : sub;
     // help says "agentenv image build", not "image build"
     const parent = { ...command, meta: { ...(command.meta as object), name: `agentenv ${word}` } };
     Object.assign(where, { command: subCommand, parent });
-    return { command: subCommand, parent, rawArgs: [...rest.slice(0, subIndex), ...rest.slice(subIndex + 1)] };
+    return { word, command: subCommand, parent, rawArgs: [...rest.slice(0, subIndex), ...rest.slice(subIndex + 1)] };
   }
-  return { command, parent: root, rawArgs: rest };
+  return { word, command, parent: root, rawArgs: rest };
 }
 
 function wantsHelp(argv: readonly string[]): boolean {
@@ -250,6 +252,13 @@ export async function main(argv: string[]): Promise<number> {
     checkArgs(resolved.rawArgs, await resolveArgs(resolved.command));
     const words = resolved.data as { command?: string[]; needsCommand?: boolean } | undefined;
     if (words?.needsCommand && words.command?.length === 0) throw new ArgumentError("run needs a command: agentenv run [DIR] [--] CMD…");
+    // rootless Podman: commands work on volume contents inside its user namespace, so agentenv
+    // re-executes itself there now, before the command does anything (core/runtime/userns.ts).
+    // Not `image`: building runs as the user (a rootless base bootstrap makes its own namespace).
+    if (resolved.word !== "image" && process.platform === "linux" && process.getuid?.() !== 0) {
+      const { joinForCommand } = await import("./runtime/userns.ts");
+      await joinForCommand(resolved.rawArgs, (await import("./log.ts")).createLog({ verbose }));
+    }
     // sub-commands are resolved above; citty only parses the leaf's own args
     const leaf = { ...resolved.command, subCommands: undefined };
     const { result } = await runCommand(leaf, { rawArgs: resolved.rawArgs, data: resolved.data });

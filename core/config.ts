@@ -23,6 +23,15 @@ export function usesGoldenStore(mode: StoreMode): boolean {
 }
 export const defaultStoreVolume = "agentenv-nix";
 
+/**
+ * Who a session runs as. root: root inside (HOME /root), which rootless Podman maps to
+ * you outside, so what it writes into /work is yours. keep-id: your own uid and gid
+ * inside (rootless Podman's --userns=keep-id), for tools that look at who they run as;
+ * no root inside, so no apt or other system changes (README, "Your own uid inside").
+ */
+export type UsernsMode = "root" | "keep-id";
+export const usernsModes: readonly UsernsMode[] = ["root", "keep-id"];
+
 /** Which environment (persistent home) sessions get. */
 export interface EnvConfig {
   /** the environment every session uses unless `--env`/`--no-env` says otherwise */
@@ -51,6 +60,8 @@ export interface AgentenvConfig {
   store?: StoreMode;
   /** the engine volume holding the golden store (default "agentenv-nix") */
   storeVolume?: string;
+  /** who the session runs as inside (default "root"; see UsernsMode) */
+  userns?: UsernsMode;
   /** the environment (named persistent HOME) sessions use */
   env?: EnvConfig;
   /** legacy: a profile directory mounted live under HOME, its activate.sh run before the shell */
@@ -89,6 +100,7 @@ export interface ResolvedConfig {
   image: string;
   store: StoreMode;
   storeVolume: string;
+  userns: UsernsMode;
   /** `name` undefined: no environment, HOME is the image's own (thrown away) */
   env: { name?: string; autoCreate: boolean; template?: string; strict: boolean };
   profile?: string;
@@ -171,7 +183,7 @@ function checkShape(config: AgentenvConfig, file: string): AgentenvConfig {
   const fail = (what: string) => {
     throw new UserError(`config ${file}: ${what}`);
   };
-  for (const key of ["runtime", "image", "store", "storeVolume", "profile"] as const) {
+  for (const key of ["runtime", "image", "store", "storeVolume", "userns", "profile"] as const) {
     if (config[key] !== undefined && typeof config[key] !== "string") fail(`${key} must be a string`);
   }
   if (config.env !== undefined) {
@@ -242,6 +254,14 @@ export function checkStoreMode(value: string | undefined, source: string): Store
   return value as StoreMode;
 }
 
+export function checkUsernsMode(value: string | undefined, source: string): UsernsMode | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!(usernsModes as readonly string[]).includes(value)) {
+    throw new UserError(`unknown userns mode "${value}" (from ${source})`, `use one of: ${usernsModes.join(", ")}`);
+  }
+  return value as UsernsMode;
+}
+
 /** An engine volume name: the engines' own rule, checked before any engine sees it. */
 export function checkVolumeName(value: string | undefined, source: string): string | undefined {
   if (value === undefined || value === "") return undefined;
@@ -276,6 +296,7 @@ export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | 
     image: defaultImage,
     store: "golden",
     storeVolume: defaultStoreVolume,
+    userns: "root",
     env: { autoCreate: false, strict: false },
     mounts: [],
     extraEnv: {},
@@ -290,6 +311,7 @@ export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | 
     if (config.image) resolved.image = config.image;
     if (config.store !== undefined) resolved.store = checkStoreMode(config.store, file ?? name) ?? resolved.store;
     if (config.storeVolume) resolved.storeVolume = checkVolumeName(config.storeVolume, file ?? name) ?? resolved.storeVolume;
+    if (config.userns !== undefined) resolved.userns = checkUsernsMode(config.userns, file ?? name) ?? resolved.userns;
     if (config.env) {
       const where = file ?? name;
       // `--no-env` arrives as default: "" and clears any default set below it
@@ -313,6 +335,7 @@ export interface ConfigFlags {
   runtime?: string;
   image?: string;
   store?: string;
+  userns?: string;
   /** an environment name; "" (from `--no-env`) means none */
   env?: string;
   profile?: string;
@@ -349,6 +372,7 @@ export async function loadConfig(options: {
       image: env.AGENTENV_IMAGE || undefined,
       store: checkStoreMode(env.AGENTENV_STORE, "AGENTENV_STORE"),
       storeVolume: checkVolumeName(env.AGENTENV_STORE_VOLUME, "AGENTENV_STORE_VOLUME"),
+      userns: checkUsernsMode(env.AGENTENV_USERNS, "AGENTENV_USERNS"),
       env: env.AGENTENV_ENV !== undefined ? { default: checkEnvName(env.AGENTENV_ENV, "AGENTENV_ENV") ?? "" } : undefined,
     },
   });
@@ -358,6 +382,7 @@ export async function loadConfig(options: {
       runtime: checkRuntimeName(options.flags?.runtime, "--runtime"),
       image: options.flags?.image || undefined,
       store: checkStoreMode(options.flags?.store, "--store"),
+      userns: checkUsernsMode(options.flags?.userns, "--userns"),
       env: {
         ...(options.flags?.env !== undefined ? { default: checkEnvName(options.flags.env, "--env") ?? "" } : {}),
         ...(options.flags?.strict ? { strict: true } : {}),

@@ -43,10 +43,15 @@ export interface Plan {
   extraArgs: string[];
   /** replaces the image's entrypoint (helper containers) */
   entrypoint?: string;
+  /**
+   * "keep-id": the command runs as the host user's own uid and gid instead of root, HOME
+   * still containerHome (rootless Podman only: the runtime adds what that takes)
+   */
+  userns?: "keep-id";
 }
 
 export const projectMountPoint = "/work";
-/** HOME inside the container: it runs as root (an environment volume is mounted here) */
+/** HOME inside the container, for root and under `userns: "keep-id"` alike (an environment volume is mounted here) */
 export const containerHome = "/root";
 
 /** DIR must exist and be a directory; returns its absolute path. */
@@ -83,8 +88,18 @@ export interface BasePlanOptions {
   up?: { name: string; hostname: string; roots: string[] };
 }
 
+/**
+ * `userns: "keep-id"`: HOME must be said, since Podman would make it the working
+ * directory (the project) for a uid the image does not know; config's extraEnv may still
+ * choose another.
+ */
+function userPlan(config: ResolvedConfig): Pick<Plan, "userns" | "env"> {
+  return config.userns === "keep-id" ? { userns: "keep-id", env: { HOME: containerHome, ...config.extraEnv } } : { env: { ...config.extraEnv } };
+}
+
 /** The plan before plugins: the image, the project at /work (or `up`'s roots), config's extras. */
 export function basePlan({ project, mode, command, config, stdinIsTTY, up }: BasePlanOptions): Plan {
+  const user = userPlan(config);
   if (mode === "up") {
     if (!up?.roots.length) throw new Error("an up plan needs its roots");
     return {
@@ -94,7 +109,7 @@ export function basePlan({ project, mode, command, config, stdinIsTTY, up }: Bas
       workdir: up.roots[0]!,
       // the same absolute path inside as outside: paths an agent prints are valid on both sides
       mounts: [...up.roots.map((root): Mount => ({ type: "bind", source: root, target: root })), ...config.mounts.map((m) => configMount(m, project))],
-      env: { ...config.extraEnv, AGENTENV_UP: "1" },
+      env: { ...user.env, AGENTENV_UP: "1" },
       labels: { "agentenv.session": mode, "agentenv.roots": JSON.stringify(up.roots) },
       command: ["agentenv-keepalive"],
       interactive: false,
@@ -103,6 +118,7 @@ export function basePlan({ project, mode, command, config, stdinIsTTY, up }: Bas
       detach: true,
       init: true,
       extraArgs: [...config.extraRunArgs],
+      ...(user.userns ? { userns: user.userns } : {}),
     };
   }
   return {
@@ -114,7 +130,7 @@ export function basePlan({ project, mode, command, config, stdinIsTTY, up }: Bas
       { type: "bind", source: project, target: projectMountPoint },
       ...config.mounts.map((m) => configMount(m, project)),
     ],
-    env: { ...config.extraEnv },
+    env: user.env,
     labels: { "agentenv.session": mode, "agentenv.project": project },
     command,
     // a shell always reads stdin; `run` only when something is piped in
@@ -123,6 +139,7 @@ export function basePlan({ project, mode, command, config, stdinIsTTY, up }: Bas
     remove: true,
     init: true,
     extraArgs: [...config.extraRunArgs],
+    ...(user.userns ? { userns: user.userns } : {}),
   };
 }
 

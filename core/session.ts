@@ -6,7 +6,6 @@ import type { Log } from "./log.ts";
 import { basePlan, resolveProjectDir, shellJoin, type BasePlanOptions, type Plan, type SessionMode } from "./plan.ts";
 import { callHook, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
-import { joinPodmanNamespace } from "./runtime/userns.ts";
 
 export interface SessionOptions extends ConfigFlags {
   dir: string;
@@ -26,12 +25,8 @@ export interface PreparedSession {
 /** Config (for PROJECT) → plugins → engine: what a command outside a session works with. */
 export async function loadContext(options: { project: string; flags?: ConfigFlags; log: Log }): Promise<BaseContext> {
   const config = await loadConfig({ project: options.project, flags: options.flags });
-  const runtime = createRuntime(config.runtime);
-  // rootless Podman: from here on agentenv works on volume contents, so it does that inside
-  // Podman's user namespace (re-executed there; nothing has been changed yet)
-  if (runtime.name === "podman") joinPodmanNamespace(runtime.bin, options.log);
   const plugins = await loadPlugins(config, builtinPlugins);
-  return { config, plugins, runtime, log: options.log };
+  return { config, plugins, runtime: createRuntime(config.runtime), log: options.log };
 }
 
 /** The context of a command run outside a session (`env …`, `store …`), for the current directory's config. */
@@ -44,7 +39,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
   const project = resolveProjectDir(options.dir);
   const { config, plugins, runtime } = await loadContext({
     project,
-    flags: { runtime: options.runtime, image: options.image, store: options.store, env: options.env, profile: options.profile, strict: options.strict },
+    flags: { runtime: options.runtime, image: options.image, store: options.store, userns: options.userns, env: options.env, profile: options.profile, strict: options.strict },
     log: options.log,
   });
   const plan = basePlan({

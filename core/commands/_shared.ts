@@ -30,6 +30,11 @@ export const sessionArgs = {
   },
   "no-store": { type: "boolean", description: "Same as --store none" },
   nix: { type: "string", valueHint: "host|golden", description: "host: use this host's nix-daemon and /nix/store (same as --store host)" },
+  userns: {
+    type: "string",
+    valueHint: "root|keep-id",
+    description: "Who the session runs as: root (default), or keep-id: your own uid and gid, HOME still /root (rootless Podman only)",
+  },
   "dry-run": { type: "boolean", description: "Print the engine command line(s) and run nothing" },
   json: { type: "boolean", description: "Print the resolved session plan as JSON and run nothing" },
   ...globalArgs,

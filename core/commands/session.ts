@@ -1,4 +1,6 @@
 import { defineCommand } from "citty";
+import { checkUsernsMode } from "../config.ts";
+import { keepIdRefusal } from "../runtime/oci.ts";
 import { prepareSession, runPrepared } from "../session.ts";
 import { shellJoin, type SessionMode } from "../plan.ts";
 import { envFlag, logFor, sessionArgs, storeFlag } from "./_shared.ts";
@@ -10,6 +12,7 @@ interface SessionArgs {
   /** citty reads `--no-store` as `store: false` */
   store?: string | boolean;
   "no-store"?: boolean;
+  userns?: string;
   /** citty reads `--no-env` as `env: false` */
   env?: string | boolean;
   "no-env"?: boolean;
@@ -23,6 +26,7 @@ interface SessionArgs {
 
 async function session(mode: SessionMode, args: SessionArgs, command: string[]): Promise<number> {
   const log = logFor(args);
+  const userns = checkUsernsMode(args.userns, "--userns");
   const prepared = await prepareSession({
     dir: args.dir ?? ".",
     mode,
@@ -30,6 +34,7 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     runtime: args.runtime,
     image: args.image,
     store: storeFlag(args),
+    userns,
     env: envFlag(args),
     profile: args.profile,
     strict: args.strict,
@@ -45,6 +50,9 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     for (const argv of runtime.argv(plan)) console.log(shellJoin(argv));
     return 0;
   }
+  // before anything starts (store clone, handoff): the engine would refuse it only after
+  const refusal = plan.userns === "keep-id" ? keepIdRefusal(runtime.name) : undefined;
+  if (refusal) throw refusal;
   return runPrepared(prepared);
 }
 

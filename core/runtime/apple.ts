@@ -4,7 +4,7 @@ import { UserError, formatUserError } from "../errors.ts";
 import { agentenvDir } from "../paths.ts";
 import type { Mount, Plan } from "../plan.ts";
 import { writeAtomic } from "../volumes.ts";
-import { execArgv, mountArg } from "./oci.ts";
+import { execArgv, keepIdRefusal, mountArg } from "./oci.ts";
 import { attached, engineCall, streamed } from "./process.ts";
 import type { BuildRequest, Check, ContainerInfo, EngineResult, ExecOptions, Runtime } from "./types.ts";
 
@@ -195,6 +195,7 @@ export class AppleContainerRuntime implements Runtime {
   }
 
   runArgs(plan: Plan): string[] {
+    if (plan.userns) throw keepIdRefusal(this.name)!;
     const args = ["run"];
     if (plan.remove) args.push("--rm");
     if (plan.detach) args.push("-d");

@@ -1,6 +1,6 @@
 import type { RuntimeName } from "../config.ts";
-import { UserError } from "../errors.ts";
-import type { Mount, Plan } from "../plan.ts";
+import { UserError, formatUserError } from "../errors.ts";
+import { containerHome, type Mount, type Plan } from "../plan.ts";
 import { attached, engineCall, streamed } from "./process.ts";
 import type { BuildRequest, Check, ContainerInfo, EngineResult, ExecOptions, Runtime } from "./types.ts";
 
@@ -40,6 +40,28 @@ export function mountArg(mount: Mount): string[] {
   return ["-v", `${mount.source}:${mount.target}${mount.readonly ? ":ro" : ""}`];
 }
 
+const keepIdHint = "run agentenv as your own user (rootless Podman), or drop keep-id (--userns root)";
+
+/**
+ * Why ENGINE cannot give a session `userns: "keep-id"`, or undefined when it may: a pure
+ * check, made before anything starts. keep-id is rootless Podman's: Docker's --userns
+ * knows only "host", Apple `container` has no such mapping, and Podman run as root refuses
+ * it ("keep-id is only supported in rootless mode", exit 125). Root is read from our own
+ * uid, except inside rootless Podman's user namespace (uid 0 there too, but Podman sets
+ * _CONTAINERS_USERNS_CONFIGURED) and for a remote Podman, which only it can tell (`diagnose`).
+ */
+export function keepIdRefusal(engine: RuntimeName, env: Record<string, string | undefined> = process.env, uid = process.getuid?.()): UserError | undefined {
+  if (engine === "docker") return new UserError("--userns keep-id needs rootless Podman: Docker cannot map your uid into the container", keepIdHint);
+  if (engine === "container") return new UserError("--userns keep-id needs rootless Podman: Apple container cannot map your uid into the container", keepIdHint);
+  const remote = env.CONTAINER_HOST || env.CONTAINER_CONNECTION;
+  if (uid === 0 && !env._CONTAINERS_USERNS_CONFIGURED && !remote) return rootfulKeepId();
+  return undefined;
+}
+
+function rootfulKeepId(): UserError {
+  return new UserError("--userns keep-id needs rootless Podman: Podman running as root refuses it", keepIdHint);
+}
+
 /** `BIN exec …`: Podman, Docker and Apple `container` take the same flags for it. */
 export function execArgv(bin: string, container: string, exec: ExecOptions, command: readonly string[]): string[] {
   const args = [bin, "exec"];
@@ -71,10 +93,30 @@ export class OciRuntime implements Runtime {
     // never pull implicitly: a missing image is reported as "run agentenv image build"
     args.push("--pull=never", "--name", plan.name, "--hostname", plan.hostname, "-w", plan.workdir);
     if (plan.entrypoint !== undefined) args.push("--entrypoint", plan.entrypoint);
+    if (plan.userns === "keep-id") args.push(...this.keepIdArgs(plan));
     for (const [key, value] of Object.entries(plan.labels)) args.push("--label", `${key}=${value}`);
     for (const mount of plan.mounts) args.push(...mountArg(mount));
     for (const [key, value] of Object.entries(plan.env)) args.push("-e", `${key}=${value}`);
     args.push(...plan.extraArgs, plan.image, ...plan.command);
+    return args;
+  }
+
+  /**
+   * Rootless Podman's keep-id: the host user's uid and gid inside. The passwd line Podman
+   * adds for that uid names containerHome as its home (Podman's own choice, the working
+   * directory, is the project: ssh and others read it). What the image has only for root
+   * is given to the user when nothing is mounted there: HOME (the image's /root is 0700)
+   * becomes a tmpfs, and /nix (the image has none, and only root may make it) an anonymous
+   * volume, which Podman makes the user's as it is empty and removes with --rm; a
+   * container kept after it stops (`up`) gets a tmpfs there too, as `rm` would leave the
+   * volume behind.
+   */
+  private keepIdArgs(plan: Plan): string[] {
+    if (this.dialect.name !== "podman") throw keepIdRefusal(this.dialect.name)!;
+    const args = ["--userns=keep-id", `--passwd-entry=$USERNAME:*:$UID:$GID:$NAME:${containerHome}:/bin/sh`];
+    const mounted = (target: string) => plan.mounts.some((m) => m.target === target);
+    if (!mounted(containerHome)) args.push("--tmpfs", `${containerHome}:rw,exec,U`);
+    if (!mounted("/nix")) args.push(...(plan.remove ? ["-v", "/nix"] : ["--tmpfs", "/nix:rw,exec,U"]));
     return args;
   }
 
@@ -280,6 +322,11 @@ export class OciRuntime implements Runtime {
     }
     if (!(await this.imageExists(plan.image))) {
       return `image ${plan.image} not found in ${this.name} — run \`agentenv image build\``;
+    }
+    if (plan.userns === "keep-id") {
+      // `run` and the shell check a local Podman before starting; `up` and a remote one get here
+      const rootless = await this.call(["info", "--format", "{{.Host.Security.Rootless}}"]);
+      if (rootless.stdout.trim() === "false") return formatUserError(rootfulKeepId());
     }
     return undefined;
   }

@@ -1,5 +1,6 @@
 import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
 import { userInfo } from "node:os";
+import { hostUid } from "../paths.ts";
 import type { Check } from "./types.ts";
 
 /**
@@ -60,7 +61,8 @@ function read(file: string): string {
 
 /** This host, as rootlessChecks reads it. */
 export function thisHost(): RootlessHost {
-  const uid = process.getuid?.() ?? 0;
+  // inside rootless Podman's namespace (where agentenv runs its commands) getuid() says 0
+  const uid = hostUid() ?? 0;
   const xdgRuntimeDir = process.env.XDG_RUNTIME_DIR || undefined;
   let xdgOwner: number | undefined;
   try {
@@ -80,7 +82,7 @@ export function thisHost(): RootlessHost {
   }
   return {
     uid,
-    user: process.env.USER || userInfo().username,
+    user: process.env.USER || (uid === process.getuid?.() ? userInfo().username : String(uid)),
     subuid: read("/etc/subuid"),
     subgid: read("/etc/subgid"),
     newuidmap: Boolean(Bun.which("newuidmap") ?? (existsSync("/usr/bin/newuidmap") ? "/usr/bin/newuidmap" : undefined)),

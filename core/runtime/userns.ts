@@ -17,12 +17,35 @@ import { agentenvCommand } from "../paths.ts";
  * `podman unshare` (≈60 ms) is only used to start a pause process when none runs yet.
  */
 
+/**
+ * Before a command runs (core/cli.ts): joins when the engine its command line would use is
+ * Podman — the `--runtime` flag, AGENTENV_RUNTIME, the config of this directory, else what
+ * is installed. A project elsewhere (`run DIR`) that names another engine only makes the
+ * join needless: Docker's CLI works the same from inside.
+ */
+export async function joinForCommand(rawArgs: readonly string[], log: Log): Promise<void> {
+  if (reasonToStay(here())) return;
+  let engine: string;
+  try {
+    const { loadConfig } = await import("../config.ts");
+    const { detectRuntime } = await import("./index.ts");
+    const { repeatedFlag } = await import("../commands/_shared.ts");
+    const config = await loadConfig({ project: process.cwd(), flags: { runtime: repeatedFlag(rawArgs, "--runtime").pop() } });
+    engine = config.runtime ?? detectRuntime();
+  } catch {
+    return; // a bad config or no engine: the command says so itself, if it needs either
+  }
+  if (engine === "podman") joinPodmanNamespace("podman", log);
+}
+
 /** What decides whether to join, as read from this process. */
 export interface JoinSituation {
   platform: string;
   uid: number | undefined;
   env: Record<string, string | undefined>;
 }
+
+const here = (): JoinSituation => ({ platform: process.platform, uid: process.getuid?.(), env: process.env });
 
 /** Why agentenv stays where it is, or undefined when it should join. */
 export function reasonToStay({ platform, uid, env }: JoinSituation): string | undefined {
@@ -69,7 +92,7 @@ function pauseProcess(uid: number, env: Record<string, string | undefined>): num
  * returns (and agentenv goes on as itself) when it need not or cannot, saying why in
  * verbose output. `podman` is the engine's binary.
  */
-export function joinPodmanNamespace(podman: string, log: Log, situation: JoinSituation = { platform: process.platform, uid: process.getuid?.(), env: process.env }): void {
+export function joinPodmanNamespace(podman: string, log: Log, situation: JoinSituation = here()): void {
   const stay = reasonToStay(situation);
   if (stay) return;
   const uid = situation.uid!;

@@ -1,6 +1,7 @@
-import { existsSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "pathe";
+import { sharePodmanStorage } from "./podman-home.ts";
 
 export const repoRoot = join(import.meta.dir, "..", "..");
 export const entry = join(repoRoot, "bin", "agentenv.ts");
@@ -36,26 +37,10 @@ export const isolatedHome = tempTree(
   "agentenv-home-",
 );
 
-/** Whether the tests run as a normal user (rootless Podman): see test/rootless/. */
+/** Whether the tests run as a normal user (rootless Podman: test/integration/rootless.test.ts). */
 export const rootless = process.getuid?.() !== 0;
 
-/**
- * Rootless Podman keeps its images and volumes under HOME (~/.local/share/containers) and
- * reads its config from ~/.config/containers: the isolated HOME gets the user's config,
- * with the storage pointed at the real one, so the images loaded for the tests are there.
- */
-function shareRootlessStorage(home: string): void {
-  const real = join(process.env.XDG_CONFIG_HOME || join(homedir(), ".config"), "containers");
-  const mine = join(home, ".config", "containers");
-  mkdirSync(mine, { recursive: true });
-  for (const name of existsSync(real) ? readdirSync(real) : []) {
-    if (name.endsWith(".conf")) writeFileSync(join(mine, name), readFileSync(join(real, name)));
-  }
-  const graphroot = `graphroot = "${join(process.env.XDG_DATA_HOME || join(homedir(), ".local", "share"), "containers", "storage")}"`;
-  const storage = existsSync(join(mine, "storage.conf")) ? readFileSync(join(mine, "storage.conf"), "utf8") : "";
-  writeFileSync(join(mine, "storage.conf"), /^\[storage\][ \t]*$/m.test(storage) ? storage.replace(/^\[storage\][ \t]*$/m, `[storage]\n${graphroot}`) : `[storage]\n${graphroot}\n${storage}`);
-}
-if (rootless) shareRootlessStorage(isolatedHome);
+if (rootless) sharePodmanStorage(isolatedHome);
 
 /** The environment every CLI run in tests gets: the isolated HOME and its config, no colours. */
 export function isolatedEnv(): Record<string, string> {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
-import { agentenv, isolatedHome, repoRoot, tempTree } from "../helpers/cli.ts";
+import { agentenv, isolatedHome, repoRoot, tempTree, rootless } from "../helpers/cli.ts";
 import { derivationExpr, devShellFlake, expectNoStackTrace, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /** Environments on real Podman, with the input-less fixture home (test/fixtures/env). */
@@ -48,8 +48,8 @@ describe("env create / list / show / rm", () => {
     expect(statSync(join(dir, "bin/fixture-tool")).mode & 0o777).toBe(0o755);
     expect(lstatSync(join(dir, ".settings-link")).isSymbolicLink()).toBe(true);
     expect(readlinkSync(join(dir, ".settings-link"))).toBe(".config/fixture/settings");
-    // files belong to root inside the container, whoever owns the template
-    expect(statSync(join(dir, ".bashrc")).uid).toBe(0);
+    // files belong to root inside the container, whoever owns the template (rootless: root inside is the user)
+    expect(statSync(join(dir, ".bashrc")).uid).toBe(rootless ? process.getuid!() : 0);
     // agentenv's own record is under ~/.local/state/agentenv, not among the dotfiles
     const record = JSON.parse(readFileSync(join(dir, ".local/state/agentenv/env.json"), "utf8"));
     expect(record).toMatchObject({ version: 1, source: { kind: "template", path: fixture }, shell: "bash" });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, realpathSync } from "node:fs";
 import { join } from "pathe";
-import { entry, isolatedHome, tempTree } from "../helpers/cli.ts";
+import { entry, isolatedEnv, isolatedHome, tempTree } from "../helpers/cli.ts";
 import { devShellFlake, requireImage } from "../helpers/engine.ts";
 
 /** A real terminal: `agentenv DIR` inside tmux, driven with send-keys, read with capture-pane. */
@@ -20,7 +20,7 @@ async function waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
 }
 
 function start(project: string, resultFile: string, flags: string[] = []) {
-  const command = `HOME=${isolatedHome} ${process.execPath} ${entry} ${flags.join(" ")} ${project}; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`;
+  const command = `HOME=${isolatedHome} XDG_CONFIG_HOME=${isolatedEnv().XDG_CONFIG_HOME} ${process.execPath} ${entry} ${flags.join(" ")} ${project}; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`;
   tmux("kill-session", "-t", session);
   const started = tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", command);
   if (started.exitCode !== 0) throw new Error(`tmux failed: ${started.stderr}`);
@@ -74,7 +74,7 @@ describe("agentenv DIR in a terminal", () => {
       await waitFor(/AGENTENV-DONE/);
       expect(readFileSync(resultFile, "utf8").trim()).toBe("4");
     } finally {
-      Bun.spawnSync([process.execPath, entry, "down", "--no-env"], { env: { ...process.env, HOME: isolatedHome } });
+      Bun.spawnSync([process.execPath, entry, "down", "--no-env"], { env: { ...process.env, ...isolatedEnv() } });
     }
   });
 
@@ -97,7 +97,7 @@ describe("agentenv DIR in a terminal", () => {
       ".config/zsh/.zshrc": "PROMPT='history-test %~ %# '\n",
     });
     try {
-      expect(Bun.spawnSync([process.execPath, entry, "env", "create", name, template], { env: { ...process.env, HOME: isolatedHome } }).exitCode).toBe(0);
+      expect(Bun.spawnSync([process.execPath, entry, "env", "create", name, template], { env: { ...process.env, ...isolatedEnv() } }).exitCode).toBe(0);
       for (const [i, line] of ["echo first-session-marker", "fc -ln -5"].entries()) {
         const project = tempTree();
         const resultFile = join(project, ".exit-code");

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "pathe";
-import { agentenv, entry, isolatedHome, tempTree } from "../helpers/cli.ts";
+import { agentenv, entry, isolatedEnv, tempTree } from "../helpers/cli.ts";
 import { devShellFlake, expectNoStackTrace, leftoverContainers, requireImage } from "../helpers/engine.ts";
 
 beforeAll(() => requireImage());
@@ -29,7 +29,7 @@ describe("agentenv run on Podman", () => {
     for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
       const project = tempTree();
       const child = Bun.spawn([process.execPath, entry, "run", project, "--", "sh", "-c", "touch /work/started; exec sleep 60"], {
-        env: { ...process.env, HOME: isolatedHome },
+        env: { ...process.env, ...isolatedEnv() },
         stdio: ["ignore", "ignore", "pipe"],
       });
       for (let i = 0; i < 200 && !existsSync(join(project, "started")); i++) await Bun.sleep(50);
