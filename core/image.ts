@@ -28,24 +28,48 @@ async function spawnLogged(argv: string[], log: Log, stdin?: "pipe"): Promise<nu
   return child.exited;
 }
 
-/** debootstrap a minimal Debian and import it: the same base, without a registry. */
-async function bootstrapBase(runtime: Runtime, log: Log): Promise<string> {
-  if (!Bun.which("debootstrap")) {
-    throw new UserError(`cannot pull ${defaultBase} and debootstrap is not installed`, "install debootstrap (apt-get install debootstrap) or pass --base REF");
+/** A tool by name on PATH or in the sbin dirs a normal user's PATH often lacks (debootstrap lives there). */
+function findTool(name: string): string | undefined {
+  return Bun.which(name, { PATH: `${process.env.PATH ?? ""}:/usr/local/sbin:/usr/sbin:/sbin` }) ?? undefined;
+}
+
+/**
+ * A minimal Debian bookworm as a tar file, without a registry. mmdebstrap runs as any user
+ * (`--mode=unshare` builds inside a user namespace, so a rootless engine gets its base into
+ * the user's own store); debootstrap, the older way, only as root.
+ */
+async function bootstrapTar(out: string, workdir: string, log: Log): Promise<void> {
+  const mirror = process.env.AGENTENV_DEBIAN_MIRROR || "http://deb.debian.org/debian";
+  const root = process.getuid?.() === 0;
+  const mmdebstrap = findTool("mmdebstrap");
+  const debootstrap = root ? findTool("debootstrap") : undefined;
+  if (!mmdebstrap && !debootstrap) {
+    throw new UserError(`cannot pull ${defaultBase} and mmdebstrap is not installed`, "install it (apt-get install mmdebstrap) or pass --base REF");
   }
-  if (process.getuid?.() !== 0) {
-    throw new UserError(`cannot pull ${defaultBase}; bootstrapping a local base needs root`, "run `sudo agentenv image build` once, or pass --base REF");
+  if (mmdebstrap) {
+    log.start(`no registry reachable: bootstrapping a Debian base with mmdebstrap (≈30 s)…`);
+    const code = await spawnLogged([mmdebstrap, `--mode=${root ? "root" : "unshare"}`, "--variant=minbase", "bookworm", out, mirror], log);
+    if (code !== 0) throw new UserError(`mmdebstrap failed (exit ${code})`, "check the output above and the network to the Debian mirror");
+    return;
   }
-  return withTempDir("agentenv-base-", async (root) => {
-    log.start(`no registry reachable: bootstrapping a Debian base with debootstrap (≈1 min)…`);
-    const mirror = process.env.AGENTENV_DEBIAN_MIRROR || "http://deb.debian.org/debian";
-    const code = await spawnLogged(["debootstrap", "--variant=minbase", "bookworm", root, mirror], log);
-    if (code !== 0) throw new UserError(`debootstrap failed (exit ${code})`, "check the output above and the network to the Debian mirror");
-    const tar = Bun.spawn(["tar", "-C", root, "-c", "."], { stdout: "pipe", stderr: "inherit" });
-    const imported = Bun.spawn([runtime.bin, "import", "-", localBase], { stdin: tar.stdout, stdout: "ignore", stderr: "inherit" });
-    if ((await imported.exited) !== 0 || (await tar.exited) !== 0) throw new UserError(`importing the bootstrapped base into ${runtime.name} failed`);
-    log.success(`base image ${localBase} ready`);
-    return localBase;
+  log.start(`no registry reachable: bootstrapping a Debian base with debootstrap (≈1 min)…`);
+  const dir = join(workdir, "root");
+  const code = await spawnLogged([debootstrap!, "--variant=minbase", "bookworm", dir, mirror], log);
+  if (code !== 0) throw new UserError(`debootstrap failed (exit ${code})`, "check the output above and the network to the Debian mirror");
+  if ((await spawnLogged(["tar", "-C", dir, "-cf", out, "."], log)) !== 0) throw new UserError("packing the bootstrapped base failed");
+}
+
+/** Bootstrap a minimal Debian and import it as `ref`: the same base, without a registry. */
+export async function bootstrapBase(runtime: Runtime, log: Log, ref = localBase): Promise<string> {
+  return withTempDir("agentenv-base-", async (workdir) => {
+    // a finished tar file, not a pipe: a failed bootstrap never leaves a half-imported image
+    const tar = join(workdir, "base.tar");
+    await bootstrapTar(tar, workdir, log);
+    // its stdout is only the new image id
+    const imported = Bun.spawn([runtime.bin, "import", tar, ref], { stdin: "ignore", stdout: "ignore", stderr: "inherit" });
+    if ((await imported.exited) !== 0) throw new UserError(`importing the bootstrapped base into ${runtime.name} failed`);
+    log.success(`base image ${ref} ready`);
+    return ref;
   });
 }
 

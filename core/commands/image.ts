@@ -7,7 +7,7 @@ import { globalArgs, logFor, runtimeArgs } from "./_shared.ts";
 const build = defineCommand({
   meta: { name: "build", description: "Build the default image from image/ (bootstraps a Debian base when no registry is reachable)" },
   args: {
-    base: { type: "string", valueHint: "ref", description: "Base image to build FROM (default: debian:bookworm-slim, or a local debootstrap)" },
+    base: { type: "string", valueHint: "ref", description: "Base image to build FROM (default: debian:bookworm-slim, else Debian bootstrapped locally with mmdebstrap)" },
     tag: { type: "string", valueHint: "ref", description: "Image name to build (default: the configured image)" },
     force: { type: "boolean", description: "Rebuild even when the image is up to date" },
     ...runtimeArgs,
