@@ -20,6 +20,8 @@ export interface RootlessHost {
   xdgOwner?: number;
   /** /dev/net/tun: missing, or whether this user may open it read-write */
   tun: "missing" | "ok" | "denied";
+  /** agentenv runs inside Podman's user namespace (./userns.ts joined it) */
+  joined: boolean;
 }
 
 /** The user's line of /etc/subuid or /etc/subgid with a non-empty range. */
@@ -46,6 +48,9 @@ export function rootlessChecks(host: RootlessHost): Check[] {
   } else if (host.xdgOwner !== host.uid) {
     checks.push({ name: "runtime dir", status: "fail", detail: `XDG_RUNTIME_DIR=${host.xdgRuntimeDir} is ${host.xdgOwner === undefined ? "not a directory" : `owned by uid ${host.xdgOwner}`}, not by you`, fix: `unset it, or log in as ${host.user} (su - / sudo -i keep the caller's)` });
   }
+  checks.push(host.joined
+    ? { name: "user namespace", status: "ok", detail: "agentenv runs inside rootless Podman's namespace: golden store clones are overlay mounts" }
+    : { name: "user namespace", status: "warn", detail: "agentenv could not join rootless Podman's namespace (-v says why): the golden store falls back to engine volumes, ≈1 s more per session", fix: "install nsenter (apt-get install util-linux) and check that `podman unshare true` works" });
   if (host.tun === "denied") checks.push({ name: "network", status: "fail", detail: "/dev/net/tun cannot be opened: rootless networking (slirp4netns) fails for every container", fix: "sudo chmod 666 /dev/net/tun (udev does this on most distributions)" });
   if (host.tun === "missing") checks.push({ name: "network", status: "warn", detail: "no /dev/net/tun: rootless networking (slirp4netns) cannot start", fix: "sudo modprobe tun" });
   return checks;
@@ -89,5 +94,6 @@ export function thisHost(): RootlessHost {
     xdgRuntimeDir,
     xdgOwner,
     tun,
+    joined: Boolean(process.env._CONTAINERS_USERNS_CONFIGURED),
   };
 }

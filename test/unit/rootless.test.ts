@@ -12,6 +12,7 @@ const healthy: RootlessHost = {
   xdgRuntimeDir: "/run/user/1001",
   xdgOwner: 1001,
   tun: "ok",
+  joined: true,
 };
 
 const failing = (host: Partial<RootlessHost>) => rootlessChecks({ ...healthy, ...host }).filter((c) => c.status !== "ok");
@@ -36,6 +37,7 @@ describe("doctor's rootless checks", () => {
     expect(failing({ xdgOwner: undefined })[0]!.detail).toContain("is not a directory");
     expect(failing({ tun: "denied" })).toEqual([expect.objectContaining({ name: "network", status: "fail", fix: "sudo chmod 666 /dev/net/tun (udev does this on most distributions)" })]);
     expect(failing({ tun: "missing" })).toEqual([expect.objectContaining({ name: "network", status: "warn" })]);
+    expect(failing({ joined: false })).toEqual([expect.objectContaining({ name: "user namespace", status: "warn", fix: expect.stringContaining("nsenter") })]);
   });
 });
 
