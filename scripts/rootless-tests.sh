@@ -20,14 +20,6 @@ grep -q "^$user:" /etc/subuid || usermod --add-subuids 200000-265535 --add-subgi
 # a bare machine leaves them root-only
 for dev in /dev/net/tun /dev/fuse; do [ -e "$dev" ] && chmod 666 "$dev"; done
 
-# the images the tests boot, from root's store (building them again would take minutes)
-for image in localhost/agentenv:latest localhost/agentenv-base:bookworm; do
-  if podman image exists "$image" && ! su - "$user" -c "podman image exists $image" 2>/dev/null; then
-    say "loading $image into $user's rootless store"
-    podman save "$image" | su - "$user" -c "podman load -q" >/dev/null
-  fi
-done
-
 # the user's own copy of this working tree (what git tracks or would track: uncommitted
 # changes included), set up by bin/setup as the user; Bun and the dependencies are copied
 # from this checkout (no second download), the rest is bin/setup's own work
@@ -37,7 +29,17 @@ mkdir -p "$clone"
 git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$clone"
 cp -a "$repo/.tools" "$repo/node_modules" "$clone/"
 chown -R "$user:" "$clone"
+# bin/setup first (it writes the user's Podman storage config before Podman's first use,
+# which fixes the storage driver), then the images, then bin/setup again: nothing to do
 say "bin/setup as $user"
+su - "$user" -c "cd '$clone' && AGENTENV_SETUP_IMAGE=skip bin/setup"
+# the images the tests boot, from root's store (building them again would take minutes)
+for image in localhost/agentenv:latest localhost/agentenv-base:bookworm; do
+  if podman image exists "$image" && ! su - "$user" -c "podman image exists $image" 2>/dev/null; then
+    say "loading $image into $user's rootless store"
+    podman save "$image" | su - "$user" -c "podman load -q" >/dev/null
+  fi
+done
 su - "$user" -c "cd '$clone' && bin/setup"
 
 say "rootless tests as $user"
