@@ -11,8 +11,8 @@ import { agentenvCommand } from "../paths.ts";
  * agentenv's host-side steps on volume contents belong there too: an overlay mount of the
  * golden store that Podman's containers can see, moving Nix's read-only (0555) store
  * directories, removing files an in-container user made, measuring a home. So, as Podman
- * does for each of its own commands, agentenv re-executes itself in there before a command
- * that works on volumes starts: by `nsenter` into the pause process (≈2 ms), with the
+ * does for each of its own commands, agentenv re-executes itself in there before any command
+ * but `image` starts: by `nsenter` into the pause process (≈2 ms), with the
  * variables Podman's own re-exec sets, so the `podman` it runs knows it is already inside.
  * `podman unshare` (≈60 ms) is only used to start a pause process when none runs yet.
  */
