@@ -255,6 +255,7 @@ export async function main(argv: string[]): Promise<number> {
     // rootless Podman: commands work on volume contents inside its user namespace, so agentenv
     // re-executes itself there now, before the command does anything (core/runtime/userns.ts).
     // Not `image`: building runs as the user (a rootless base bootstrap makes its own namespace).
+    // Root never loads the module: the uid test is enough to know there is nothing to join.
     if (resolved.word !== "image" && process.platform === "linux" && process.getuid?.() !== 0) {
       const { joinForCommand } = await import("./runtime/userns.ts");
       await joinForCommand(resolved.rawArgs, (await import("./log.ts")).createLog({ verbose }));

@@ -56,7 +56,8 @@ export function rootlessChecks(host: RootlessHost): Check[] {
   return checks;
 }
 
-function read(file: string): string {
+/** FILE's text, "" when it cannot be read. */
+export function readOrEmpty(file: string): string {
   try {
     return readFileSync(file, "utf8");
   } catch {
@@ -88,8 +89,8 @@ export function thisHost(): RootlessHost {
   return {
     uid,
     user: process.env.USER || (uid === process.getuid?.() ? userInfo().username : String(uid)),
-    subuid: read("/etc/subuid"),
-    subgid: read("/etc/subgid"),
+    subuid: readOrEmpty("/etc/subuid"),
+    subgid: readOrEmpty("/etc/subgid"),
     newuidmap: Boolean(Bun.which("newuidmap") ?? (existsSync("/usr/bin/newuidmap") ? "/usr/bin/newuidmap" : undefined)),
     xdgRuntimeDir,
     xdgOwner,

@@ -1,9 +1,10 @@
-import { readFileSync, readlinkSync } from "node:fs";
+import { readlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { replaceProcess } from "../linux.ts";
 import type { Log } from "../log.ts";
 import { agentenvCommand } from "../paths.ts";
+import { readOrEmpty } from "./rootless.ts";
 
 /**
  * Rootless Podman runs every container in a user namespace of its own (uid 0 there is you
@@ -62,21 +63,13 @@ export function pausePidFiles(uid: number, env: Record<string, string | undefine
   return [...new Set(dirs.filter((d): d is string => !!d))].map((dir) => join(dir, "libpod/tmp/pause.pid"));
 }
 
-function read(file: string): string | undefined {
-  try {
-    return readFileSync(file, "utf8");
-  } catch {
-    return undefined;
-  }
-}
-
 /** The running pause process of UID's rootless Podman: its pid file names a live process of ours in another user namespace. */
 function pauseProcess(uid: number, env: Record<string, string | undefined>): number | undefined {
   for (const file of pausePidFiles(uid, env)) {
-    const pid = Number(read(file)?.trim());
+    const pid = Number(readOrEmpty(file).trim());
     if (!Number.isInteger(pid) || pid <= 0) continue;
     // a stale file may name a recycled pid: it must be ours and hold a namespace of its own
-    const owner = /^Uid:\s+(\d+)/m.exec(read(`/proc/${pid}/status`) ?? "")?.[1];
+    const owner = /^Uid:\s+(\d+)/m.exec(readOrEmpty(`/proc/${pid}/status`))?.[1];
     if (owner !== String(uid)) continue;
     try {
       if (readlinkSync(`/proc/${pid}/ns/user`) !== readlinkSync("/proc/self/ns/user")) return pid;
@@ -93,8 +86,7 @@ function pauseProcess(uid: number, env: Record<string, string | undefined>): num
  * verbose output. `podman` is the engine's binary.
  */
 export function joinPodmanNamespace(podman: string, log: Log, situation: JoinSituation = here()): void {
-  const stay = reasonToStay(situation);
-  if (stay) return;
+  if (reasonToStay(situation)) return;
   const uid = situation.uid!;
   let pid = pauseProcess(uid, situation.env);
   if (pid === undefined) {
@@ -109,12 +101,8 @@ export function joinPodmanNamespace(podman: string, log: Log, situation: JoinSit
   }
   const gid = process.getgid?.() ?? uid;
   try {
-    replaceProcess([nsenter, `--target=${pid}`, "--user", "--mount", "--preserve-credentials", `--wd=${process.cwd()}`, "--", ...agentenvCommand(), ...process.argv.slice(2)], {
-    ...situation.env,
-    _CONTAINERS_USERNS_CONFIGURED: "done",
-    _CONTAINERS_ROOTLESS_UID: String(uid),
-      _CONTAINERS_ROOTLESS_GID: String(gid),
-    });
+    const argv = [nsenter, `--target=${pid}`, "--user", "--mount", "--preserve-credentials", `--wd=${process.cwd()}`, "--", ...agentenvCommand(), ...process.argv.slice(2)];
+    replaceProcess(argv, { ...situation.env, _CONTAINERS_USERNS_CONFIGURED: "done", _CONTAINERS_ROOTLESS_UID: String(uid), _CONTAINERS_ROOTLESS_GID: String(gid) });
   } catch (error) {
     // nothing changed: go on outside
     log.debug(`staying outside rootless Podman's namespace: ${(error as Error).message}`);

@@ -62,3 +62,9 @@ export async function agentenv(
   const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
   return { code: await child.exited, stdout, stderr };
 }
+
+/** Runs CMD (not agentenv: a wrapper, git…) with the isolated environment; captures everything. */
+export function sh(cmd: string[], options: { cwd?: string; env?: Record<string, string> } = {}): CliResult {
+  const out = Bun.spawnSync(cmd, { cwd: options.cwd, env: { ...process.env, ...isolatedEnv(), ...options.env } });
+  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
+}

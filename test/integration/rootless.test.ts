@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { lstatSync, readdirSync, realpathSync } from "node:fs";
 import { join } from "pathe";
-import { agentenv, isolatedEnv, repoRoot, rootless, tempTree } from "../helpers/cli.ts";
+import { agentenv, repoRoot, rootless, sh, tempTree } from "../helpers/cli.ts";
 import { derivationExpr, devShellFlake, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /**
@@ -27,11 +27,6 @@ function notMine(dir: string): string[] {
   };
   visit(dir);
   return found;
-}
-
-function sh(cmd: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
-  const out = Bun.spawnSync(cmd, { cwd: options.cwd, env: { ...process.env, ...isolatedEnv(), ...options.env } });
-  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
 }
 
 describe.skipIf(!rootless)("rootless Podman, as a normal user", () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "pathe";
-import { agentenv, isolatedEnv, repoRoot, tempTree, testStoreVolume } from "../helpers/cli.ts";
+import { agentenv, repoRoot, sh, tempTree, testStoreVolume } from "../helpers/cli.ts";
 import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engine.ts";
 
 /**
@@ -12,11 +12,6 @@ import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engi
 const fixture = join(repoRoot, "test", "fixtures", "env");
 const env = `t${process.pid}-up`;
 const container = `agentenv-up-${env}`;
-
-function sh(cmd: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
-  const out = Bun.spawnSync(cmd, { cwd: options.cwd, env: { ...process.env, ...isolatedEnv(), ...options.env } });
-  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
-}
 
 const git = (dir: string, ...args: string[]) => sh(["git", "-C", dir, "-c", "user.name=t", "-c", "user.email=t@t", ...args]);
 
