@@ -10,6 +10,7 @@ import { hashLabel, imageHash } from "../image.ts";
 import { createLog } from "../log.ts";
 import { loadPlugins } from "../plugins.ts";
 import { createRuntime, type Check, type Runtime } from "../runtime/index.ts";
+import { dockerDaemonAddress, rlimitAdvice } from "../runtime/oci.ts";
 import { globalArgs, runtimeArgs } from "./_shared.ts";
 
 async function engineChecks(runtime: Runtime, image: string): Promise<Check[]> {
@@ -33,18 +34,30 @@ async function engineChecks(runtime: Runtime, image: string): Promise<Check[]> {
   const ms = Math.round(performance.now() - started);
   for (const argv of cleanup) await runtime.call(argv.slice(1));
   await rm(project, { recursive: true, force: true });
-  checks.push(tiny.code === 0
-    ? { name: "container run", status: "ok", detail: `a session running \`true\` took ${ms} ms` }
-    : { name: "container run", status: "fail", detail: tiny.stderr.trim().split("\n").pop() ?? `exit ${tiny.code}`, fix: "agentenv doctor -v, then check the engine's own docs" });
+  if (tiny.code === 0) {
+    checks.push({ name: "container run", status: "ok", detail: `a session running \`true\` took ${ms} ms` });
+  } else {
+    const limits = runtime.name === "podman" ? rlimitAdvice(tiny.stderr) : undefined;
+    checks.push({ name: "container run", status: "fail", ...(limits ?? { detail: tiny.stderr.trim().split("\n").pop() ?? `exit ${tiny.code}`, fix: "agentenv doctor -v, then check the engine's own docs" }) });
+  }
   return checks;
+}
+
+/** Where a docker CLI on PATH looks for a daemon that does not answer; undefined when none is installed or it answers. */
+async function idleDocker(): Promise<string | undefined> {
+  if (!Bun.which("docker")) return undefined;
+  const docker = createRuntime("docker");
+  const answer = await docker.call(["version", "--format", "{{.Server.Version}}"]);
+  return answer.code === 0 ? undefined : dockerDaemonAddress(answer.stderr);
 }
 
 /** The golden store: where it is and how sessions clone it (no engine call when cached). */
 async function storeCheck(runtime: Runtime, config: ResolvedConfig): Promise<Check> {
   if (config.store === "none") return { name: "nix store", status: "ok", detail: "off (store: none): sessions use the image's /nix" };
   if (config.store === "host") {
-    const { hostDaemonSocket } = await import("../../plugins/nix/index.ts");
+    const { checkHostStore, hostDaemonSocket } = await import("../../plugins/nix/index.ts");
     try {
+      checkHostStore();
       return { name: "nix store", status: "ok", detail: `host (store: host): sessions use this host's /nix/store through the nix-daemon at ${hostDaemonSocket()}` };
     } catch (error) {
       return { name: "nix store", status: "fail", detail: messageOf(error), fix: "start the host's nix-daemon, or store: \"golden\" in config" };
@@ -89,6 +102,10 @@ export default defineCommand({
     try {
       const runtime = createRuntime(checkRuntimeName(args.runtime, "--runtime") ?? config?.runtime);
       checks.push(...(await engineChecks(runtime, config?.image ?? "localhost/agentenv:latest")));
+      if (runtime.name !== "docker") {
+        const docker = await idleDocker();
+        if (docker) checks.push({ name: "docker", status: "ok", detail: `docker is installed but no daemon answers at ${docker}; agentenv uses ${runtime.name}` });
+      }
       if (config && checks.every((c) => c.status !== "fail")) checks.push(await storeCheck(runtime, config));
     } catch (error) {
       const detail = error instanceof UserError ? formatUserError(error) : messageOf(error);

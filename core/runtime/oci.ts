@@ -1,7 +1,11 @@
 import type { RuntimeName } from "../config.ts";
 import { UserError, formatUserError } from "../errors.ts";
 import { containerHome, type Mount, type Plan } from "../plan.ts";
+import { homedir } from "node:os";
+import { join } from "pathe";
+import { hostUid } from "../paths.ts";
 import { attached, engineCall, streamed } from "./process.ts";
+import { readOrEmpty } from "./rootless.ts";
 import type { BuildRequest, Check, ContainerInfo, EngineResult, ExecOptions, Runtime } from "./types.ts";
 
 /**
@@ -29,9 +33,37 @@ export const podmanDialect: OciDialect = {
 
 export const dockerDialect: OciDialect = {
   name: "docker",
-  startHint: "start the Docker daemon, or point DOCKER_HOST at a running engine",
+  startHint: "start the Docker daemon, or point DOCKER_HOST at a running engine, or run bin/setup to install Podman",
   removeAfterRun: true,
 };
+
+/** Where the docker CLI looked for its daemon: from its own error, else DOCKER_HOST or the default socket. */
+export function dockerDaemonAddress(stderr: string, env: Record<string, string | undefined> = process.env): string {
+  return /daemon at (\S+?)\.?(\s|$)/.exec(stderr)?.[1] ?? (env.DOCKER_HOST || "unix:///var/run/docker.sock");
+}
+
+/**
+ * The containers.conf a local Podman reads for this user (CONTAINERS_CONF overrides it):
+ * /etc/containers for root, ~/.config/containers for a rootless user.
+ */
+export function podmanConfFile(env: Record<string, string | undefined> = process.env, uid = hostUid(env)): string {
+  if (env.CONTAINERS_CONF) return env.CONTAINERS_CONF;
+  if (uid === 0) return "/etc/containers/containers.conf";
+  return join(env.XDG_CONFIG_HOME || join(env.HOME || homedir(), ".config"), "containers", "containers.conf");
+}
+
+/**
+ * Podman's "error setting rlimit" means containers.conf asks for more than this host
+ * grants (a sandbox can grant less than `ulimit -H` says): what to do about it, which
+ * depends on whether bin/setup wrote that file (it then repairs it) or someone else did.
+ */
+export function rlimitAdvice(stderr: string, conf = podmanConfFile(), text = readOrEmpty(conf)): { detail: string; fix: string } | undefined {
+  if (!/setting rlimit|setrlimit/i.test(stderr)) return undefined;
+  const detail = `containers cannot get the ulimits they ask for (${stderr.trim().split("\n").pop()})`;
+  if (text.startsWith("# written by agentenv bin/setup")) return { detail, fix: `bin/setup (checks ${conf}'s limits with a real container and lowers them)` };
+  if (/default_ulimits/.test(text)) return { detail, fix: `lower default_ulimits in ${conf} (e.g. "nproc=32768:32768"; try them with podman run --ulimit), or remove that line` };
+  return { detail, fix: `set [containers] default_ulimits = ["nofile=20000:20000", "nproc=20000:20000"] in ${conf}, or run bin/setup (it writes that file, checked with a real container)` };
+}
 
 export function mountArg(mount: Mount): string[] {
   if (mount.source.includes(":") || mount.target.includes(":")) {
@@ -294,8 +326,11 @@ export class OciRuntime implements Runtime {
   async checks(): Promise<Check[]> {
     const version = await this.version();
     if (!version) {
-      const why = (await this.call(["version"])).stderr.trim().split("\n").pop();
-      return [{ name: "engine", status: "fail", detail: `${this.name} at ${this.bin} does not answer: ${why}`, fix: this.dialect.name === "docker" ? "start the Docker daemon or set DOCKER_HOST" : "bin/setup" }];
+      const why = (await this.call(["version"])).stderr.trim();
+      if (this.dialect.name === "docker") {
+        return [{ name: "engine", status: "fail", detail: `docker is installed but no daemon answers at ${dockerDaemonAddress(why)}`, fix: "bin/setup (installs Podman, which agentenv then uses), or start the Docker daemon, or point DOCKER_HOST at one" }];
+      }
+      return [{ name: "engine", status: "fail", detail: `${this.name} at ${this.bin} does not answer: ${why.split("\n").pop()}`, fix: "bin/setup" }];
     }
     const checks: Check[] = [{ name: "engine", status: "ok", detail: `${this.name} ${version} (${this.bin})` }];
     if (this.dialect.name !== "podman") return checks;

@@ -25,12 +25,20 @@ export function hostDaemonSocket(env: Record<string, string | undefined> = proce
   return realpathSync(path);
 }
 
+/** The host's /nix/store must be there before a session mounts it (the engine's own error is a statfs). */
+export function checkHostStore(store = "/nix/store"): void {
+  if (!statSync(store, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new UserError(`--store host: this host has no ${store} (Nix is not installed here, or its store was never initialised)`, "install Nix with its nix-daemon (e.g. apt-get install nix-bin, then start nix-daemon), or use --store golden");
+  }
+}
+
 /**
  * `--store host`: the host's /nix/store, read-only, and its daemon's socket directory at
  * the same paths, so `nix` in the container adds and builds through the host's daemon
  * (NIX_REMOTE=daemon) and the results land in the host's store. No engine call.
  */
 function mountHostStore(ctx: SessionContext): void {
+  checkHostStore();
   const socket = hostDaemonSocket();
   const socketDir = dirname(socket);
   ctx.plan.mounts.push(

@@ -19,30 +19,35 @@ export function isUnder(path: string, root: string): boolean {
   return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
 }
 
-/** The directory's real path (symlinks resolved): the one both sides agree on. */
-function realDir(dir: string, from: string): string {
-  const abs = resolve(from, expandHome(dir));
-  if (!existsSync(abs)) throw new UserError(`root ${dir}: no such directory`);
-  if (!statSync(abs).isDirectory()) throw new UserError(`root ${dir}: not a directory`);
-  return realpathSync(abs);
+/** A root may be neither a system path nor contain agentenv's own files: checked before and after symlinks. */
+function refuseSystemPath(root: string): void {
+  if (root === "/" || systemPaths.some((p) => isUnder(root, p))) {
+    throw new UserError(`root ${root}: the container needs that path for itself`, "use a project directory, e.g. ~/Code");
+  }
+  if (isUnder(root, containerHome)) {
+    throw new UserError(`root ${root}: inside ${containerHome}, which is the environment's home in the container`, "keep projects outside it (e.g. /srv/code), or run agentenv as a user whose HOME is elsewhere");
+  }
+  // agentenv's key, secrets and config would be open to whatever runs inside
+  for (const own of [agentenvDir("config"), agentenvDir("data")]) {
+    if (isUnder(own, root)) throw new UserError(`root ${root}: it holds agentenv's own keys and settings (${own})`, "use a project directory, e.g. ~/Code");
+  }
 }
 
-/** Absolute, existing, real, not a system path, no nesting: what `up` mounts. */
+/**
+ * Absolute, not a system path, existing, real, no nesting: what `up` mounts. The path as
+ * written is refused before it is looked at (a system path is refused whether or not
+ * this host has it), its real path again after symlinks are resolved.
+ */
 export function checkRoots(dirs: readonly string[], from = process.cwd()): string[] {
   const roots = dirs.map((dir) => {
-    const root = realDir(dir, from);
+    const abs = resolve(from, expandHome(dir));
+    refuseSystemPath(abs);
+    if (!existsSync(abs)) throw new UserError(`root ${dir}: no such directory`);
+    if (!statSync(abs).isDirectory()) throw new UserError(`root ${dir}: not a directory`);
+    const root = realpathSync(abs);
     // the engines' -v syntax splits on ":", and roots travel as a ","-separated list
     if (/[:,\n]/.test(root)) throw new UserError(`root ${root}: a path with ":", "," or a newline cannot be mounted`);
-    if (root === "/" || systemPaths.some((p) => isUnder(root, p))) {
-      throw new UserError(`root ${root}: the container needs that path for itself`, "use a project directory, e.g. ~/Code");
-    }
-    if (isUnder(root, containerHome)) {
-      throw new UserError(`root ${root}: inside ${containerHome}, which is the environment's home in the container`, "keep projects outside it (e.g. /srv/code), or run agentenv as a user whose HOME is elsewhere");
-    }
-    // agentenv's key, secrets and config would be open to whatever runs inside
-    for (const own of [agentenvDir("config"), agentenvDir("data")]) {
-      if (isUnder(own, root)) throw new UserError(`root ${root}: it holds agentenv's own keys and settings (${own})`, "use a project directory, e.g. ~/Code");
-    }
+    refuseSystemPath(root);
     return root;
   });
   // a root inside another is already mounted with it

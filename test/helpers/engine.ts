@@ -1,4 +1,5 @@
 import { expect } from "bun:test";
+import { existsSync } from "node:fs";
 import { defaultImage } from "../../core/config.ts";
 
 /**
@@ -9,6 +10,19 @@ import { defaultImage } from "../../core/config.ts";
 export async function requireImage(engine = "podman", image = defaultImage): Promise<void> {
   const check = Bun.spawnSync([engine, "image", "exists", image]);
   if (check.exitCode !== 0) throw new Error(`${image} is missing from ${engine}: run bin/setup (or agentenv image build) before the integration tests`);
+}
+
+/**
+ * The host's /nix/store, for the `--store host` tests. A new machine has Nix (bin/setup
+ * installs nix-bin) but no store until something opens it: made here the way Nix makes
+ * it (`nix-store --init` opens the local store, creating /nix/store and its database).
+ */
+export function requireHostStore(): void {
+  if (existsSync("/nix/store")) return;
+  if (process.getuid?.() !== 0) throw new Error("the --store host tests need the host's /nix/store: run them as root (they create it), or install Nix");
+  const { NIX_REMOTE: _remote, ...hostEnv } = process.env;
+  const init = Bun.spawnSync(["nix-store", "--init"], { env: hostEnv, stderr: "pipe" });
+  if (init.exitCode !== 0 || !existsSync("/nix/store")) throw new Error(`nix-store --init did not make /nix/store (run bin/setup: it installs nix-bin): ${init.stderr.toString().trim()}`);
 }
 
 /** Containers agentenv left behind for a project (there should be none after a session). */

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, repoRoot, tempTree } from "../helpers/cli.ts";
-import { derivationExpr, leftoverContainers, requireImage } from "../helpers/engine.ts";
+import { derivationExpr, leftoverContainers, requireHostStore, requireImage } from "../helpers/engine.ts";
 
 /**
  * `--store host` on real Podman against a real nix-daemon this file starts on its own
@@ -39,6 +39,7 @@ beforeAll(async () => {
   await requireImage();
   if (!existsSync(nixDaemon)) throw new Error(`${nixDaemon} is missing: apt-get install nix-bin (the host half of --store host)`);
   if (process.getuid?.() !== 0) throw new Error("the --store host tests start a nix-daemon on the host's /nix/store: run them as root");
+  requireHostStore();
   storeBefore = entries("/nix/store");
   rootsBefore = entries(autoRoots);
   autoRootsExisted = existsSync(autoRoots);

@@ -2,10 +2,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "pathe";
 import { storeFlag } from "../../core/commands/_shared.ts";
-import { UserError } from "../../core/errors.ts";
-import { defaultDaemonSocket } from "../../plugins/nix/index.ts";
+import { UserError, formatUserError } from "../../core/errors.ts";
+import { checkHostStore, defaultDaemonSocket } from "../../plugins/nix/index.ts";
 import { agentenv, tempTree } from "../helpers/cli.ts";
-import { expectNoStackTrace } from "../helpers/engine.ts";
+import { expectNoStackTrace, requireHostStore } from "../helpers/engine.ts";
 
 /**
  * `--store host` / `--nix host` as plans (`run --json`): no engine, no nix-daemon — a
@@ -16,6 +16,7 @@ const socket = join(dir, "daemon-socket", "socket");
 let listener: ReturnType<typeof Bun.listen> | undefined;
 
 beforeAll(() => {
+  requireHostStore();
   mkdirSync(join(dir, "daemon-socket"));
   listener = Bun.listen({ unix: socket, socket: { data() {} } });
 });
@@ -80,6 +81,19 @@ describe("--store host: the host's nix-daemon and /nix/store", () => {
       expect(result.stderr).toBe(`agentenv: no nix-daemon socket at ${path} — start the host's nix-daemon, or use --store golden\n`);
       expectNoStackTrace(result.stderr);
     }
+  });
+
+  test("a host with no /nix/store is one line naming the fix, before the socket is looked for", () => {
+    const missing = join(tempTree(), "nix", "store");
+    let caught: unknown;
+    try {
+      checkHostStore(missing);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(UserError);
+    expect(formatUserError(caught as UserError)).toBe(`--store host: this host has no ${missing} (Nix is not installed here, or its store was never initialised) — install Nix with its nix-daemon (e.g. apt-get install nix-bin, then start nix-daemon), or use --store golden`);
+    expect(() => checkHostStore(tempTree())).not.toThrow();
   });
 
   test("without NIX_DAEMON_SOCKET_PATH, Nix's default socket is the one looked for", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, realpathSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { splitRunArgs } from "../../core/cli.ts";
 import { lockFile } from "../../core/linux.ts";
@@ -61,6 +61,16 @@ describe("roots", () => {
     expect(() => checkRoots(["/root"])).toThrow("root /root: inside /root, which is the environment's home in the container");
     expect(() => checkRoots([join(base, "missing")])).toThrow("no such directory");
     expect(() => checkRoots([join(base, "a/x/.keep")])).toThrow("not a directory");
+  });
+
+  test("system paths are refused whether or not this host has them, and through a symlink", () => {
+    const base = realpathSync(tempTree({}));
+    for (const bad of ["/nix/store/x-agentenv-missing", "/lib32/agentenv-missing", "/usr/agentenv/missing"]) {
+      expect(existsSync(bad)).toBe(false);
+      expect(() => checkRoots([bad])).toThrow(`root ${bad}: the container needs that path for itself`);
+    }
+    symlinkSync("/etc", join(base, "etc-link"));
+    expect(() => checkRoots([join(base, "etc-link")])).toThrow("root /etc: the container needs that path for itself");
   });
 
   test("the current project: the nearest .git or agentenv config up, not above HOME", () => {
