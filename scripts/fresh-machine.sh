@@ -63,7 +63,8 @@ podman build -q -t "$machine" "$context" >/dev/null
 # --- the README's commands, inside ---------------------------------------------------------
 say "on the new machine: a clean clone of HEAD ($(git rev-parse --short HEAD)), bin/setup, agentenv run, bun run test, bin/setup again"
 podman volume create "$storage" >/dev/null
-podman run --rm --privileged --name "agentenv-fresh-machine-$$" --hostname fresh-machine \
+# slirp4netns: a network of its own, not Podman's 10.88.0.0/16, which the Podman inside uses too
+podman run --rm --privileged --network slirp4netns --name "agentenv-fresh-machine-$$" --hostname fresh-machine \
   -v "$storage:/var/lib/containers" -v "$repo:/src:ro" "$machine" bash -euo pipefail -c '
     say() { printf "\033[1m[fresh machine]\033[0m %s\n" "$*" >&2; }
     for gone in podman runc nix-daemon bun agentenv; do ! command -v $gone >/dev/null || { echo "not a new machine: $gone is installed" >&2; exit 1; }; done
