@@ -16,6 +16,8 @@ const coreCommands: Record<string, Lazy> = {
   image: () => import("./commands/image.ts").then((m) => m.default),
   doctor: () => import("./commands/doctor.ts").then((m) => m.default),
   plugins: () => import("./commands/plugins.ts").then((m) => m.default),
+  trust: () => import("./commands/trust.ts").then((m) => m.trust),
+  untrust: () => import("./commands/trust.ts").then((m) => m.untrust),
 };
 
 const loadShell: Lazy = () => import("./commands/session.ts").then((m) => m.shell);
@@ -180,6 +182,8 @@ async function pluginCommand(name: string): Promise<Lazy | undefined> {
   const { loadConfig } = await import("./config.ts");
   const { loadPlugins } = await import("./plugins.ts");
   const { builtinPlugins } = await import("../plugins/index.ts");
+  // a project's plugins may add commands, but only a trusted project's config is imported:
+  // a typo in a cloned repo runs none of its code
   const config = await loadConfig({ project: process.cwd() });
   for (const plugin of await loadPlugins(config, builtinPlugins)) {
     const command = plugin.commands?.[name];

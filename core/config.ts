@@ -4,6 +4,9 @@ import { dirname, join, resolve } from "pathe";
 import { UserError, messageOf } from "./errors.ts";
 import { agentenvDir } from "./paths.ts";
 import type { Hooks, Plugin } from "./plugins.ts";
+import { findProjectConfig, projectTrust, readTrust, type ProjectTrust } from "./trust.ts";
+
+export { findProjectConfig, projectConfigName } from "./trust.ts";
 
 export type RuntimeName = "podman" | "docker" | "container";
 export const runtimeNames: readonly RuntimeName[] = ["podman", "docker", "container"];
@@ -86,6 +89,11 @@ export interface AgentenvConfig {
   plugins?: Array<Plugin | string | false | null | undefined>;
   /** inline hooks: this config file acts as a plugin of its own */
   hooks?: Partial<Hooks>;
+  /**
+   * user config only: trees of your own work whose projects are trusted (their
+   * `agentenv.config.ts` loaded, their sessions given secrets and promoted), e.g. ["~/Code"]
+   */
+  trust?: string[];
 }
 
 /** One config source, in merge order. */
@@ -111,6 +119,8 @@ export interface ResolvedConfig {
   roots: string[];
   autoStart: boolean;
   autoNixDevelop: boolean;
+  /** the project's trust (core/trust.ts); undefined for commands that are not a project's (env, store…) */
+  trust?: ProjectTrust;
   layers: ConfigLayer[];
 }
 
@@ -122,24 +132,6 @@ export function defineConfig(config: AgentenvConfig): AgentenvConfig {
 
 export function userConfigPath(env = process.env): string {
   return join(agentenvDir("config", env), "config.ts");
-}
-
-export const projectConfigName = "agentenv.config.ts";
-
-/**
- * The project config nearest to DIR: DIR itself, then its parents, stopping at
- * the first directory that holds `.git` (the repository root) or at `/`.
- */
-export function findProjectConfig(dir: string): string | undefined {
-  let current = resolve(dir);
-  while (true) {
-    const candidate = join(current, projectConfigName);
-    if (existsSync(candidate)) return candidate;
-    if (existsSync(join(current, ".git"))) return undefined;
-    const parent = dirname(current);
-    if (parent === current) return undefined;
-    current = parent;
-  }
 }
 
 let virtualModuleRegistered = false;
@@ -216,6 +208,9 @@ function checkShape(config: AgentenvConfig, file: string): AgentenvConfig {
     if (config[key] !== undefined && typeof config[key] !== "boolean") fail(`${key} must be true or false`);
   }
   if (config.plugins !== undefined && !Array.isArray(config.plugins)) fail("plugins must be a list");
+  if (config.trust !== undefined && !(Array.isArray(config.trust) && config.trust.every((t) => typeof t === "string" && t !== ""))) {
+    fail('trust must be a list of directories, e.g. ["~/Code"]');
+  }
   return config;
 }
 
@@ -351,19 +346,42 @@ export function expandHome(path: string, env: Record<string, string | undefined>
   return path;
 }
 
-/** defaults < user config < project config < AGENTENV_* variables < flags. */
+/**
+ * defaults < user config < project config < AGENTENV_* variables < flags. PROJECT: the
+ * project a session (or `up`, `plugins`, `doctor`) is for; its config is imported only
+ * when the user trusted it (core/trust.ts). Without PROJECT (env, store, secret…) no
+ * project config is looked for at all.
+ */
 export async function loadConfig(options: {
-  project: string;
+  project?: string;
+  /** an `up` container's roots: it is trusted only when every one of them is */
+  roots?: readonly string[];
   flags?: ConfigFlags;
   env?: Record<string, string | undefined>;
 }): Promise<ResolvedConfig> {
   const env = options.env ?? process.env;
   const layers: ConfigLayer[] = [{ name: "defaults", config: {} }];
   const userFile = userConfigPath(env);
-  if (existsSync(userFile)) layers.push({ name: "user", file: userFile, config: await importConfigFile(userFile) });
-  const projectFile = findProjectConfig(options.project);
-  if (projectFile && projectFile !== userFile) {
-    layers.push({ name: "project", file: projectFile, config: await importConfigFile(projectFile) });
+  let trees: string[] = [];
+  if (existsSync(userFile)) {
+    const user = await importConfigFile(userFile);
+    layers.push({ name: "user", file: userFile, config: user });
+    trees = (user.trust ?? []).map((tree) => resolve(expandHome(tree, env)));
+  }
+  let trust: ProjectTrust | undefined;
+  if (options.project !== undefined) {
+    const found = findProjectConfig(options.project, env.HOME || homedir());
+    const projectFile = found && found !== userFile ? found : undefined;
+    const records = readTrust(env);
+    const home = env.HOME || homedir();
+    trust = projectTrust(options.project, projectFile, trees, records, home);
+    const untrustedRoot = options.roots?.map((root) => projectTrust(root, undefined, trees, records, home)).find((t) => !t.trusted);
+    if (untrustedRoot) trust = { ...trust, project: untrustedRoot.project, trusted: false, via: undefined };
+    if (projectFile && trust.config?.status === "trusted") {
+      const config = await importConfigFile(projectFile);
+      if (config.trust !== undefined) throw new UserError(`config ${projectFile}: trust belongs in your user config (${userFile}), not a project's`);
+      layers.push({ name: "project", file: projectFile, config });
+    }
   }
   layers.push({
     name: "environment",
@@ -390,5 +408,9 @@ export async function loadConfig(options: {
       profile: options.flags?.profile ? resolve(expandHome(options.flags.profile, env)) : undefined,
     },
   });
-  return mergeLayers(layers, env);
+  const resolved = mergeLayers(layers, env);
+  resolved.trust = trust;
+  // an untrusted project reads the golden store and keeps nothing in it
+  if (trust && !trust.trusted && resolved.store === "golden") resolved.store = "ephemeral";
+  return resolved;
 }

@@ -1,6 +1,7 @@
 import { builtinPlugins } from "../plugins/index.ts";
 import { logFor } from "./commands/_shared.ts";
 import { loadConfig, type ConfigFlags } from "./config.ts";
+import { trustNotice } from "./trust.ts";
 import { UserError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import { basePlan, resolveProjectDir, shellJoin, type BasePlanOptions, type Plan, type SessionMode } from "./plan.ts";
@@ -22,16 +23,19 @@ export interface PreparedSession {
   plugins: readonly LoadedPlugin[];
 }
 
-/** Config (for PROJECT) → plugins → engine: what a command outside a session works with. */
-export async function loadContext(options: { project: string; flags?: ConfigFlags; log: Log }): Promise<BaseContext> {
-  const config = await loadConfig({ project: options.project, flags: options.flags });
+/** Config (for PROJECT, when the command is a project's) → plugins → engine: what a command outside a session works with. */
+export async function loadContext(options: { project?: string; roots?: readonly string[]; flags?: ConfigFlags; log: Log }): Promise<BaseContext> {
+  const config = await loadConfig({ project: options.project, roots: options.roots, flags: options.flags });
   const plugins = await loadPlugins(config, builtinPlugins);
   return { config, plugins, runtime: createRuntime(config.runtime), log: options.log };
 }
 
-/** The context of a command run outside a session (`env …`, `store …`), for the current directory's config. */
+/**
+ * The context of a command that is no project's (`env …`, `store …`, `secret …`): the
+ * user's config only — no project config is looked for, trusted or not.
+ */
 export function commandContext(args: { runtime?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
-  return loadContext({ project: process.cwd(), flags: { runtime: args.runtime }, log: logFor(args) });
+  return loadContext({ flags: { runtime: args.runtime }, log: logFor(args) });
 }
 
 /** Config → plugins → plan → `session:mount` → `session:boot`. Spawns nothing. */
@@ -39,6 +43,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
   const project = resolveProjectDir(options.dir);
   const { config, plugins, runtime } = await loadContext({
     project,
+    roots: options.up?.roots,
     flags: { runtime: options.runtime, image: options.image, store: options.store, userns: options.userns, env: options.env, profile: options.profile, strict: options.strict },
     log: options.log,
   });
@@ -51,6 +56,8 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     up: options.up,
   });
   const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode };
+  const notice = config.trust && trustNotice(config.trust);
+  if (notice) options.log.warn(notice);
   await callHook(plugins, "session:mount", ctx);
   await callHook(plugins, "session:boot", ctx);
   return { ctx, plugins };

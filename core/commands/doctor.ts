@@ -8,6 +8,7 @@ import { basePlan } from "../plan.ts";
 import { UserError, formatUserError, messageOf } from "../errors.ts";
 import { hashLabel, imageHash } from "../image.ts";
 import { createLog } from "../log.ts";
+import { trustNotice } from "../trust.ts";
 import { loadPlugins } from "../plugins.ts";
 import { createRuntime, type Check, type Runtime } from "../runtime/index.ts";
 import { dockerDaemonAddress, rlimitAdvice } from "../runtime/oci.ts";
@@ -83,10 +84,10 @@ async function configChecks(): Promise<{ checks: Check[]; config?: ResolvedConfi
     const config = await loadConfig({ project: process.cwd() });
     const plugins = await loadPlugins(config, builtinPlugins);
     const files = config.layers.filter((l) => l.file).map((l) => l.file);
-    return {
-      config,
-      checks: [{ name: "config", status: "ok", detail: `${files.length ? files.join(", ") : "no config files"}; ${plugins.length} plugins` }],
-    };
+    const checks: Check[] = [{ name: "config", status: "ok", detail: `${files.length ? files.join(", ") : "no config files"}; ${plugins.length} plugins` }];
+    const notice = config.trust && trustNotice(config.trust);
+    if (notice && config.trust?.config) checks.push({ name: "project config", status: "warn", detail: notice.split(" — ")[0]!, fix: `agentenv trust ${config.trust.project}` });
+    return { config, checks };
   } catch (error) {
     const detail = error instanceof UserError ? formatUserError(error) : messageOf(error);
     return { checks: [{ name: "config", status: "fail", detail, fix: "fix the config file named above" }] };

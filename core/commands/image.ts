@@ -15,7 +15,8 @@ const build = defineCommand({
   },
   async run({ args }) {
     const log = logFor(args);
-    const config = await loadConfig({ project: process.cwd(), flags: { runtime: args.runtime } });
+    // the image is no project's: the user's config only
+    const config = await loadConfig({ flags: { runtime: args.runtime } });
     const runtime = createRuntime(config.runtime);
     const tag = args.tag || config.image || defaultImage;
     const labels = await runtime.imageLabels(tag);

@@ -3,7 +3,8 @@ import { builtinPlugins } from "../../plugins/index.ts";
 import { loadConfig } from "../config.ts";
 import { hookNames, loadPlugins } from "../plugins.ts";
 import { resolveProjectDir } from "../plan.ts";
-import { globalArgs } from "./_shared.ts";
+import { trustNotice } from "../trust.ts";
+import { globalArgs, logFor } from "./_shared.ts";
 
 export default defineCommand({
   meta: { name: "plugins", description: "List loaded plugins (built-in, user config, project config) and the hooks each uses" },
@@ -15,6 +16,8 @@ export default defineCommand({
   async run({ args }) {
     const project = resolveProjectDir(args.dir);
     const config = await loadConfig({ project });
+    const notice = config.trust && trustNotice(config.trust);
+    if (notice && config.trust?.config) logFor(args).warn(notice);
     const plugins = await loadPlugins(config, builtinPlugins);
     const rows = plugins.map((p) => ({
       name: p.name,

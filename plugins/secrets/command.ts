@@ -51,6 +51,11 @@ const set = defineCommand({
   },
 });
 
+/** Who gets a secret of SCOPE: only sessions of projects the user trusted (agentenv trust). */
+function sessionsGetting(scope: string): string {
+  return scope === allScope ? "sessions of trusted projects, any environment or none" : `sessions of trusted projects with --env ${scope}`;
+}
+
 const list = defineCommand({
   meta: { name: "list", description: "List secrets by name and scope (never their values)" },
   args: { ...envArg, json: { type: "boolean", description: "Print as JSON" }, ...globalArgs },
@@ -58,7 +63,7 @@ const list = defineCommand({
     const wanted = args.env === undefined ? undefined : scopeOf(args.env);
     const rows = Object.entries(readSecrets().scopes)
       .filter(([scope]) => wanted === undefined || scope === wanted || scope === allScope)
-      .flatMap(([scope, names]) => Object.keys(names).map((name) => ({ name, scope: scope === allScope ? "all" : scope })))
+      .flatMap(([scope, names]) => Object.keys(names).map((name) => ({ name, scope: scope === allScope ? "all" : scope, sessions: sessionsGetting(scope) })))
       .sort((a, b) => a.name.localeCompare(b.name) || a.scope.localeCompare(b.scope));
     if (args.json) {
       console.log(JSON.stringify(rows, null, 2));
@@ -69,8 +74,9 @@ const list = defineCommand({
       return 0;
     }
     const width = Math.max(4, ...rows.map((r) => r.name.length));
-    console.log(`${"NAME".padEnd(width)}  SCOPE`);
-    for (const row of rows) console.log(`${row.name.padEnd(width)}  ${row.scope === "all" ? "all environments" : row.scope}`);
+    const scopeWidth = Math.max(5, ...rows.map((r) => (r.scope === "all" ? 16 : r.scope.length)));
+    console.log(`${"NAME".padEnd(width)}  ${"SCOPE".padEnd(scopeWidth)}  SESSIONS THAT GET IT`);
+    for (const row of rows) console.log(`${row.name.padEnd(width)}  ${(row.scope === "all" ? "all environments" : row.scope).padEnd(scopeWidth)}  ${row.sessions}`);
     return 0;
   },
 });

@@ -30,6 +30,11 @@ export default definePlugin({
       const values = secretsFor(readSecrets(), ctx.config.env.name);
       const names = Object.keys(values);
       if (!names.length) return;
+      // code in an untrusted project (its flake's shellHook, an agent) would read them first
+      if (ctx.config.trust && !ctx.config.trust.trusted) {
+        ctx.log.debug(`secrets withheld (${ctx.config.trust.project} is not trusted): ${names.join(" ")}`);
+        return;
+      }
       useHandoff(ctx);
       pending.set(ctx, values);
       ctx.log.debug(`secrets passed through the handoff directory, not the engine: ${names.map((n) => `${n}=***`).join(" ")}`);

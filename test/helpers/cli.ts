@@ -1,6 +1,7 @@
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, realpathSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "pathe";
+import { trustProject } from "../../core/trust.ts";
 import { sharePodmanStorage } from "./podman-home.ts";
 
 export const repoRoot = join(import.meta.dir, "..", "..");
@@ -28,14 +29,22 @@ export const testStoreVolume = "agentenv-test-nix";
 /**
  * An isolated HOME so no user config of the machine leaks into a test. Its user
  * config is what an offline user writes: no binary cache (this machine reaches none;
- * Nix would retry cache.nixos.org for seconds on every dev shell).
+ * Nix would retry cache.nixos.org for seconds on every dev shell). The temp dir, where
+ * tests make their projects, is a tree of the user's own work (`trust`): the trust
+ * tests (test/integration/trust.test.ts) use a config home without it.
  */
 export const isolatedHome = tempTree(
   {
-    ".config/agentenv/config.ts": `export default { storeVolume: "${testStoreVolume}", extraEnv: { NIX_CONFIG: "substituters =" } };\n`,
+    ".config/agentenv/config.ts": `export default { storeVolume: "${testStoreVolume}", extraEnv: { NIX_CONFIG: "substituters =" }, trust: [${JSON.stringify(realpathSync(tmpdir()))}] };\n`,
   },
   "agentenv-home-",
 );
+
+/** ENV, after its user trusted each of DIRS (`agentenv trust DIR`, recorded under ENV's HOME): for loadConfig in unit tests. */
+export function trustIn<E extends Record<string, string | undefined>>(env: E, ...dirs: string[]): E {
+  for (const dir of dirs) trustProject(dir, env);
+  return env;
+}
 
 /** Whether the tests run as a normal user (rootless Podman: test/integration/rootless.test.ts). */
 export const rootless = process.getuid?.() !== 0;

@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "pathe";
 import { agentenv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace } from "../helpers/engine.ts";
@@ -44,6 +45,9 @@ function world(options: { version?: string; image?: boolean } = {}): World {
   const home = join(root, "home");
   const runtimeDir = join(root, "run");
   for (const dir of [state, home, runtimeDir]) mkdirSync(dir, { recursive: true });
+  // its user's own work is in the temp dir, where the projects are: trusted (sessions promote)
+  mkdirSync(join(home, ".config", "agentenv"), { recursive: true });
+  writeFileSync(join(home, ".config", "agentenv", "config.ts"), `export default { trust: [${JSON.stringify(realpathSync(tmpdir()))}] };\n`);
   chmodSync(runtimeDir, 0o700);
   const logFile = join(root, "fake.log");
   const env: Record<string, string> = {

@@ -350,8 +350,8 @@ describe("secrets", () => {
     expect((await agentenv(["secret", "set", "GLOBAL_TOKEN"], { stdin: "global-value" })).code).toBe(0);
     const list = JSON.parse((await agentenv(["secret", "list", "--json"])).stdout);
     expect(list).toEqual([
-      { name: "GLOBAL_TOKEN", scope: "all" },
-      { name: "TEST_TOKEN", scope: name },
+      { name: "GLOBAL_TOKEN", scope: "all", sessions: "sessions of trusted projects, any environment or none" },
+      { name: "TEST_TOKEN", scope: name, sessions: `sessions of trusted projects with --env ${name}` },
     ]);
     expect(JSON.stringify(list)).not.toContain("global-value");
 

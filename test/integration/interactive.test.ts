@@ -130,7 +130,7 @@ describe("agentenv secret set in a terminal", () => {
     expect(after).not.toContain("typed-secret-value");
     const cliEnv = { ...process.env, HOME: isolatedHome, XDG_CONFIG_HOME: join(isolatedHome, ".config"), XDG_DATA_HOME: data };
     const list = Bun.spawnSync([process.execPath, entry, "secret", "list", "--json"], { env: cliEnv });
-    expect(JSON.parse(list.stdout.toString())).toEqual([{ name: "TYPED_TOKEN", scope: "all" }]);
+    expect(JSON.parse(list.stdout.toString())).toEqual([{ name: "TYPED_TOKEN", scope: "all", sessions: "sessions of trusted projects, any environment or none" }]);
     // exactly what was typed, without the newline
     const typed = Bun.spawnSync([process.execPath, entry, "run", "--no-env", tempTree(), "--", "sh", "-c", 'printf "[%s]" "$TYPED_TOKEN"'], { env: cliEnv });
     expect(typed.stdout.toString()).toBe("[typed-secret-value]");

@@ -220,12 +220,14 @@ describe("the golden store", () => {
     const [root, junk] = built.stdout.trim().split("\n");
     const dep = (await run(project, ["cat", root!])).stdout.trim();
     expect(dep).toContain(`gc-dep-${nonce}`);
-    const config = tempTree({
-      "agentenv.config.ts": `export default { plugins: [{ name: "keeper", hooks: { "store:roots"(ctx, roots) { roots.add(${JSON.stringify(root)}); } } }] };`,
+    // store commands are no project's: the plugin comes from the user's config
+    const userConfig = tempTree({
+      "agentenv/config.ts": `export default { plugins: [{ name: "keeper", hooks: { "store:roots"(ctx, roots) { roots.add(${JSON.stringify(root)}); } } }] };`,
     });
-    const dry = await agentenv(["store", "gc", "--dry-run", "--json"], { env, cwd: config });
+    const keeperEnv = { ...env, XDG_CONFIG_HOME: userConfig };
+    const dry = await agentenv(["store", "gc", "--dry-run", "--json"], { env: keeperEnv });
     expect(JSON.parse(dry.stdout).wouldDelete).toBeGreaterThan(0);
-    const gc = await agentenv(["store", "gc", "--json"], { env, cwd: config });
+    const gc = await agentenv(["store", "gc", "--json"], { env: keeperEnv });
     expect(gc.code).toBe(0);
     const report = JSON.parse(gc.stdout);
     expect(report.deleted).toBeGreaterThan(0);

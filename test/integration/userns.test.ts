@@ -2,6 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
+import { trustProject } from "../../core/trust.ts";
 import { entry } from "../helpers/cli.ts";
 import { devShellFlake, expectNoStackTrace, leftoverContainers } from "../helpers/engine.ts";
 
@@ -53,7 +54,7 @@ interface Result {
 /** The CLI with this user's own HOME and environment (see above). */
 async function agentenv(args: string[], env: Record<string, string> = {}): Promise<Result> {
   const child = Bun.spawn([process.execPath, entry, ...args], {
-    env: { ...process.env, AGENTENV_ENV: "", NO_COLOR: "1", ...env },
+    env: { ...process.env, AGENTENV_ENV: "", NO_COLOR: "1", ...trustData, ...env },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
@@ -62,11 +63,16 @@ async function agentenv(args: string[], env: Record<string, string> = {}): Promi
   return { code: await child.exited, stdout, stderr };
 }
 
+/** Where this file's runs keep agentenv's data (the trust records): not the user's own. */
+const trustData = { XDG_DATA_HOME: tempDir("agentenv-userns-data-") };
+
 /** A project directory of this user, with the config that keeps the test's store apart. */
 function project(files: Record<string, string> = {}): string {
   const dir = tempDir("agentenv-userns-");
   const config = `export default { storeVolume: "${storeVolume}", extraEnv: { NIX_CONFIG: "substituters =" } };\n`;
   for (const [name, content] of Object.entries({ "agentenv.config.ts": config, ...files })) writeFileSync(join(dir, name), content);
+  // trusted (its config is loaded), in this file's own record of trusted projects
+  trustProject(dir, { ...process.env, ...trustData });
   return dir;
 }
 

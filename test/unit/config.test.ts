@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
+import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { findProjectConfig, loadConfig, mergeLayers } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
-import { tempTree } from "../helpers/cli.ts";
+import { tempTree, trustIn } from "../helpers/cli.ts";
 
 describe("config merge order: defaults < user < project < environment < flags", () => {
   test("scalars: the later layer wins; records merge by key; lists concatenate", () => {
@@ -26,7 +27,7 @@ describe("config merge order: defaults < user < project < environment < flags", 
     const project = tempTree({
       "agentenv.config.ts": `import { defineConfig } from "agentenv";\nexport default defineConfig({ image: "from-project", extraEnv: { WHO: "project" } });`,
     });
-    const env = { HOME: home, XDG_CONFIG_HOME: join(home, ".config") };
+    const env = trustIn({ HOME: home, XDG_CONFIG_HOME: join(home, ".config") }, project);
     const base = await loadConfig({ project, env });
     expect(base.image).toBe("from-project");
     expect(base.extraEnv).toEqual({ WHO: "project", KEEP: "user" });
@@ -55,25 +56,56 @@ describe("project config discovery", () => {
     expect(findProjectConfig(join(root, "plain/sub"))).toBe(join(root, "agentenv.config.ts"));
     expect(findProjectConfig(join(root, "repo/src/deep"))).toBeUndefined();
   });
+
+  test("not past HOME; a file others may write, or that is not a file, is passed over", () => {
+    const root = tempTree({ "agentenv.config.ts": "export default {}", "home/work/x/.keep": "", "up/agentenv.config.ts/.keep": "", "open/agentenv.config.ts": "export default {}", "open/in/.keep": "" });
+    expect(findProjectConfig(join(root, "home/work/x"), join(root, "home"))).toBeUndefined();
+    expect(findProjectConfig(join(root, "home/work/x"), join(root, "elsewhere"))).toBe(join(root, "agentenv.config.ts"));
+    // a directory named like the config is no config; the search goes on upward
+    expect(findProjectConfig(join(root, "up"))).toBe(join(root, "agentenv.config.ts"));
+    chmodSync(join(root, "open/agentenv.config.ts"), 0o646);
+    expect(findProjectConfig(join(root, "open/in"))).toBe(join(root, "agentenv.config.ts"));
+    chmodSync(join(root, "open/agentenv.config.ts"), 0o664);
+    expect(findProjectConfig(join(root, "open/in"))).toBe(join(root, "agentenv.config.ts"));
+    chmodSync(join(root, "open/agentenv.config.ts"), 0o644);
+    expect(findProjectConfig(join(root, "open/in"))).toBe(join(root, "open/agentenv.config.ts"));
+  });
+
+  test("an untrusted or changed config is not imported; trust is recorded by real path and hash", async () => {
+    const project = tempTree({ "agentenv.config.ts": `export default { image: "from-project" };\n` });
+    const env = { HOME: tempTree() };
+    const untrusted = await loadConfig({ project, env });
+    expect(untrusted.image).toBe("localhost/agentenv:latest");
+    expect(untrusted.trust).toMatchObject({ project, trusted: false, config: { file: join(project, "agentenv.config.ts"), status: "untrusted" } });
+    expect(untrusted.store).toBe("ephemeral");
+    trustIn(env, project);
+    const trusted = await loadConfig({ project, env });
+    expect([trusted.image, trusted.store, trusted.trust?.trusted, trusted.trust?.config?.status]).toEqual(["from-project", "golden", true, "trusted"]);
+    writeFileSync(join(project, "agentenv.config.ts"), `export default { image: "edited" };\n`);
+    const changed = await loadConfig({ project, env });
+    expect([changed.image, changed.trust?.trusted, changed.trust?.config?.status]).toEqual(["localhost/agentenv:latest", true, "changed"]);
+    // commands that are no project's look for no project config at all
+    expect((await loadConfig({ env })).trust).toBeUndefined();
+  });
 });
 
 describe("config errors name the file and line", () => {
   test("syntax error", async () => {
     const project = tempTree({ "agentenv.config.ts": `export default {\n  image: "x",\n  extraEnv: { A: 1 +* },\n};\n` });
-    const error = await loadConfig({ project, env: { HOME: project } }).catch((e) => e);
+    const error = await loadConfig({ project, env: trustIn({ HOME: project }, project) }).catch((e) => e);
     expect(error).toBeInstanceOf(UserError);
     expect(error.message).toStartWith(`config ${join(project, "agentenv.config.ts")}:3: `);
   });
 
   test("thrown error", async () => {
     const project = tempTree({ "agentenv.config.ts": `const x = 1;\nthrow new Error("no token configured");\nexport default {};\n` });
-    const error = await loadConfig({ project, env: { HOME: project } }).catch((e) => e);
+    const error = await loadConfig({ project, env: trustIn({ HOME: project }, project) }).catch((e) => e);
     expect(error.message).toBe(`config ${join(project, "agentenv.config.ts")}:2: no token configured`);
   });
 
   test("a config function that throws", async () => {
     const project = tempTree({ "agentenv.config.ts": `export default () => {\n  throw new Error("no token");\n};\n` });
-    const error = await loadConfig({ project, env: { HOME: project } }).catch((e) => e);
+    const error = await loadConfig({ project, env: trustIn({ HOME: project }, project) }).catch((e) => e);
     expect(error.message).toBe(`config ${join(project, "agentenv.config.ts")}:2: no token`);
   });
 
@@ -86,14 +118,14 @@ describe("config errors name the file and line", () => {
     ];
     for (const [body, message] of cases) {
       const project = tempTree({ "agentenv.config.ts": `export default ${body};\n` });
-      await expect(loadConfig({ project, env: { HOME: project } })).rejects.toThrow(message);
+      await expect(loadConfig({ project, env: trustIn({ HOME: project }, project) })).rejects.toThrow(message);
     }
     const dropped = tempTree({ "agentenv.config.ts": `export default { extraEnv: { A: undefined, B: "b" } };\n` });
-    expect((await loadConfig({ project: dropped, env: { HOME: dropped } })).extraEnv).toEqual({ B: "b" });
+    expect((await loadConfig({ project: dropped, env: trustIn({ HOME: dropped }, dropped) })).extraEnv).toEqual({ B: "b" });
   });
 
   test("a default export that is not an object", async () => {
     const project = tempTree({ "agentenv.config.ts": `export default 42;\n` });
-    await expect(loadConfig({ project, env: { HOME: project } })).rejects.toThrow("must be an object");
+    await expect(loadConfig({ project, env: trustIn({ HOME: project }, project) })).rejects.toThrow("must be an object");
   });
 });

@@ -6,7 +6,7 @@ import { checkEnvName, loadConfig } from "../../core/config.ts";
 import { checkKeepPath, keepPaths } from "../../plugins/env/lifecycle.ts";
 import { guessShell, scanTemplate } from "../../plugins/env/template.ts";
 import { profileTarget } from "../../plugins/profile/index.ts";
-import { tempTree } from "../helpers/cli.ts";
+import { tempTree, trustIn } from "../helpers/cli.ts";
 
 describe("environment names", () => {
   test("a-z 0-9 . _ -, starting with a letter or digit, at most 63", () => {
@@ -18,7 +18,7 @@ describe("environment names", () => {
 
 describe("env config", () => {
   const project = tempTree({ "agentenv.config.ts": `export default { env: { default: "dev", autoCreate: true, template: "./home" } };\n` });
-  const env = { HOME: tempTree() };
+  const env = trustIn({ HOME: tempTree() }, project);
 
   test("config's default, with a template relative to the config file", async () => {
     const config = await loadConfig({ project, env });
@@ -35,7 +35,7 @@ describe("env config", () => {
 
   test("a wrongly typed env block is named", async () => {
     const bad = tempTree({ "agentenv.config.ts": `export default { env: { autoCreate: "yes" } };\n` });
-    await expect(loadConfig({ project: bad, env })).rejects.toThrow("env.autoCreate must be true or false");
+    await expect(loadConfig({ project: bad, env: trustIn(env, bad) })).rejects.toThrow("env.autoCreate must be true or false");
   });
 });
 

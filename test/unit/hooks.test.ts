@@ -5,10 +5,10 @@ import { createLog } from "../../core/log.ts";
 import { basePlan } from "../../core/plan.ts";
 import { callHook, definePlugin, loadPlugins, type SessionContext } from "../../core/plugins.ts";
 import { OciRuntime, podmanDialect } from "../../core/runtime/oci.ts";
-import { tempTree } from "../helpers/cli.ts";
+import { tempTree, trustIn } from "../helpers/cli.ts";
 
 async function contextFor(project: string) {
-  const config = await loadConfig({ project, env: { HOME: project } });
+  const config = await loadConfig({ project, env: trustIn({ HOME: project }, project) });
   const ctx: SessionContext = {
     config,
     plan: basePlan({ project, mode: "run", command: ["true"], config, stdinIsTTY: true }),

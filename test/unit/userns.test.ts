@@ -4,7 +4,7 @@ import { loadConfig, mergeLayers } from "../../core/config.ts";
 import { basePlan, containerHome, type Plan } from "../../core/plan.ts";
 import { AppleContainerRuntime } from "../../core/runtime/apple.ts";
 import { OciRuntime, dockerDialect, keepIdRefusal, podmanDialect } from "../../core/runtime/oci.ts";
-import { tempTree } from "../helpers/cli.ts";
+import { tempTree, trustIn } from "../helpers/cli.ts";
 
 const keepId = mergeLayers([{ name: "defaults", config: {} }, { name: "flags", config: { userns: "keep-id" } }]);
 const podman = new OciRuntime("podman", podmanDialect);
@@ -16,7 +16,7 @@ function plan(overrides: Partial<Plan> = {}, config = keepId): Plan {
 describe("userns config", () => {
   test("default root; config, AGENTENV_USERNS and --userns in the usual order", async () => {
     const project = tempTree({ "agentenv.config.ts": `export default { userns: "keep-id" };` });
-    const env = { HOME: project, XDG_CONFIG_HOME: join(project, ".config") };
+    const env = trustIn({ HOME: project, XDG_CONFIG_HOME: join(project, ".config") }, project);
     expect((await loadConfig({ project: tempTree(), env })).userns).toBe("root");
     expect((await loadConfig({ project, env })).userns).toBe("keep-id");
     expect((await loadConfig({ project, env: { ...env, AGENTENV_USERNS: "root" } })).userns).toBe("root");

@@ -1,0 +1,196 @@
+import { existsSync, mkdirSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join, resolve } from "pathe";
+import { UserError } from "./errors.ts";
+import { lockFile } from "./linux.ts";
+import { agentenvDir } from "./paths.ts";
+import { writeAtomic } from "./volumes.ts";
+
+/**
+ * Trust: which projects the user vouches for. A project is code the user may not have
+ * written (a cloned repo, what an agent wrote); until the user trusts it, its
+ * `agentenv.config.ts` is never imported (it is code, and it would run on the host) and
+ * its sessions get no secrets and keep nothing in the golden store.
+ *
+ * The user trusts a project with `agentenv trust DIR`, which records the project's real
+ * path and its config file's real path and content hash (as `direnv allow` does): a config
+ * edited since is refused again until trusted again. A whole tree of the user's own work
+ * is trusted by listing it in the user config (`trust: ["~/Code"]`); configs inside it
+ * are trusted whatever their content. The records live on the host, in agentenv's data
+ * directory, which no session can see.
+ */
+
+export const projectConfigName = "agentenv.config.ts";
+
+export interface TrustRecord {
+  /** the project's real path */
+  dir: string;
+  /** its config when it was trusted: real path and sha256 of the content */
+  config?: { file: string; sha256: string };
+  trustedAt: string;
+}
+
+/** How a project's config file stands: imported only when "trusted". */
+export type ConfigTrust = "trusted" | "untrusted" | "changed";
+
+export interface ProjectTrust {
+  /** the project (real path) */
+  project: string;
+  /** its sessions may get secrets and promote into the golden store */
+  trusted: boolean;
+  /** why, for messages: a `trust` tree of the user config, or `agentenv trust` */
+  via?: "tree" | "record";
+  /** the project config found for it, and whether it may be imported */
+  config?: { file: string; status: ConfigTrust };
+}
+
+/** PATH is ROOT or inside it. */
+export function isUnder(path: string, root: string): boolean {
+  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
+}
+
+export function trustFile(env: Record<string, string | undefined> = process.env): string {
+  return join(agentenvDir("data", env), "trust.json");
+}
+
+export function readTrust(env: Record<string, string | undefined> = process.env): TrustRecord[] {
+  let text: string;
+  try {
+    text = readFileSync(trustFile(env), "utf8");
+  } catch {
+    return [];
+  }
+  try {
+    const parsed = JSON.parse(text) as { projects?: TrustRecord[] };
+    return Array.isArray(parsed.projects) ? parsed.projects.filter((r) => typeof r?.dir === "string") : [];
+  } catch {
+    throw new UserError(`${trustFile(env)} is not valid JSON`, "fix or delete it (agentenv trust DIR records projects again)");
+  }
+}
+
+/** Changes the records under a lock, so two `trust` commands at once both land. */
+function updateTrust(change: (records: TrustRecord[]) => TrustRecord[], env: Record<string, string | undefined> = process.env): void {
+  const file = trustFile(env);
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  const lock = lockFile(`${file}.lock`, "exclusive")!;
+  try {
+    const records = change(readTrust(env));
+    writeAtomic(file, `${JSON.stringify({ projects: records }, null, 2)}\n`, 0o600);
+  } finally {
+    lock.release();
+  }
+}
+
+function realOrSelf(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolve(path);
+  }
+}
+
+/**
+ * The project DIR belongs to: the nearest directory holding `.git` or an agentenv
+ * config, not going above HOME; else DIR itself.
+ */
+export function projectOf(dir: string, home = homedir()): string {
+  for (let current = dir; ; current = dirname(current)) {
+    // HOME's own .git (a dotfiles repo) does not make all of HOME the project
+    if (current === home && current !== dir) return dir;
+    if (existsSync(join(current, ".git")) || existsSync(join(current, projectConfigName))) return current;
+    if (current === "/") return dir;
+  }
+}
+
+/**
+ * A config file agentenv may consider at all: a regular file owned by the user and not
+ * writable by group or others (anyone else who can write it could run code as the user).
+ */
+function ownConfigFile(file: string, uid = process.getuid?.()): boolean {
+  const stat = statSync(file, { throwIfNoEntry: false });
+  if (!stat?.isFile()) return false;
+  if (uid !== undefined && stat.uid !== uid) return false;
+  return (stat.mode & 0o022) === 0;
+}
+
+/**
+ * The project config nearest to DIR: DIR itself, then its parents, stopping at the
+ * repository root (a directory holding `.git`), at HOME, or at `/`. Files not owned by
+ * the user, or writable by others, are passed over.
+ */
+export function findProjectConfig(dir: string, home = homedir()): string | undefined {
+  for (let current = resolve(dir); ; current = dirname(current)) {
+    const candidate = join(current, projectConfigName);
+    if (ownConfigFile(candidate)) return candidate;
+    if (existsSync(join(current, ".git")) || current === home || current === "/") return undefined;
+  }
+}
+
+function sha256(file: string): string {
+  return new Bun.CryptoHasher("sha256").update(readFileSync(file)).digest("hex");
+}
+
+/**
+ * Whether PROJECT is trusted and whether its config FILE (when it has one) may be
+ * imported: a stat and a hash of one small file, no engine call.
+ */
+export function projectTrust(dir: string, configFile: string | undefined, trees: readonly string[], records: readonly TrustRecord[], home = homedir()): ProjectTrust {
+  const real = realOrSelf(dir);
+  const inTree = trees.some((tree) => isUnder(real, realOrSelf(tree)));
+  const record = records.find((r) => isUnder(real, r.dir));
+  // named by its project (the repository), which is what `agentenv trust` records
+  const project = record?.dir ?? projectOf(real, home);
+  const result: ProjectTrust = { project, trusted: inTree || record !== undefined, via: inTree ? "tree" : record ? "record" : undefined };
+  if (configFile) {
+    const file = realOrSelf(configFile);
+    let status: ConfigTrust = "untrusted";
+    if (trees.some((tree) => isUnder(file, realOrSelf(tree)))) status = "trusted";
+    else {
+      const known = records.find((r) => r.config?.file === file);
+      if (known) status = known.config!.sha256 === sha256(file) ? "trusted" : "changed";
+    }
+    result.config = { file: configFile, status };
+  }
+  return result;
+}
+
+/** `agentenv trust DIR`: records DIR's project and the config it has now. */
+export function trustProject(dir: string, env: Record<string, string | undefined> = process.env): TrustRecord {
+  const abs = resolve(dir);
+  if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new UserError(`${dir}: no such directory`);
+  const project = projectOf(realpathSync(abs), env.HOME || homedir());
+  if (project === "/") throw new UserError("refusing to trust / (every directory on this host)", 'list the trees of your own work in your user config instead, e.g. trust: ["~/Code"]');
+  const configFile = findProjectConfig(abs, env.HOME || homedir());
+  const record: TrustRecord = { dir: project, trustedAt: new Date().toISOString() };
+  if (configFile) record.config = { file: realpathSync(configFile), sha256: sha256(configFile) };
+  updateTrust((records) => [...records.filter((r) => r.dir !== project), record], env);
+  return record;
+}
+
+/** `agentenv untrust DIR`: forgets DIR's project; false when it was not trusted by a record. */
+export function untrustProject(dir: string, env: Record<string, string | undefined> = process.env): { dir: string; removed: boolean } {
+  const abs = realOrSelf(dir);
+  const project = existsSync(abs) ? projectOf(abs, env.HOME || homedir()) : abs;
+  let removed = false;
+  updateTrust((records) => {
+    const kept = records.filter((r) => r.dir !== project && r.dir !== abs);
+    removed = kept.length !== records.length;
+    return kept;
+  }, env);
+  return { dir: project, removed };
+}
+
+/** The one line a session prints when its project is not (fully) trusted; undefined when it is. */
+export function trustNotice(trust: ProjectTrust): string | undefined {
+  const fix = `agentenv trust ${trust.project}`;
+  if (trust.config?.status === "changed") {
+    const rest = trust.trusted ? "" : "; the project is not trusted: no secrets, and its store changes are not kept";
+    return `${trust.config.file} changed since you trusted it: not loaded${rest} — review it, then ${fix}`;
+  }
+  if (!trust.trusted) {
+    const config = trust.config?.status === "untrusted" ? `its ${projectConfigName} is not loaded, ` : "";
+    return `${trust.project} is not a trusted project: ${config}no secrets, and its store changes are not kept — ${fix} to trust it`;
+  }
+  if (trust.config?.status === "untrusted") return `${trust.config.file} is not trusted: not loaded — review it, then ${fix}`;
+  return undefined;
+}
