@@ -5,7 +5,7 @@ import { UserError } from "../../core/errors.ts";
 import { withTempDir } from "../../core/interrupt.ts";
 import { formatBytes } from "../../core/log.ts";
 import { commandContext, prepareSession, runPrepared } from "../../core/session.ts";
-import { checkName, describeRecord, type EnvRecord } from "../env/home.ts";
+import { checkName, checkShell, describeRecord, type EnvRecord } from "../env/home.ts";
 import { recordOf, requireHome, updateRecord } from "../env/lifecycle.ts";
 import { hasOverlay } from "./index.ts";
 import { checkOverlayPath, readOverlay, writeOverlay } from "./overlay.ts";
@@ -30,8 +30,7 @@ const settings: Record<string, (record: EnvRecord, value: string, name: string) 
     record.dotfiles.setup = checkSetup(value);
   },
   shell(record, value) {
-    if (!/^[A-Za-z0-9_./-]+$/.test(value)) throw new UserError(`shell=${value}: give a shell name or path, e.g. shell=zsh`);
-    record.shell = value;
+    record.shell = checkShell(value);
   },
 };
 

@@ -3,8 +3,8 @@ import { join } from "pathe";
 import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { definePlugin, type SessionContext } from "../../core/plugins.ts";
-import { readRecord } from "../env/home.ts";
-import { isLocalRepo, localRepoTarget } from "./repo.ts";
+import { messageOf } from "../../core/errors.ts";
+import { checkLocalRepo, isLocalRepo, localRepoTarget } from "./repo.ts";
 import type { Overlay } from "./overlay.ts";
 
 /**
@@ -31,12 +31,19 @@ export default definePlugin({
     async "session:mount"(ctx) {
       const name = ctx.config.env.name;
       if (!name) return;
-      // found by the env plugin's session:mount, which runs first
-      const home = (await import("../env/session.ts")).sessionHome(ctx);
-      const dotfiles = home?.dir && home.readable ? readRecord(home.dir)?.dotfiles : undefined;
+      // this host's record, found by the env plugin's session:mount, which runs first
+      const dotfiles = (await import("../env/session.ts")).sessionRecord(ctx)?.dotfiles;
       if (dotfiles && isLocalRepo(dotfiles.url)) {
-        if (existsSync(dotfiles.url)) ctx.plan.mounts.push({ type: "bind", source: dotfiles.url, target: localRepoTarget, readonly: true });
-        else ctx.log.warn(`the dotfiles repo of environment ${name}, ${dotfiles.url}, is gone: ~/.dotfiles stays as it is (agentenv env set ${name} dotfiles.url=…)`);
+        if (!existsSync(dotfiles.url)) {
+          ctx.log.warn(`the dotfiles repo of environment ${name}, ${dotfiles.url}, is gone: ~/.dotfiles stays as it is (agentenv env set ${name} dotfiles.url=…)`);
+        } else {
+          // checked again: the path may have been replaced (by a link, say) since it was recorded
+          try {
+            ctx.plan.mounts.push({ type: "bind", source: checkLocalRepo(dotfiles.url), target: localRepoTarget, readonly: true });
+          } catch (error) {
+            ctx.log.warn(`the dotfiles repo of environment ${name} is not mounted: ${messageOf(error)}`);
+          }
+        }
       }
       if (!hasOverlay(name)) return;
       // decrypted now: a wrong key or a changed file stops the session before anything runs

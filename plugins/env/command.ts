@@ -7,7 +7,8 @@ import { UserError, messageOf } from "../../core/errors.ts";
 import { hasOverlay } from "../dotfiles/index.ts";
 import { readOverlay } from "../dotfiles/overlay.ts";
 import { checkRef, checkSetup, resolveDotfilesUrl, type DotfilesConfig } from "../dotfiles/repo.ts";
-import { checkName, describeRecord, diskUsage, envLabel, envNameOf, hasFlake, readRecord, lastUsed, stateValue, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
+import { checkName, describeRecord, diskUsage, envLabel, envNameOf, hasFlake, inHome, lastUsed, recordPath, stateValue, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
+import { hostRecord } from "./record.ts";
 import { createEnv, exportEnv, importEnv, recordOf, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
 
 const commonArgs = { ...runtimeArgs, ...globalArgs } as const;
@@ -53,8 +54,9 @@ interface EnvInfo {
   dotfiles?: DotfilesConfig;
 }
 
+/** NAME's info from this host's RECORD, and from its home at DIR when its files are readable from here. */
 async function infoOf(name: string, dir: string | undefined, record: EnvRecord | undefined): Promise<EnvInfo> {
-  const readable = dir !== undefined && record !== undefined;
+  const readable = dir !== undefined;
   return {
     name,
     volume: volumeName(name),
@@ -90,8 +92,9 @@ const list = defineCommand({
     const infos: EnvInfo[] = [];
     for (const { name: volume, mountpoint } of volumes.sort((a, b) => a.name.localeCompare(b.name))) {
       // one engine call for all: their files are read here (a VM or remote engine shows "?")
-      const record = mountpoint ? readRecord(mountpoint) : undefined;
-      infos.push(await infoOf(envNameOf(volume), mountpoint, record));
+      const name = envNameOf(volume);
+      const dir = mountpoint && inHome(mountpoint, recordPath) ? mountpoint : undefined;
+      infos.push(await infoOf(name, dir, hostRecord(ctx, { name, volume, dir, readable: dir !== undefined })));
     }
     if (args.json) {
       console.log(JSON.stringify(infos, null, 2));

@@ -1,5 +1,5 @@
-import { existsSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "pathe";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readlinkSync } from "node:fs";
+import { dirname, join, normalize } from "pathe";
 import { checkEnvName } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
 import { containerHome } from "../../core/plan.ts";
@@ -9,9 +9,11 @@ import { describeDotfiles, type DotfilesConfig } from "../dotfiles/repo.ts";
 
 /**
  * An environment is one engine volume, `agentenv-env-NAME`, labelled `agentenv.env=NAME`,
- * mounted as HOME. What agentenv keeps about it lives inside it, in
- * ~/.local/state/agentenv/ (never among the user's dotfiles), so it travels with an
- * export:
+ * mounted as HOME. What this host acts on (its source, shell, dotfiles repo) is its own
+ * record of it (./record.ts); a copy lives inside the home, in ~/.local/state/agentenv/
+ * (never among the user's dotfiles), for the in-container scripts and so it travels with
+ * an export. Every session can rewrite that copy: the host reads it only through
+ * `readHomeFile`, never following a link, and acts on none of it unchecked.
  *
  *   env.json      where it came from, when (written last: a home without it is unfinished)
  *   shell         the shell sessions start (zsh, bash…), read by the entrypoint
@@ -45,6 +47,12 @@ export function envNameOf(volume: string): string {
   return volume.startsWith(volumePrefix) ? volume.slice(volumePrefix.length) : volume;
 }
 
+/** A shell name or path, as `env set NAME shell=SH` takes it (the entrypoint starts it). */
+export function checkShell(shell: string): string {
+  if (!/^[A-Za-z0-9_./-]+$/.test(shell)) throw new UserError(`shell=${shell}: give a shell name or path, e.g. shell=zsh`);
+  return shell;
+}
+
 /** NAME checked, for commands: a bad name is a one-line error before anything runs. */
 export function checkName(name: string | undefined): string {
   if (!name) throw new UserError("an environment name is needed", "e.g. agentenv env create dev");
@@ -72,6 +80,11 @@ export interface EnvRecord {
   shell?: string;
   /** the dotfiles repo the home's next session clones and sets up */
   dotfiles?: DotfilesConfig;
+  /**
+   * when this host took the record from the home, the environment being older than host
+   * records: its source is then used only while its content still has the recorded hash
+   */
+  adopted?: string;
 }
 
 export function describeSource(source: EnvSource | undefined): string {
@@ -114,24 +127,63 @@ export async function findHome(ctx: BaseContext, name: string): Promise<Home> {
   return { name, volume, dir, readable: marked };
 }
 
-export function readRecord(dir: string): EnvRecord | undefined {
+/** What PATH is, seen without following a link. */
+export function kindOf(path: string): "dir" | "file" | "link" | "other" | undefined {
   try {
-    return JSON.parse(readFileSync(join(dir, recordPath), "utf8")) as EnvRecord;
+    const stat = lstatSync(path);
+    return stat.isDirectory() ? "dir" : stat.isFile() ? "file" : stat.isSymbolicLink() ? "link" : "other";
   } catch {
     return undefined;
   }
 }
 
-function mtime(file: string): string | undefined {
+/**
+ * The host path of REL inside the home at DIR, when no part of it is a link: a file a
+ * session wrote is read where it is, never followed out of the volume.
+ */
+export function inHome(dir: string, rel: string): string | undefined {
+  let path = dir;
+  for (const part of rel.split("/")) {
+    path = join(path, part);
+    const kind = kindOf(path);
+    if (!kind || kind === "link") return undefined;
+  }
+  return path;
+}
+
+/** A file of the home, when it is a plain file (not a link, FIFO or device) of at most LIMIT bytes. */
+export function readHomeFile(dir: string, rel: string, limit = 1 << 20): string | undefined {
+  const path = inHome(dir, rel);
+  if (!path) return undefined;
+  let fd: number;
   try {
-    return statSync(file).mtime.toISOString();
+    // O_NONBLOCK: a FIFO put in its place must not hang the host
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const stat = fstatSync(fd);
+    return stat.isFile() && stat.size <= limit ? readFileSync(fd, "utf8") : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The time of a file of the home (a link's own), undefined when it is missing or under a link. */
+function mtime(dir: string, rel: string): string | undefined {
+  const path = inHome(dir, dirname(rel));
+  try {
+    return path ? lstatSync(join(dir, rel)).mtime.toISOString() : undefined;
   } catch {
     return undefined;
   }
 }
 
 export function lastUsed(dir: string): string | undefined {
-  return mtime(join(dir, stateDir, "last-used"));
+  return mtime(dir, `${stateDir}/last-used`);
 }
 
 /** Disk usage of a directory tree, as `du` counts it (hard links once). */
@@ -143,34 +195,31 @@ export async function diskUsage(dir: string): Promise<number | undefined> {
 
 /**
  * The store path the environment's tools profile points at, read on the host. The
- * profile's links are made inside the container, so an absolute one names /root/….
+ * profile's links are made inside the container, so an absolute one names /root/…; they
+ * are followed only while they stay in the home.
  */
 export function toolsStorePath(dir: string): string | undefined {
-  const hostPath = (link: string, target: string) =>
-    target.startsWith(`${containerHome}/`) ? join(dir, target.slice(containerHome.length + 1)) : resolve(dirname(link), target);
-  let link = join(dir, stateDir, "profile");
+  let rel = `${stateDir}/profile`;
   for (let hops = 0; hops < 10; hops++) {
+    if (!inHome(dir, dirname(rel))) return undefined;
     let target: string;
     try {
-      target = readlinkSync(link);
+      target = readlinkSync(join(dir, rel));
     } catch {
       return undefined;
     }
     if (target.startsWith("/nix/store/")) return target.split("/").slice(0, 4).join("/");
-    link = hostPath(link, target);
+    rel = target.startsWith(`${containerHome}/`) ? target.slice(containerHome.length + 1) : normalize(join(dirname(rel), target));
+    if (!isInsideHome(rel)) return undefined;
   }
   return undefined;
 }
 
 /** One line agentenv keeps in the home's state dir (tools.hash, dotfiles.commit…), read on the host. */
 export function stateValue(dir: string, file: string): string | undefined {
-  try {
-    return readFileSync(join(dir, stateDir, file), "utf8").trim() || undefined;
-  } catch {
-    return undefined;
-  }
+  return readHomeFile(dir, `${stateDir}/${file}`, 4096)?.trim() || undefined;
 }
 
 export function hasFlake(dir: string): boolean {
-  return existsSync(join(dir, "flake.nix"));
+  return mtime(dir, "flake.nix") !== undefined;
 }

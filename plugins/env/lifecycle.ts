@@ -6,9 +6,11 @@ import { containerHome, helperPlan, shellQuote, type Mount } from "../../core/pl
 import type { BaseContext } from "../../core/plugins.ts";
 import { ensureVolume } from "../../core/volumes.ts";
 import { formatBytes } from "../../core/log.ts";
-import { describeSource, envLabel, findHome, isInsideHome, touchesState, readRecord, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
+import { describeSource, envLabel, findHome, isInsideHome, touchesState, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
 import { profileTarget } from "../profile/index.ts";
 import { confScript, type DotfilesConfig } from "../dotfiles/repo.ts";
+import { checkArchive } from "./archive.ts";
+import { adoptRecord, checkRecord, hostRecord, parseRecord, removeHostRecord, writeHostRecord } from "./record.ts";
 import { scanTemplate, writeBuiltinTemplate, type TemplateScan } from "./template.ts";
 
 /**
@@ -120,6 +122,7 @@ export async function createEnv(ctx: BaseContext, name: string, from: CreateFrom
     const script = [...contentScript(content, home), ...activateScript(content), ...recordScript(record)];
     const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
       await runHelper(ctx, `creating environment ${name}`, volume, script, { content });
+      writeHostRecord(ctx, name, record);
     });
     if (!created) throw alreadyExists(name);
     return record;
@@ -133,15 +136,19 @@ export async function requireHome(ctx: BaseContext, name: string): Promise<Home>
   return found;
 }
 
-/** env.json, read on the host when the volume is reachable, else through a helper container. */
+/**
+ * This host's record of the environment. One older than host records adopts the env.json
+ * its home holds (see adoptRecord): read on the host when the volume is reachable, else
+ * through a helper container.
+ */
 export async function recordOf(ctx: BaseContext, found: Home): Promise<EnvRecord | undefined> {
-  if (found.readable && found.dir) return readRecord(found.dir);
-  const result = await runHelper(ctx, `reading environment ${found.name}`, found.volume, [`cat ${home}/${recordPath} 2>/dev/null || true`], { readonly: true });
-  try {
-    return JSON.parse(result.stdout) as EnvRecord;
-  } catch {
-    return undefined;
-  }
+  const kept = hostRecord(ctx, found);
+  if (kept || found.readable) return kept;
+  const file = `${home}/${recordPath}`;
+  // a plain file only: a FIFO or a link put in its place is no record
+  const script = [`if [ -f ${file} ] && [ ! -L ${file} ]; then head -c 1048576 ${file}; fi`];
+  const result = await runHelper(ctx, `reading environment ${found.name}`, found.volume, script, { readonly: true });
+  return adoptRecord(ctx, found.name, result.stdout || undefined);
 }
 
 /** Sessions (containers) using the environment now; `env rm` and `env reset` refuse while there are any. */
@@ -158,6 +165,7 @@ export async function removeEnv(ctx: BaseContext, name: string, force: boolean):
   const found = await requireHome(ctx, name);
   if (!force) refuseInUse(name, await runningUsers(ctx, found), `agentenv env rm ${name}`);
   await ctx.runtime.volumeRemove(found.volume);
+  removeHostRecord(ctx, name);
   const { hasOverlay, overlayFile } = await import("../dotfiles/index.ts");
   const overlay = hasOverlay(name);
   rmSync(overlayFile(name), { force: true });
@@ -165,13 +173,12 @@ export async function removeEnv(ctx: BaseContext, name: string, force: boolean):
   let secrets: string[] = [];
   if (existsSync(secretsFile())) {
     try {
-      const { readSecrets, writeSecrets } = await import("../secrets/store.ts");
-      const store = readSecrets();
-      secrets = Object.keys(store.scopes[name] ?? {});
-      if (secrets.length) {
+      const { updateSecrets } = await import("../secrets/store.ts");
+      secrets = updateSecrets((store) => {
+        const names = Object.keys(store.scopes[name] ?? {});
         delete store.scopes[name];
-        writeSecrets(store);
-      }
+        return names;
+      });
     } catch (error) {
       // the home is gone either way; say what could not be tidied
       ctx.log.warn(`the secrets of environment ${name} were left in place: ${messageOf(error)}`);
@@ -180,13 +187,18 @@ export async function removeEnv(ctx: BaseContext, name: string, force: boolean):
   return { overlay, secrets };
 }
 
-/** Rewrites NAME's record (env.json, dotfiles.conf, shell) with CHANGE applied; the next session acts on it. */
+function noRecord(name: string): UserError {
+  return new UserError(`environment ${name} has no record of its source (${recordPath})`, "remove it and create it again");
+}
+
+/** Rewrites NAME's record with CHANGE applied, here and in the home (env.json, dotfiles.conf, shell); the next session acts on it. */
 export async function updateRecord(ctx: BaseContext, name: string, change: (record: EnvRecord) => void): Promise<EnvRecord> {
   const found = await requireHome(ctx, name);
   const record = await recordOf(ctx, found);
-  if (!record) throw new UserError(`environment ${name} has no record of its source (${recordPath})`, "remove it and create it again");
+  if (!record) throw noRecord(name);
   change(record);
   await runHelper(ctx, `changing environment ${name}`, found.volume, recordScript(record));
+  writeHostRecord(ctx, name, record);
   return record;
 }
 
@@ -237,21 +249,37 @@ swap() {
 swap`;
 
 /**
- * Recreates NAME's home from the source it was made from, keeping KEEP paths. The new
- * home is staged inside the volume first (the slow, failure-prone copy; a failure there
- * changes nothing), then the kept paths are moved into it, the old top level deleted and
- * the staged one moved in — resumably (see swapScript).
+ * A record adopted from a home names a source a session could have chosen: it is used
+ * only while its content has the hash recorded with it, which a session cannot forge for
+ * content it has never seen.
+ */
+function checkAdopted(name: string, old: EnvRecord, source: EnvSource): void {
+  if (!old.adopted || !("path" in old.source)) return;
+  if ("hash" in source && source.hash && "hash" in old.source && source.hash === old.source.hash) return;
+  throw new UserError(
+    `environment ${name}: ${old.source.path}, the source its home names, is not what it was made from (it changed since, or the home's record was rewritten)`,
+    `agentenv resets only from a source this host recorded: make a new environment from it (agentenv env create NEW ${old.source.path})`,
+  );
+}
+
+/**
+ * Recreates NAME's home from the source this host recorded, checked again, keeping KEEP
+ * paths. The new home is staged inside the volume first (the slow, failure-prone copy; a
+ * failure there changes nothing), then the kept paths are moved into it, the old top level
+ * deleted and the staged one moved in — resumably (see swapScript).
  */
 export async function resetEnv(ctx: BaseContext, name: string, keep: string[], force: boolean): Promise<EnvRecord> {
   const keeps = keepPaths(keep);
   const found = await requireHome(ctx, name);
   if (!force) refuseInUse(name, await runningUsers(ctx, found), `agentenv env reset ${name}`);
   const old = await recordOf(ctx, found);
-  if (!old) throw new UserError(`environment ${name} has no record of its source (${recordPath})`, "remove it and create it again");
+  if (!old) throw noRecord(name);
   const stage = `${home}/.agentenv-reset`;
   const reset = async (content: Content, source: EnvSource, shell?: string) => {
+    checkAdopted(name, old, source);
     ctx.log.start(`resetting environment ${name} from ${describeContent(content, source)}${keeps.length ? `, keeping ${keeps.join(", ")}` : ""}…`);
-    const record: EnvRecord = { ...old, source, reset: new Date().toISOString(), shell: old.shell ?? shell };
+    const { adopted: _verified, ...kept } = old;
+    const record: EnvRecord = { ...kept, source, reset: new Date().toISOString(), shell: old.shell ?? shell };
     const script = [
       // an earlier reset interrupted mid-swap is finished first
       swapScript(stage),
@@ -266,6 +294,7 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
       ...recordScript(record),
     ];
     await runHelper(ctx, `resetting environment ${name}`, found.volume, script, { content });
+    writeHostRecord(ctx, name, record);
     return record;
   };
   const source = old.source;
@@ -282,7 +311,10 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
     case "archive": {
       if (source.path === "(stdin)") throw new UserError(`environment ${name} was imported from stdin: there is nothing to reset it from`, "import the archive again under a new name");
       if (!existsSync(source.path)) throw new UserError(`environment ${name} was imported from ${source.path}, which no longer exists`);
-      return reset({ archive: source.path, gzip: isGzip(source.path) }, source);
+      if (!statSync(source.path).isFile()) throw new UserError(`environment ${name} was imported from ${source.path}, which is no longer a file`);
+      const gzip = isGzip(source.path);
+      await checkArchive(source.path, gzip, source.path);
+      return reset({ archive: source.path, gzip }, { ...source, hash: await fileHash(source.path) });
     }
   }
 }
@@ -338,7 +370,13 @@ function outputFile(out: string, defaultName: string): string {
   return file;
 }
 
-/** Creates NAME from an archive made by `env export` (or any tar of a home), all or nothing. */
+/**
+ * Creates NAME from an archive made by `env export` (or any tar of a home), all or
+ * nothing. The archive is hostile input: its entries are checked (see checkArchive) and
+ * the settings its env.json carries (shell, dotfiles repo, source) are checked as at
+ * `env create` before anything is made. An archive on stdin is kept in a private
+ * temporary file for that.
+ */
 export async function importEnv(ctx: BaseContext, name: string, file: string): Promise<EnvRecord> {
   const fromStdin = file === "-";
   const path = fromStdin ? "-" : resolve(file);
@@ -353,27 +391,33 @@ export async function importEnv(ctx: BaseContext, name: string, file: string): P
   }
   const volume = volumeName(name);
   if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
-  const source: EnvSource = fromStdin ? { kind: "archive", path: "(stdin)" } : { kind: "archive", path, hash: await fileHash(path) };
-  const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), dotfiles: fromStdin ? undefined : archivedDotfiles(path) };
-  const content: Content = { archive: path, gzip: fromStdin || isGzip(path) };
-  ctx.log.start(`importing ${file} as environment ${name}…`);
-  const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
-    await runHelper(ctx, `importing ${file} into environment ${name}`, volume, [...contentScript(content, home), ...recordScript(record)], { content });
+  const shown = fromStdin ? "the archive on stdin" : file;
+  const importFrom = async (archive: string, source: EnvSource): Promise<EnvRecord> => {
+    const gzip = isGzip(archive);
+    const text = await checkArchive(archive, gzip, shown);
+    let settings: EnvRecord | undefined;
+    try {
+      settings = text === undefined ? undefined : checkRecord(parseRecord(text));
+    } catch (error) {
+      if (error instanceof UserError) throw new UserError(`${shown}: its ${recordPath}: ${error.message}`, error.hint);
+      throw error;
+    }
+    const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: settings?.shell, dotfiles: settings?.dotfiles };
+    const content: Content = { archive, gzip };
+    ctx.log.start(`importing ${file} as environment ${name}…`);
+    const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
+      await runHelper(ctx, `importing ${file} into environment ${name}`, volume, [...contentScript(content, home), ...recordScript(record)], { content });
+      writeHostRecord(ctx, name, record);
+    });
+    if (!created) throw alreadyExists(name);
+    return record;
+  };
+  if (!fromStdin) return importFrom(path, { kind: "archive", path, hash: await fileHash(path) });
+  return withTempDir("agentenv-import-", async (dir) => {
+    const spooled = join(dir, "archive");
+    await Bun.write(spooled, Bun.stdin);
+    return importFrom(spooled, { kind: "archive", path: "(stdin)" });
   });
-  if (!created) throw alreadyExists(name);
-  return record;
-}
-
-/** The dotfiles repo an exported home had (its env.json, read from the archive), to keep it. */
-function archivedDotfiles(archive: string): EnvRecord["dotfiles"] {
-  const out = Bun.spawnSync(["tar", "-xOf", archive, `./${recordPath}`], { stdout: "pipe", stderr: "ignore" });
-  if (out.exitCode !== 0) return undefined;
-  try {
-    const dotfiles = (JSON.parse(out.stdout.toString()) as EnvRecord).dotfiles;
-    return typeof dotfiles?.url === "string" ? dotfiles : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 async function fileHash(file: string): Promise<string> {

@@ -5,10 +5,13 @@ import { isLocked, lockFile, type FileLock } from "../../core/linux.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { containerHome } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
-import { envLabel, envNameOf, findHome, recordPath, toolsStorePath, type Home } from "./home.ts";
+import { envLabel, envNameOf, findHome, recordPath, toolsStorePath, type EnvRecord, type Home } from "./home.ts";
+import { hostRecord } from "./record.ts";
 
 interface SessionState {
   home: Home;
+  /** this host's record of it (undefined: none yet, or the environment does not exist) */
+  record?: EnvRecord;
   /** env.autoCreate and the environment does not exist yet: `session:start` creates it */
   create: boolean;
   lock?: { file: string; held: FileLock };
@@ -29,12 +32,12 @@ export async function mountEnv(ctx: SessionContext): Promise<void> {
   // the entrypoint then fails the session instead of warning when the home's setup fails
   if (ctx.config.env.strict) ctx.plan.env.AGENTENV_STRICT = "1";
   ctx.plan.labels[envLabel] = name;
-  states.set(ctx, { home, create: !home.dir });
+  states.set(ctx, { home, record: home.dir ? hostRecord(ctx, home) : undefined, create: !home.dir });
 }
 
-/** The home `session:mount` found for this session (other plugins read it: no second lookup). */
-export function sessionHome(ctx: SessionContext): Home | undefined {
-  return states.get(ctx)?.home;
+/** This host's record of the session's environment, found by `session:mount` (other plugins read it: no second lookup). */
+export function sessionRecord(ctx: SessionContext): EnvRecord | undefined {
+  return states.get(ctx)?.record;
 }
 
 /** Host-side record of which sessions have which environment open (flocks: a dead holder lets go). */

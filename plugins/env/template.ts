@@ -2,6 +2,7 @@ import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSyn
 import { dirname, isAbsolute, join, relative, resolve } from "pathe";
 import { writeEmbedded } from "../../core/embedded.ts";
 import { UserError } from "../../core/errors.ts";
+import { refuseSharedPath } from "../wrap/roots.ts";
 
 export interface TemplateScan {
   /** absolute path of the template directory */
@@ -17,10 +18,13 @@ export interface TemplateScan {
 /**
  * Checks a template directory before anything is created, and hashes it: it must be a
  * directory, and every symlink in it must point inside it (a home made from it must not
- * depend on the machine it was made on). Only files, directories and symlinks.
+ * depend on the machine it was made on). Only files, directories and symlinks; never a
+ * system path or one holding agentenv's own key and settings (they would be copied into
+ * a home every session can read).
  */
 export function scanTemplate(path: string): TemplateScan {
   const dir = resolve(path);
+  refuseSharedPath(dir, "template");
   if (!existsSync(dir)) throw new UserError(`template ${path}: no such directory`);
   if (!statSync(dir).isDirectory()) throw new UserError(`template ${path}: not a directory`);
   const hasher = new Bun.CryptoHasher("sha256");

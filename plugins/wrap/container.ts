@@ -9,7 +9,7 @@ import { basePlan, type Plan } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { endDetached, loadContext, prepareSession, startDetached } from "../../core/session.ts";
 import { writeAtomic } from "../../core/volumes.ts";
-import { isUnder } from "./roots.ts";
+import { isUnder } from "../../core/trust.ts";
 
 /**
  * One long-running container per environment (`agentenv up`): the environment's home,

@@ -1,10 +1,10 @@
 import { existsSync, realpathSync, statSync } from "node:fs";
-import { homedir } from "node:os";
-import { dirname, join, resolve } from "pathe";
-import { expandHome, projectConfigName } from "../../core/config.ts";
+import { resolve } from "pathe";
+import { expandHome } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { containerHome } from "../../core/plan.ts";
+import { isUnder, projectOf } from "../../core/trust.ts";
 
 /**
  * Roots: the host directories an environment container may see, each mounted at its
@@ -14,22 +14,48 @@ import { containerHome } from "../../core/plan.ts";
 /** Paths the container needs for itself: a root may be neither one of them nor inside one. */
 const systemPaths = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/nix", "/proc", "/run", "/sbin", "/sys", "/usr"];
 
-/** PATH is ROOT or inside it. */
-export function isUnder(path: string, root: string): boolean {
-  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
+/** "/" or a path the container needs for itself, or one inside it. */
+function isSystemPath(path: string): boolean {
+  return path === "/" || systemPaths.some((p) => isUnder(path, p));
+}
+
+/**
+ * agentenv's own directory (its key, secrets or config) that PATH is or holds: shared
+ * with a container, whatever runs inside could read them.
+ */
+function ownDirIn(path: string): string | undefined {
+  return [agentenvDir("config"), agentenvDir("data")].find((own) => isUnder(own, path));
 }
 
 /** A root may be neither a system path nor contain agentenv's own files: checked before and after symlinks. */
 function refuseSystemPath(root: string): void {
-  if (root === "/" || systemPaths.some((p) => isUnder(root, p))) {
+  if (isSystemPath(root)) {
     throw new UserError(`root ${root}: the container needs that path for itself`, "use a project directory, e.g. ~/Code");
   }
   if (isUnder(root, containerHome)) {
     throw new UserError(`root ${root}: inside ${containerHome}, which is the environment's home in the container`, "keep projects outside it (e.g. /srv/code), or run agentenv as a user whose HOME is elsewhere");
   }
-  // agentenv's key, secrets and config would be open to whatever runs inside
-  for (const own of [agentenvDir("config"), agentenvDir("data")]) {
-    if (isUnder(own, root)) throw new UserError(`root ${root}: it holds agentenv's own keys and settings (${own})`, "use a project directory, e.g. ~/Code");
+  const own = ownDirIn(root);
+  if (own) throw new UserError(`root ${root}: it holds agentenv's own keys and settings (${own})`, "use a project directory, e.g. ~/Code");
+}
+
+/**
+ * A host path the user named for an environment, which agentenv copies into a home or
+ * mounts elsewhere than at its own path (a template, a dotfiles repo, an archive): the
+ * roots' rules for system paths and agentenv's own files, checked as written and after
+ * symlinks. WHAT names it in the message ("dotfiles repo").
+ */
+export function refuseSharedPath(path: string, what: string): void {
+  let real = path;
+  try {
+    real = realpathSync(path);
+  } catch {
+    // a path that does not exist is the caller's to report
+  }
+  for (const p of new Set([path, real])) {
+    if (isSystemPath(p)) throw new UserError(`${what} ${p} is a system path`, "name a directory of your own");
+    const own = ownDirIn(p);
+    if (own) throw new UserError(`${what} ${p} holds agentenv's own keys and settings (${own})`, "name a directory of your own");
   }
 }
 
@@ -53,19 +79,6 @@ export function checkRoots(dirs: readonly string[], from = process.cwd()): strin
   // a root inside another is already mounted with it
   const sorted = [...new Set(roots)].sort();
   return sorted.filter((root) => !sorted.some((other) => other !== root && isUnder(root, other)));
-}
-
-/**
- * The project CWD belongs to: the nearest directory holding `.git` or an agentenv
- * config, not going above HOME; else CWD itself.
- */
-export function projectOf(cwd: string, home = homedir()): string {
-  for (let dir = cwd; ; dir = dirname(dir)) {
-    // HOME's own .git (a dotfiles repo) does not make all of HOME the project
-    if (dir === home && dir !== cwd) return cwd;
-    if (existsSync(join(dir, ".git")) || existsSync(join(dir, projectConfigName))) return dir;
-    if (dir === "/") return cwd;
-  }
 }
 
 /** `--roots a,b` > config `roots` > the current project. */

@@ -1,8 +1,10 @@
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { join, relative } from "pathe";
-import { UserError } from "../../core/errors.ts";
+import { readdirSync } from "node:fs";
+import { isAbsolute, join, normalize, relative } from "pathe";
+import { UserError, messageOf } from "../../core/errors.ts";
 import { containerHome } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
+import { kindOf, readHomeFile } from "../env/home.ts";
+import { checkRoots } from "./roots.ts";
 
 /**
  * Agent threads as folders: `exec --worktree BRANCH` makes a git worktree of the project
@@ -23,7 +25,7 @@ export interface Worktree {
 
 const codeDir = "Code";
 
-/** Directories under HOME/Code holding a `.git` file, up to DEPTH levels below each project. */
+/** Directories under HOME/Code holding a `.git` file, up to DEPTH levels below each project; links are not followed. */
 function worktreeDirs(dir: string, depth: number): string[] {
   const found: string[] = [];
   let entries: string[];
@@ -34,36 +36,63 @@ function worktreeDirs(dir: string, depth: number): string[] {
   }
   for (const entry of entries) {
     const path = join(dir, entry);
-    try {
-      if (!statSync(path).isDirectory()) continue;
-    } catch {
-      continue;
-    }
-    const git = join(path, ".git");
-    if (existsSync(git) && statSync(git).isFile()) found.push(path);
+    if (kindOf(path) !== "dir") continue;
+    if (kindOf(join(path, ".git")) === "file") found.push(path);
     else if (depth > 1) found.push(...worktreeDirs(path, depth - 1));
   }
   return found;
 }
 
-/** The worktrees in a home whose files are at HOME_DIR on this host. */
+/**
+ * Where REPO (named by a worktree's `.git` file in the home: hostile) keeps its record of
+ * the worktree at PATH in the container, checked before anything mounts REPO: it must pass
+ * as a root (not a system path, nor agentenv's own files, not reached through a link), and
+ * its own record of that worktree (`.git/worktrees/ID/gitdir`, outside the home) must name
+ * it. A session can write its home, but not a repository it was never given. Throws
+ * UserError.
+ */
+export function worktreeRecord(repo: string, path: string): string {
+  const refuse = (why: string) => new UserError(`the worktree ${path} names ${repo} as its repository, which ${why}`, "agentenv leaves it alone; remove the directory in a session if it is not yours");
+  if (!isAbsolute(repo) || normalize(repo) !== repo) throw refuse("is not an absolute path");
+  let root: string | undefined;
+  try {
+    root = checkRoots([repo])[0];
+  } catch (error) {
+    throw refuse(`could not be a root (${messageOf(error)})`);
+  }
+  if (root !== repo) throw refuse(`is reached through a link (to ${root})`);
+  const records = join(repo, ".git", "worktrees");
+  if (kindOf(join(repo, ".git")) !== "dir" || kindOf(records) !== "dir") throw refuse("has no worktrees");
+  const record = readdirSync(records)
+    .map((id) => join(records, id))
+    .find((dir) => kindOf(dir) === "dir" && readHomeFile(dir, "gitdir", 4096)?.trim() === `${path}/.git`);
+  if (!record) throw refuse("does not know that worktree");
+  return record;
+}
+
+/** The worktrees in a home whose files are at HOME_DIR on this host: those whose repository knows them (see worktreeRecord). */
 export function listWorktrees(homeDir: string): Worktree[] {
   const rows: Worktree[] = [];
   const code = join(homeDir, codeDir);
-  for (const project of existsSync(code) ? readdirSync(code).sort() : []) {
+  if (kindOf(code) !== "dir") return rows;
+  for (const project of readdirSync(code).sort()) {
+    if (kindOf(join(code, project)) !== "dir") continue;
     for (const dir of worktreeDirs(join(code, project), 6).sort()) {
-      const gitdir = /^gitdir: (.*)$/m.exec(readFileSync(join(dir, ".git"), "utf8"))?.[1]?.trim();
-      const marker = gitdir?.lastIndexOf("/.git/worktrees/") ?? -1;
-      if (!gitdir || marker < 0) continue;
-      let head = "?";
-      try {
-        const text = readFileSync(join(gitdir, "HEAD"), "utf8").trim();
-        head = text.startsWith("ref: refs/heads/") ? text.slice("ref: refs/heads/".length) : text.slice(0, 12);
-      } catch {
-        // the repository is not on this host (or not at that path any more)
-      }
       const branch = relative(join(code, project), dir);
-      rows.push({ project, branch, path: join(containerHome, codeDir, project, branch), repo: gitdir.slice(0, marker), head });
+      const path = join(containerHome, codeDir, project, branch);
+      const gitdir = /^gitdir: (.*)$/m.exec(readHomeFile(dir, ".git", 4096) ?? "")?.[1]?.trim() ?? "";
+      const marker = gitdir.lastIndexOf("/.git/worktrees/");
+      if (marker <= 0) continue;
+      let record: string;
+      const repo = gitdir.slice(0, marker);
+      try {
+        record = worktreeRecord(repo, path);
+      } catch {
+        continue;
+      }
+      const text = readHomeFile(record, "HEAD", 4096)?.trim();
+      const head = !text ? "?" : text.startsWith("ref: refs/heads/") ? text.slice("ref: refs/heads/".length) : text.slice(0, 12);
+      rows.push({ project, branch, path, repo, head });
     }
   }
   return rows;
@@ -76,6 +105,8 @@ export function listWorktrees(homeDir: string): Worktree[] {
  */
 export async function removeWorktree(ctx: BaseContext, homeVolume: string, worktree: Worktree, force: boolean): Promise<void> {
   const { helperPlan, shellJoin } = await import("../../core/plan.ts");
+  // checked again where it is mounted
+  worktreeRecord(worktree.repo, worktree.path);
   const script = [
     "set -e",
     shellJoin(["git", "-C", worktree.repo, "worktree", "unlock", worktree.path]) + " 2>/dev/null || true",

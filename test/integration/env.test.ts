@@ -376,7 +376,7 @@ describe("env reset, export and import", () => {
 
     const notArchive = await agentenv(["env", "import", envName("broken"), join(fixture, "flake.nix")]);
     expect(notArchive.code).toBe(1);
-    expect(notArchive.stderr).toContain("failed");
+    expect(notArchive.stderr).toBe(`agentenv: ${join(fixture, "flake.nix")}: not a tar archive — give an archive made by agentenv env export (a .tar.gz or .tar)\n`);
     expect(volumeExists(`${prefix}-broken`)).toBe(false);
   });
 });
