@@ -1,21 +1,34 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "pathe";
+import { UserError } from "./errors.ts";
 import { undoOnInterrupt } from "./interrupt.ts";
 import { agentenvDir, hostUid } from "./paths.ts";
 import { callHook, type BaseContext, type VolumeSpec } from "./plugins.ts";
 
-/** Writes FILE so that readers see the old or the new content, never a part. */
+/**
+ * Writes FILE so that readers see the old or the new content, never a part: a new file
+ * under an unpredictable name next to it, created exclusively and never through a link
+ * (O_EXCL | O_NOFOLLOW) with MODE from the start, written in full, fsynced, renamed over
+ * FILE. A full disk is one clear line and leaves FILE as it was.
+ */
 export function writeAtomic(file: string, text: string | Uint8Array, mode = 0o644): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", mode);
+  const tmp = `${file}.tmp-${Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString("hex")}`;
+  const bytes = typeof text === "string" ? Buffer.from(text) : text;
+  let fd: number | undefined;
   try {
-    if (typeof text === "string") writeSync(fd, text);
-    else writeSync(fd, text);
+    fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
     fsyncSync(fd);
-  } finally {
     closeSync(fd);
+    fd = undefined;
+    renameSync(tmp, file);
+  } catch (error) {
+    if (fd !== undefined) closeSync(fd);
+    rmSync(tmp, { force: true });
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOSPC" || code === "EDQUOT") throw new UserError(`cannot write ${file}: no space left on its disk`, "free some space and try again (the old file is unchanged)");
+    throw error;
   }
-  renameSync(tmp, file);
 }
 
 function cacheFile(): string {

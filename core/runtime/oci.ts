@@ -276,7 +276,7 @@ export class OciRuntime implements Runtime {
 
   /** One `inspect` for NAMES; the ones that do not exist are left out. */
   private async inspectContainers(names: string[]): Promise<ContainerInfo[]> {
-    const result = await this.call(["container", "inspect", "--format", "{{.Name}}\t{{.State.Running}}\t{{.State.ExitCode}}\t{{json .Config.Labels}}", ...names]);
+    const result = await this.call(["container", "inspect", "--format", "{{.Name}}\t{{.State.Running}}\t{{.State.ExitCode}}\t{{json .Config.Labels}}\t{{json .State.FinishedAt}}", ...names]);
     // with several names, podman and docker still print the ones that exist
     if (result.code !== 0 && !result.stdout.trim() && !/no such container/i.test(result.stderr)) {
       throw new UserError(`${this.name} could not inspect container ${names.join(" ")}: ${result.stderr.trim() || `exit ${result.code}`}`);
@@ -285,12 +285,15 @@ export class OciRuntime implements Runtime {
       .split("\n")
       .filter(Boolean)
       .map((line) => {
-        const [name = "", running, exitCode, labels] = line.split("\t");
+        const [name = "", running, exitCode, labels, finished] = line.split("\t");
+        const finishedAt = Date.parse(JSON.parse(finished || "null") ?? "");
         return {
           name: name.replace(/^\//, ""),
           running: running === "true",
           labels: (JSON.parse(labels || "null") ?? {}) as Record<string, string>,
           exitCode: running === "true" ? undefined : Number(exitCode),
+          // "0001-01-01T00:00:00Z": never stopped
+          finishedAt: running !== "true" && finishedAt > 0 ? finishedAt : undefined,
         };
       });
   }

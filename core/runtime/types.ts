@@ -25,6 +25,8 @@ export interface ContainerInfo {
   labels: Record<string, string>;
   /** a stopped container's exit code, where the engine reports one */
   exitCode?: number;
+  /** when a stopped container stopped (ms since the epoch, the engine's clock), where the engine reports it */
+  finishedAt?: number;
 }
 
 /** One line of `agentenv doctor`. */

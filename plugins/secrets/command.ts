@@ -3,7 +3,7 @@ import { globalArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts"
 import { commandContext } from "../../core/session.ts";
 import { volumeName } from "../env/home.ts";
 import { UserError } from "../../core/errors.ts";
-import { allScope, checkSecretName, describeScope, readSecrets, scopeOf, writeSecrets } from "./store.ts";
+import { allScope, checkSecretName, describeScope, readSecrets, scopeOf, updateSecrets } from "./store.ts";
 
 const nameArg = { name: { type: "positional", required: true, valueHint: "NAME", description: "The variable sessions get, e.g. GITHUB_TOKEN" } } as const;
 const envArg = { ...runtimeArgs, env: { type: "string", valueHint: "env", description: "Only for sessions of this environment (default: all sessions)" } } as const;
@@ -13,14 +13,23 @@ async function readValue(name: string): Promise<string> {
   let value: string;
   if (process.stdin.isTTY) {
     process.stderr.write(`value of ${name} (not shown): `);
-    const child = Bun.spawn(["sh", "-c", "stty -echo; IFS= read -r v; status=$?; stty echo; printf '%s' \"$v\"; exit $status"], {
+    // Ctrl-C reaches the prompt too: it puts echo back before it goes (else the terminal
+    // stays silent), and agentenv waits for that, then ends with nothing changed
+    const child = Bun.spawn(["sh", "-c", "trap 'stty echo; exit 130' INT TERM HUP; stty -echo; IFS= read -r v; status=$?; stty echo; printf '%s' \"$v\"; exit $status"], {
       stdin: "inherit",
       stdout: "pipe",
       stderr: "inherit",
     });
-    value = await new Response(child.stdout).text();
-    await child.exited;
+    const ignore = () => {};
+    process.on("SIGINT", ignore);
+    try {
+      value = await new Response(child.stdout).text();
+      await child.exited;
+    } finally {
+      process.off("SIGINT", ignore);
+    }
     process.stderr.write("\n");
+    if (child.exitCode === 130 || child.signalCode) throw new UserError(`${name} not set: interrupted at the prompt`, undefined, 130);
   } else {
     // `echo token | agentenv secret set` adds one newline: it is not part of the value
     value = (await Bun.stdin.text()).replace(/\r?\n$/, "");
@@ -37,9 +46,9 @@ const set = defineCommand({
     const name = checkSecretName(args.name);
     const scope = scopeOf(args.env);
     const value = await readValue(name);
-    const store = readSecrets();
-    (store.scopes[scope] ??= Object.create(null) as Record<string, string>)[name] = value;
-    writeSecrets(store);
+    updateSecrets((store) => {
+      (store.scopes[scope] ??= Object.create(null) as Record<string, string>)[name] = value;
+    });
     const log = logFor(args);
     log.success(`secret ${name} set for ${describeScope(scope)}`);
     if (scope !== allScope) {
@@ -87,14 +96,14 @@ const rm = defineCommand({
   async run({ args }) {
     const name = checkSecretName(args.name);
     const scope = scopeOf(args.env);
-    const store = readSecrets();
-    if (store.scopes[scope]?.[name] === undefined) {
-      const elsewhere = Object.keys(store.scopes).filter((s) => store.scopes[s]![name] !== undefined);
-      const hint = elsewhere.length ? `it is set for ${elsewhere.map(describeScope).join(", ")}${elsewhere[0] === allScope ? "" : ` (--env ${elsewhere[0]})`}` : undefined;
-      throw new UserError(`no secret ${name} for ${describeScope(scope)}`, hint);
-    }
-    delete store.scopes[scope]![name];
-    writeSecrets(store);
+    updateSecrets((store) => {
+      if (store.scopes[scope]?.[name] === undefined) {
+        const elsewhere = Object.keys(store.scopes).filter((s) => store.scopes[s]![name] !== undefined);
+        const hint = elsewhere.length ? `it is set for ${elsewhere.map(describeScope).join(", ")}${elsewhere[0] === allScope ? "" : ` (--env ${elsewhere[0]})`}` : undefined;
+        throw new UserError(`no secret ${name} for ${describeScope(scope)}`, hint);
+      }
+      delete store.scopes[scope]![name];
+    });
     logFor(args).success(`secret ${name} removed from ${describeScope(scope)}`);
     return 0;
   },

@@ -1,5 +1,8 @@
 import { checkEnvName } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
+import { mkdirSync } from "node:fs";
+import { dirname } from "pathe";
+import { lockFile } from "../../core/linux.ts";
 import { readVault, writeVault } from "../../core/vault.ts";
 import { secretsFile } from "./index.ts";
 
@@ -24,6 +27,23 @@ export function readSecrets(): SecretStore {
 export function writeSecrets(store: SecretStore): void {
   for (const [scope, names] of Object.entries(store.scopes)) if (!Object.keys(names).length) delete store.scopes[scope];
   writeVault(secretsFile(), purpose, store);
+}
+
+/**
+ * Reads, changes and writes the secrets under an exclusive lock: two `secret set` at once
+ * both land (without it the last writer wins and the other's secret is lost).
+ */
+export function updateSecrets<T>(change: (store: SecretStore) => T): T {
+  mkdirSync(dirname(secretsFile()), { recursive: true, mode: 0o700 });
+  const lock = lockFile(`${secretsFile()}.lock`, "exclusive")!;
+  try {
+    const store = readSecrets();
+    const result = change(store);
+    writeSecrets(store);
+    return result;
+  } finally {
+    lock.release();
+  }
 }
 
 /** What a session of environment ENV (none: undefined) gets: all-environment secrets, overridden by its own. */

@@ -120,9 +120,9 @@ export const exec = Object.assign(
       }
       if (!isServing(c, cwd)) await startFor(ctx, c, cwd, roots, args);
       ctx.log.debug(`$ ${shellJoin(argv)}`);
+      const asked = Date.now();
       const code = await ctx.runtime.exec(c.name, options, inContainer(command));
-      // the engine's own "not running" / "no such container": the command never ran
-      if ((code === 125 || code === 255) && (await ctx.runtime.containerStatus(c.name)) !== "running") {
+      if ((code === 125 || code === 255) && (await engineRefused(ctx, c, asked))) {
         await startFor(ctx, c, cwd, roots, args);
         return ctx.runtime.exec(c.name, options, inContainer(command));
       }
@@ -131,6 +131,21 @@ export const exec = Object.assign(
   }),
   { takesCommand: "plain" as const },
 );
+
+/**
+ * Whether an exec that ended with the engine's own failure code (125, 255) never ran the
+ * command: the engine's record must show the container stopped before the exec was
+ * asked for. The code alone proves nothing — the command may exit 255 itself (ssh does)
+ * and the container stop meanwhile — and a command must never run twice. A container
+ * that is gone, or one that stopped after ASKED, may have run it: no retry, say so.
+ */
+async function engineRefused(ctx: BaseContext, c: EnvContainer, asked: number): Promise<boolean> {
+  const info = await ctx.runtime.inspectContainer(c.name);
+  if (info?.running) return false;
+  if (info?.finishedAt !== undefined && info.finishedAt < asked) return true;
+  ctx.log.warn(`${c.name} ${info ? "stopped" : "was removed"} while the command ran, or just before: it is not run again (run it again yourself if it did not run)`);
+  return false;
+}
 
 /** The container is not (known to be) alive and serving CWD: start it, or say why not. */
 async function startFor(ctx: BaseContext, c: EnvContainer, cwd: string, roots: string[], args: ContainerFlags): Promise<void> {

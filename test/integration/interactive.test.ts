@@ -135,4 +135,23 @@ describe("agentenv secret set in a terminal", () => {
     const typed = Bun.spawnSync([process.execPath, entry, "run", "--no-env", tempTree(), "--", "sh", "-c", 'printf "[%s]" "$TYPED_TOKEN"'], { env: cliEnv });
     expect(typed.stdout.toString()).toBe("[typed-secret-value]");
   });
+
+  test("Ctrl-C at the prompt: the terminal echoes again, exit 130, nothing set", async () => {
+    const data = tempTree({}, "agentenv-data-");
+    const env = `HOME=${isolatedHome} XDG_CONFIG_HOME=${join(isolatedHome, ".config")} XDG_DATA_HOME=${data}`;
+    const resultFile = join(data, ".exit-code");
+    tmux("kill-session", "-t", session);
+    // the shell waits for agentenv, then shows whether its terminal echoes
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", `${env} ${process.execPath} ${entry} secret set CANCELLED_TOKEN; echo $? > ${resultFile}; stty -a | grep -o -- '-\\?echo ' | head -n1 | sed 's/^/stty:/'; echo AGENTENV-DONE; sleep 600`);
+    await waitFor(/value of CANCELLED_TOKEN \(not shown\):/);
+    tmux("send-keys", "-t", session, "half-typ", "");
+    tmux("send-keys", "-t", session, "C-c", "");
+    const after = await waitFor(/AGENTENV-DONE/);
+    expect(readFileSync(resultFile, "utf8").trim()).toBe("130");
+    expect(after).toContain("agentenv: CANCELLED_TOKEN not set: interrupted at the prompt");
+    expect(after).toMatch(/^stty:echo$/m); // not "-echo"
+    expect(after).not.toContain("half-typ");
+    const list = Bun.spawnSync([process.execPath, entry, "secret", "list", "--json"], { env: { ...process.env, HOME: isolatedHome, XDG_CONFIG_HOME: join(isolatedHome, ".config"), XDG_DATA_HOME: data } });
+    expect(JSON.parse(list.stdout.toString())).toEqual([]);
+  });
 });

@@ -46,6 +46,23 @@ afterAll(async () => {
 });
 
 describe("up / exec / down / ps", () => {
+  test("a command that exits 255 while its container stops is run once, never again", async () => {
+    const dir = project();
+    // a wrapper around the real podman (named as such): right after an exec that ended with
+    // 255 it stops the container, as a `down` in another terminal might
+    const bin = tempTree({ podman: `#!/bin/sh\n${Bun.which("podman")} "$@"; code=$?\nif [ "$1" = exec ] && [ $code = 255 ]; then ${Bun.which("podman")} stop --time 0 ${container} >/dev/null 2>&1; fi\nexit $code\n` });
+    chmodSync(join(bin, "podman"), 0o755);
+    try {
+      expect((await agentenv(["up", "--env", env, "--roots", dir])).code).toBe(0);
+      const result = await agentenv(["exec", "--env", env, "--", "sh", "-c", "echo ran >> count; exit 255"], { cwd: dir, env: { PATH: `${bin}:${process.env.PATH}` } });
+      expect(readFileSync(join(dir, "count"), "utf8")).toBe("ran\n");
+      expect(result.code).toBe(255);
+      expect(result.stderr).toBe(`⚠ ${container} stopped while the command ran, or just before: it is not run again (run it again yourself if it did not run)\n`);
+    } finally {
+      await down();
+    }
+  });
+
   test("the roots at their own paths, cwd mapped, exit codes passed back, secrets through the handoff, new store paths promoted at down", async () => {
     const dir = project();
     const secret = await agentenv(["secret", "set", "UP_TOKEN", "--env", env], { stdin: "s3cret-value" });
