@@ -42,10 +42,16 @@ export interface Hooks {
   "session:boot": (ctx: SessionContext) => void | Promise<void>;
   /**
    * the plan is final and about to run: create what it refers to (directories, mounts,
-   * seeded volumes). Not called for --dry-run / --json. Once this ran, `session:exit` runs.
+   * seeded volumes). Not called for --dry-run / --json. Once a plugin's `session:start`
+   * was called (even when it threw), its `session:exit` runs.
    */
   "session:start": (ctx: SessionContext) => void | Promise<void>;
-  /** the container ended (also on failure); `exitCode` is what agentenv will exit with */
+  /**
+   * the container ended (also on failure), for each plugin whose `session:start` was
+   * called, **whatever another plugin's hook threw**: every failure is reported (plugin and
+   * hook named) and the others still run. `exitCode` is what agentenv will exit with; a
+   * plugin may set it on purpose, a failing hook does not change it.
+   */
   "session:exit": (ctx: SessionContext, result: { exitCode: number }) => void | Promise<void>;
   /**
    * `agentenv store gc` is about to collect garbage: add the store paths (or symlinks
@@ -97,6 +103,27 @@ export async function callHook<N extends HookName>(
       throw new PluginError(plugin.name, name, error);
     }
   }
+}
+
+/**
+ * Calls one hook on every plugin that has it, in order, each whatever the ones before
+ * threw: for clean-up hooks (`session:exit`). Resolves to the failures, each a
+ * PluginError (or the plugin's own UserError) naming plugin and hook.
+ */
+export async function callHookEach<N extends HookName>(
+  plugins: readonly LoadedPlugin[],
+  name: N,
+  ...args: Parameters<Hooks[N]>
+): Promise<UserError[]> {
+  const failures: UserError[] = [];
+  for (const plugin of plugins) {
+    try {
+      await callHook([plugin], name, ...args);
+    } catch (error) {
+      failures.push(error instanceof UserError ? error : new PluginError(plugin.name, name, error));
+    }
+  }
+  return failures;
 }
 
 function isPlugin(value: unknown): value is Plugin {

@@ -2,10 +2,10 @@ import { builtinPlugins } from "../plugins/index.ts";
 import { logFor } from "./commands/_shared.ts";
 import { loadConfig, type ConfigFlags } from "./config.ts";
 import { trustNotice } from "./trust.ts";
-import { UserError } from "./errors.ts";
+import { UserError, formatUserError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import { basePlan, resolveProjectDir, shellJoin, type BasePlanOptions, type Plan, type SessionMode } from "./plan.ts";
-import { callHook, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
+import { callHook, callHookEach, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
 
 export interface SessionOptions extends ConfigFlags {
@@ -66,17 +66,31 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
 /** The engine's own failure codes (podman/docker `run`), as opposed to the command's. */
 const engineFailureCodes = new Set([125]);
 
+/** `session:start`, plugin by plugin, each added to STARTED before it is called (so its `session:exit` runs even if it throws). */
+async function startPlugins(plugins: readonly LoadedPlugin[], ctx: SessionContext, started: LoadedPlugin[]): Promise<void> {
+  for (const plugin of plugins) {
+    started.push(plugin);
+    await callHook([plugin], "session:start", ctx);
+  }
+}
+
+/** `session:exit` for the plugins that started, every one of them; failures are reported, not thrown. */
+async function exitPlugins(started: readonly LoadedPlugin[], ctx: SessionContext, result: { exitCode: number }): Promise<void> {
+  for (const failure of await callHookEach(started, "session:exit", ctx, result)) ctx.log.error(formatUserError(failure));
+}
+
 /** Runs a prepared session to its end; resolves to the exit code agentenv should exit with. */
 export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<number> {
   const result = { exitCode: 1 };
+  const started: LoadedPlugin[] = [];
   let engineFailure: string | undefined;
   try {
-    await callHook(plugins, "session:start", ctx);
+    await startPlugins(plugins, ctx, started);
     ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
     result.exitCode = await ctx.runtime.run(ctx.plan);
     if (engineFailureCodes.has(result.exitCode)) engineFailure = await ctx.runtime.diagnose(ctx.plan);
   } finally {
-    await callHook(plugins, "session:exit", ctx, result);
+    await exitPlugins(started, ctx, result);
   }
   if (engineFailure) throw new UserError(engineFailure, undefined, result.exitCode);
   return result.exitCode;
@@ -90,8 +104,9 @@ export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<nu
 export async function startDetached({ ctx, plugins }: PreparedSession, ready: () => Promise<void>): Promise<void> {
   let started = false;
   let created = false;
+  const startedPlugins: LoadedPlugin[] = [];
   try {
-    await callHook(plugins, "session:start", ctx);
+    await startPlugins(plugins, ctx, startedPlugins);
     ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
     const code = await ctx.runtime.run(ctx.plan);
     // a failed run made nothing to remove, or the name is someone else's container
@@ -106,7 +121,7 @@ export async function startDetached({ ctx, plugins }: PreparedSession, ready: ()
   } finally {
     if (!started) {
       if (created) await ctx.runtime.removeContainer(ctx.plan.name).catch(() => {});
-      await callHook(plugins, "session:exit", ctx, { exitCode: 1 });
+      await exitPlugins(startedPlugins, ctx, { exitCode: 1 });
     }
   }
 }
@@ -117,5 +132,5 @@ export async function startDetached({ ctx, plugins }: PreparedSession, ready: ()
  */
 export async function endDetached(base: BaseContext, plan: Plan, project: string): Promise<void> {
   const ctx: SessionContext = { ...base, plan, project, mode: "up" };
-  await callHook(base.plugins, "session:exit", ctx, { exitCode: 0 });
+  await exitPlugins(base.plugins, ctx, { exitCode: 0 });
 }
