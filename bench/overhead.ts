@@ -7,6 +7,8 @@
  *    Run as a normal user it measures rootless Podman (issue 8), and adds
  *    `agentenv run DIR -- true` with the golden store (its overlay clone made inside
  *    Podman's user namespace) against the same raw line.
+ *    The project has an `agentenv.config.ts` the user trusted (`agentenv trust`): each
+ *    session checks that trust (a stat and a hash of the file) and imports it.
  * 2. `agentenv --version` of the compiled binary: median wall time (goal ≤ 25 ms).
  * 3. Peer: `@devcontainers/cli` `up` + `exec true` on the same image with
  *    `--docker-path podman` (with --peer; needs the npm package, installed into a temp prefix).
@@ -34,6 +36,11 @@ const home = mkdtempSync(join(tmpdir(), "agentenv-bench-home-"));
 if (rootless) sharePodmanStorage(home);
 const env = { HOME: home, XDG_CONFIG_HOME: rootless ? join(home, ".config") : "/nonexistent" };
 const storeVolume = `agentenv-bench-nix-${process.pid}`;
+
+// a trusted project with a config: the session pays the trust check and the import
+writeFileSync(join(project, "agentenv.config.ts"), "export default {};\n");
+const trusted = Bun.spawnSync([binary, "trust", project], { env: { ...process.env, ...env } });
+if (trusted.exitCode !== 0) throw new Error(`agentenv trust failed: ${trusted.stderr}`);
 
 // the raw command is the one agentenv prints; a fresh container name per round, as agentenv does
 const dry = Bun.spawnSync([binary, "run", "--dry-run", "--no-store", project, "--", "true"], { env: { ...process.env, ...env } });
