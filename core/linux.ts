@@ -134,7 +134,9 @@ export function isLocked(file: string): boolean {
 
 export function mountOverlay(target: string, layers: { lower: string[]; upper?: string; work?: string }): void {
   const c = loadMounts();
-  const options = [`lowerdir=${layers.lower.join(":")}`];
+  // a session writes its upper dir: overlay metadata there (redirects, metacopy xattrs)
+  // must never make a later mount of that layer show something else than its files
+  const options = [`lowerdir=${layers.lower.join(":")}`, "redirect_dir=nofollow", "metacopy=off"];
   if (layers.upper) options.push(`upperdir=${layers.upper}`, `workdir=${layers.work}`);
   const data = options.join(",");
   // the kernel reads mount data from one page

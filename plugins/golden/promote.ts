@@ -1,8 +1,41 @@
-import { copyFileSync, constants, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import type { Database } from "bun:sqlite";
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  copyFileSync,
+  fchmodSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeSync,
+  type Stats,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { basename, join } from "pathe";
 import { syncFilesystem } from "../../core/linux.ts";
 import { cp, type GoldenStore } from "./layout.ts";
-import { closure, copyRegistrations, keepOnly, missingFrom, openReadOnly, openWritable, referencesOf, stats } from "./nixdb.ts";
+import {
+  closure,
+  copyRegistrations,
+  expectedNar,
+  keepOnly,
+  openReadOnly,
+  openSessionCopy,
+  openWritable,
+  readRegistrations,
+  registeredIn,
+  screen,
+  stats,
+  type DropReason,
+} from "./nixdb.ts";
 
 /**
  * Both ways the golden store changes — promoting a session's new paths, and rebuilding
@@ -14,15 +47,167 @@ import { closure, copyRegistrations, keepOnly, missingFrom, openReadOnly, openWr
 
 const dbPath = "var/nix/db/db.sqlite";
 
-/** A store path's directory entry in SOURCE (a /nix tree); overlay whiteouts do not count. */
-function entryIn(source: string, path: string): string | undefined {
-  const entry = join(source, "store", basename(path));
+function lstatOrUndefined(path: string | Buffer): Stats | undefined {
   try {
-    const stat = lstatSync(entry);
-    return stat.isCharacterDevice() ? undefined : entry;
+    return lstatSync(path);
   } catch {
     return undefined;
   }
+}
+
+/** A store path's directory entry in SOURCE (a /nix tree); overlay whiteouts do not count. */
+function entryIn(source: string, path: string): string | undefined {
+  const entry = join(source, "store", basename(path));
+  const stat = lstatOrUndefined(entry);
+  return stat && !stat.isCharacterDevice() ? entry : undefined;
+}
+
+/**
+ * REL inside ROOT, a session's tree, with its lstat; undefined when it is not there (or is
+ * an overlay whiteout). A directory on the way that is not one stops it: a symlink the
+ * session made there may point anywhere on this host.
+ */
+function inTree(root: string, rel: string): { path: string; stat: Stats } | undefined {
+  let path = root;
+  const parts = rel.split("/");
+  for (const [i, part] of parts.entries()) {
+    path = join(path, part);
+    const stat = lstatOrUndefined(path);
+    if (!stat || stat.isCharacterDevice()) return undefined;
+    if (i === parts.length - 1) return { path, stat };
+    if (!stat.isDirectory()) throw new Error(`the session's /nix/${parts.slice(0, i + 1).join("/")} is not a directory: nothing promoted`);
+  }
+  return undefined;
+}
+
+/** REL in the session's tree, when there; it must be a regular file. */
+function regularFileInTree(root: string, rel: string): string | undefined {
+  const found = inTree(root, rel);
+  if (found && !found.stat.isFile()) throw new Error(`the session's /nix/${rel} is not a regular file: nothing promoted`);
+  return found?.path;
+}
+
+/** Copies the regular file FILE to DEST, refusing a symlink even if one appeared meanwhile. */
+function copyRegularFile(file: string, dest: string): void {
+  const from = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const to = openSync(dest, "wx", 0o600);
+  try {
+    if (!fstatSync(from).isFile()) throw new Error(`${file} is not a regular file`);
+    const buffer = Buffer.allocUnsafe(1 << 20);
+    for (let n; (n = readSync(from, buffer, 0, buffer.length, null)) > 0; ) writeSync(to, buffer, 0, n);
+  } finally {
+    closeSync(from);
+    closeSync(to);
+  }
+}
+
+/**
+ * Copies the session's Nix database (and its write-ahead log) out of SOURCE into DIR,
+ * agentenv's own: the session may have made them symlinks to files of this host, and
+ * SQLite writes beside a database it opens. Undefined when the session has none.
+ */
+function copySessionDatabase(source: string, dir: string): string | undefined {
+  const db = regularFileInTree(source, dbPath);
+  if (!db) return undefined;
+  const copy = join(dir, "db.sqlite");
+  copyRegularFile(db, copy);
+  const wal = regularFileInTree(source, `${dbPath}-wal`);
+  if (wal) copyRegularFile(wal, `${copy}-wal`);
+  return copy;
+}
+
+/** Nix's NAR serialisation, fed to sha256 as it is written; only its digest and size are kept. */
+class NarHash {
+  private readonly hasher = new Bun.CryptoHasher("sha256");
+  private readonly word = Buffer.alloc(8);
+  size = 0;
+
+  bytes(data: Uint8Array): void {
+    this.hasher.update(data);
+    this.size += data.length;
+  }
+  number(n: number): void {
+    this.word.writeBigUInt64LE(BigInt(n));
+    this.bytes(this.word);
+  }
+  padding(length: number): void {
+    if (length % 8) this.bytes(new Uint8Array(8 - (length % 8)));
+  }
+  string(value: string | Uint8Array): void {
+    const data = typeof value === "string" ? Buffer.from(value) : value;
+    this.number(data.length);
+    this.bytes(data);
+    this.padding(data.length);
+  }
+  digest(): string {
+    return this.hasher.digest("hex");
+  }
+}
+
+const slash = Buffer.from("/");
+
+function dumpNode(nar: NarHash, path: Buffer, canonicalise: boolean, buffer: Buffer): void {
+  const stat = lstatSync(path);
+  nar.string("(");
+  nar.string("type");
+  if (stat.isSymbolicLink()) {
+    nar.string("symlink");
+    nar.string("target");
+    nar.string(readlinkSync(path, { encoding: "buffer" }));
+  } else if (stat.isFile()) {
+    nar.string("regular");
+    const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      const file = fstatSync(fd);
+      const executable = (file.mode & 0o100) !== 0;
+      if (executable) {
+        nar.string("executable");
+        nar.string("");
+      }
+      nar.string("contents");
+      nar.number(file.size);
+      for (let left = file.size; left > 0; ) {
+        const n = readSync(fd, buffer, 0, Math.min(buffer.length, left), null);
+        if (n === 0) throw new Error(`${path} changed while it was read`);
+        nar.bytes(buffer.subarray(0, n));
+        left -= n;
+      }
+      nar.padding(file.size);
+      const mode = executable ? 0o555 : 0o444;
+      if (canonicalise && (file.mode & 0o7777) !== mode) fchmodSync(fd, mode);
+    } finally {
+      closeSync(fd);
+    }
+  } else if (stat.isDirectory()) {
+    nar.string("directory");
+    // Nix orders entries by their bytes
+    for (const name of readdirSync(path, { encoding: "buffer" }).sort(Buffer.compare)) {
+      nar.string("entry");
+      nar.string("(");
+      nar.string("name");
+      nar.string(name);
+      nar.string("node");
+      dumpNode(nar, Buffer.concat([path, slash, name]), canonicalise, buffer);
+      nar.string(")");
+    }
+    if (canonicalise && (stat.mode & 0o7777) !== 0o555) chmodSync(path, 0o555);
+  } else {
+    throw new Error(`${path} is neither a file, a directory nor a symlink`);
+  }
+  nar.string(")");
+}
+
+/**
+ * The NAR of the tree at ENTRY — what `nix-store --dump` writes — as "SHA256HEX SIZE",
+ * the form `expectedNar` gives. Symlinks are read, never followed. With CANONICALISE,
+ * modes become the ones Nix leaves in its store (0444 or 0555: no setuid bit, nothing
+ * writable) on the way; the NAR does not record them.
+ */
+export function narOf(entry: string, canonicalise = false): string {
+  const nar = new NarHash();
+  nar.string("nix-archive-1");
+  dumpNode(nar, Buffer.from(entry), canonicalise, Buffer.allocUnsafe(1 << 20));
+  return `${nar.digest()} ${nar.size}`;
 }
 
 /** Hard-links ENTRIES into DIR, a few hundred per `cp` call. */
@@ -49,74 +234,99 @@ function publish(store: GoldenStore, layer: { id: string; dir: string }, stack: 
 }
 
 export interface Promotion {
+  /** the new layer; "" when nothing was promoted */
   layer: string;
   paths: string[];
   bytes: number;
-  /** valid in the session but not promotable (contents not found); listed for the log */
-  skipped: string[];
+  /** registered in the session but not promoted, and why (`droppedWarnings` words it) */
+  dropped: Map<string, DropReason>;
+  /** entries of the session's store that it never registered: never promoted */
+  strays: string[];
+}
+
+/** Entries of the session's store directory that its database does not register (whiteouts aside). */
+function straysIn(store: string | undefined, registered: (path: string) => boolean): string[] {
+  if (!store) return [];
+  return readdirSync(store)
+    .filter((name) => !registered(`/nix/store/${name}`) && !lstatOrUndefined(join(store, name))?.isCharacterDevice())
+    .map((name) => `/nix/store/${name}`)
+    .sort();
 }
 
 /**
  * Promotes the store paths a finished session added. SOURCE is the directory holding
- * the session's writes (overlay upper, or its full copy); the record says which layers
- * its /nix was made of and where its own registrations begin. New paths are the ones it
- * registered plus their closure, minus what the golden store has — which also brings
- * back what `store gc` removed meanwhile and the new paths still reference, from the
- * session's own (still present) layers. Paths are moved (rename: no copy), their rows
- * copied into a copy of the top database.
+ * the session's writes (overlay upper, or its full copy): hostile input, read without
+ * following a symlink out of it. The record says which layers its /nix was made of and
+ * where its own registrations begin. New paths are the ones it registered plus their
+ * closure, minus what the golden store has — which also brings back what `store gc`
+ * removed meanwhile and the new paths still reference, from the session's own (still
+ * present) layers. Each passes `screen` and its contents are measured against the hash
+ * the session registered before anything moves; then paths are moved (rename: no copy)
+ * and their rows copied into a copy of the top database.
  */
 export async function promote(store: GoldenStore, source: string, session: { stack: readonly string[]; baseId: number }): Promise<Promotion | undefined> {
-  const sessionDb = join(source, dbPath);
-  if (!existsSync(sessionDb)) return undefined; // the session never registered anything
-  const stack = store.stack();
-  const layer = newLayer(store);
+  const scratch = mkdtempSync(join(tmpdir(), "agentenv-promote-"));
+  let sessionDb: Database | undefined;
   try {
-    copyFileSync(store.topDatabase(stack), join(layer.dir, dbPath), constants.COPYFILE_FICLONE);
-    const db = openWritable(join(layer.dir, dbPath));
-    let open = true;
+    const sessionFile = copySessionDatabase(source, scratch);
+    if (!sessionFile) return undefined; // the session never registered anything
+    const ownStore = inTree(source, "store");
+    if (ownStore && !ownStore.stat.isDirectory()) throw new Error("the session's /nix/store is not a directory: nothing promoted");
+    sessionDb = openSessionCopy(sessionFile);
+    const strays = straysIn(ownStore?.path, registeredIn(sessionDb));
+    const stack = store.stack();
+    const layer = newLayer(store);
     try {
-      const candidates = missingFrom(db, sessionDb, session.baseId);
-      if (candidates.length === 0) return undefined;
-      const moves = new Map<string, string>();
-      const links = new Map<string, string>();
-      for (const path of candidates) {
-        // a path the session's layers have is complete there; its upper may hold only
-        // the files the session touched
-        const layerEntry = session.stack.map((id) => entryIn(store.layerDir(id), path)).find(Boolean);
-        if (layerEntry) links.set(path, layerEntry);
-        else {
-          const own = entryIn(source, path);
-          if (own) moves.set(path, own);
-        }
-      }
-      // a path whose contents are nowhere cannot be valid, nor can anything referencing it
-      const skipped = new Set(candidates.filter((p) => !moves.has(p) && !links.has(p)));
-      if (skipped.size) {
-        const refs = referencesOf(db, sessionDb, candidates);
-        for (let changed = true; changed; ) {
-          changed = false;
-          for (const path of candidates) {
-            if (!skipped.has(path) && refs.get(path)!.some((r) => skipped.has(r))) {
-              skipped.add(path);
-              changed = true;
-            }
+      copyFileSync(store.topDatabase(stack), join(layer.dir, dbPath), constants.COPYFILE_FICLONE);
+      const db = openWritable(join(layer.dir, dbPath));
+      let open = true;
+      try {
+        const golden = db.query("SELECT 1 AS found FROM ValidPaths WHERE path = ? LIMIT 1");
+        const inGolden = (path: string) => golden.get(path) !== null;
+        const registrations = readRegistrations(sessionDb, session.baseId, inGolden);
+        if (registrations.length === 0) return strays.length ? { layer: "", paths: [], bytes: 0, dropped: new Map(), strays } : undefined;
+        const failed = new Map<string, DropReason>();
+        const moves = new Map<string, string>();
+        const links = new Map<string, string>();
+        for (const r of screen(registrations, inGolden).kept) {
+          // a path the session's layers have is complete there; its upper may hold only
+          // the files the session touched
+          const layerEntry = session.stack.map((id) => entryIn(store.layerDir(id), r.path)).find(Boolean);
+          const entry = layerEntry ?? (ownStore && entryIn(source, r.path));
+          if (!entry) {
+            failed.set(r.path, "missing");
+            continue;
           }
+          let measured: string;
+          try {
+            // the layers are golden: never written, so never canonicalised
+            measured = narOf(entry, !layerEntry);
+          } catch {
+            measured = "";
+          }
+          if (measured !== expectedNar(r)) failed.set(r.path, "content");
+          else if (layerEntry) links.set(r.path, layerEntry);
+          else moves.set(r.path, entry);
         }
+        const { kept, dropped } = screen(registrations, inGolden, failed);
+        const promoted = kept.map((r) => r.path);
+        if (promoted.length === 0) return { layer: "", paths: [], bytes: 0, dropped, strays };
+        for (const path of promoted) if (moves.has(path)) renameSync(moves.get(path)!, join(layer.dir, "store", basename(path)));
+        await linkInto(join(layer.dir, "store"), promoted.filter((p) => links.has(p)).map((p) => links.get(p)!));
+        const { bytes } = copyRegistrations(db, sessionFile, promoted);
+        db.close();
+        open = false;
+        publish(store, layer, [layer.id, ...stack]);
+        return { layer: layer.id, paths: promoted, bytes, dropped, strays };
+      } finally {
+        if (open) db.close();
       }
-      const promoted = candidates.filter((p) => !skipped.has(p));
-      if (promoted.length === 0) return { layer: "", paths: [], bytes: 0, skipped: [...skipped] };
-      for (const path of promoted) if (moves.has(path)) renameSync(moves.get(path)!, join(layer.dir, "store", basename(path)));
-      await linkInto(join(layer.dir, "store"), promoted.filter((p) => links.has(p)).map((p) => links.get(p)!));
-      const { bytes } = copyRegistrations(db, sessionDb, promoted);
-      db.close();
-      open = false;
-      publish(store, layer, [layer.id, ...stack]);
-      return { layer: layer.id, paths: promoted, bytes, skipped: [...skipped] };
     } finally {
-      if (open) db.close();
+      rmSync(layer.dir, { recursive: true, force: true });
     }
   } finally {
-    rmSync(layer.dir, { recursive: true, force: true });
+    sessionDb?.close();
+    rmSync(scratch, { recursive: true, force: true });
   }
 }
 

@@ -8,7 +8,7 @@ import type { BaseContext, SessionContext, VolumeSpec } from "../../core/plugins
 import { ensureVolume, volumeDir, writeAtomic } from "../../core/volumes.ts";
 import { chooseStrategy, isVolumeChoice, layeredStrategy, volumeChoiceWithoutEngine, type CloneStrategy, type StrategyChoice, type VolumeChoice } from "./clone.ts";
 import { GoldenStore, markerName, type SessionRecord, type StoreMarker } from "./layout.ts";
-import { openReadOnly, lastId } from "./nixdb.ts";
+import { droppedWarnings, lastId, openReadOnly } from "./nixdb.ts";
 import { promote, rebuild } from "./promote.ts";
 import { endVolumeStore, hasDetachedSession, layoutLabel, mountVolumeStore, recordedChoice, seedVolumeStore, startVolumeStore } from "./volume.ts";
 
@@ -255,7 +255,7 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
     await store.withLock("exclusive", async () => {
       step = "promoting this session's new paths (the golden store is unchanged)";
       const promotion = await promote(store, source, record);
-      if (promotion?.skipped.length) ctx.log.warn(`golden store: not promoted (contents missing): ${promotion.skipped.join(" ")}`);
+      for (const line of promotion ? droppedWarnings(promotion.dropped, promotion.strays) : []) ctx.log.warn(`golden store: ${line}`);
       if (promotion?.paths.length) {
         step = "recording the promotion (the paths are promoted)";
         store.recordPromotion({ time: new Date().toISOString(), session: record.container, layer: promotion.layer, paths: promotion.paths.length, bytes: promotion.bytes });

@@ -1,4 +1,6 @@
-import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import type { Database } from "bun:sqlite";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { UserError, messageOf } from "../../core/errors.ts";
 import { undoOnInterrupt } from "../../core/interrupt.ts";
@@ -9,6 +11,7 @@ import { helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
 import { ensureVolume, writeAtomic } from "../../core/volumes.ts";
 import { volumeClone, type VolumeChoice } from "./clone.ts";
+import { droppedWarnings, expectedNar, openSessionCopy, readRegistrations, registeredIn, screen, type DropReason } from "./nixdb.ts";
 
 /**
  * The golden store as an engine volume holding a plain /nix tree (store/, var/nix/db/…),
@@ -394,46 +397,160 @@ export async function startVolumeStore(ctx: SessionContext, choice: VolumeChoice
   active.set(ctx, { golden, files, record, lock });
 }
 
+/** Helper script exit code: a path's contents did not measure as registered (the script lists them). */
+const MISMATCH = 6;
+
+/** The start of both promotion helpers: the golden volume must still hold a seeded store. */
+const goldenSeededCheck = `if [ ! -e /golden/nix/${seedMarker} ]; then [ -z "$(ls -A /golden/nix)" ] && exit ${EMPTY}; exit ${UNSEEDED}; fi`;
+
 /**
- * Promotes what the session added, using Nix itself in a helper container: the paths
- * valid in the session's store and not in the golden one, copied with their closures
- * (`nix copy` registers a path only once its contents are complete). Caller holds the
- * exclusive lock. Prints "promoted COUNT BYTES".
+ * Reads what promotion needs out of the session's volume, in a helper container: the
+ * golden store's valid paths, the session's store entries the golden one lacks, and the
+ * session's Nix database (with its write-ahead log), each base64 on a line of its own.
+ * Nothing of the session's runs: the image's Nix reads the golden store (it writes its
+ * lock files there), the session's files are only read.
  */
-async function promoteSession(ctx: BaseContext, golden: GoldenVolume, record: VolumeSessionRecord): Promise<{ paths: number; bytes: number } | undefined> {
-  const script = [
-    "set -e",
-    `if [ ! -e /golden/nix/${seedMarker} ]; then [ -z "$(ls -A /golden/nix)" ] && exit ${EMPTY}; exit ${UNSEEDED}; fi`,
-    // the image's nix.conf may not enable the nix command
-    'export NIX_CONFIG="extra-experimental-features = nix-command"',
-    "golden='local?root=/golden'",
-    'nix path-info --all --store "$golden" > /tmp/golden-paths',
-    "nix path-info --all > /tmp/session-paths",
-    "grep -vxF -f /tmp/golden-paths /tmp/session-paths > /tmp/new || true",
-    // a .drv argument means its outputs to `nix copy`, unless --derivation
-    "grep -v '[.]drv$' /tmp/new > /tmp/new-outputs || true",
-    "grep '[.]drv$' /tmp/new > /tmp/new-drvs || true",
-    '[ ! -s /tmp/new-outputs ] || xargs nix copy --no-check-sigs --to "$golden" < /tmp/new-outputs',
-    '[ ! -s /tmp/new-drvs ] || xargs nix copy --derivation --no-check-sigs --to "$golden" < /tmp/new-drvs',
-    "bytes=0",
-    "if [ -s /tmp/new ]; then for size in $(xargs nix-store --query --size < /tmp/new); do bytes=$((bytes + size)); done; fi",
-    'echo "promoted $(wc -l < /tmp/new) $bytes"',
-  ].join("\n");
-  const mounts: Mount[] = [
-    { type: "volume", source: record.volume, target: "/nix" },
-    { type: "volume", source: golden.volume, target: "/golden/nix" },
-  ];
-  const result = await ctx.runtime.capture(helperPlan({ image: ctx.config.image, purpose: "promote-store", mounts, script }));
-  if (result.code === EMPTY || result.code === UNSEEDED) {
+const inspectScript = [
+  "set -e",
+  goldenSeededCheck,
+  'export NIX_CONFIG="extra-experimental-features = nix-command" LC_ALL=C',
+  "nix path-info --all --store 'local?root=/golden' > /tmp/golden-paths",
+  "printf 'golden '; base64 -w0 /tmp/golden-paths; echo",
+  "find /nix/store -mindepth 1 -maxdepth 1 -printf '%f\\0' | sort -z > /tmp/session-entries",
+  "find /golden/nix/store -mindepth 1 -maxdepth 1 -printf '%f\\0' | sort -z > /tmp/golden-entries",
+  "printf 'entries '; comm -z -23 /tmp/session-entries /tmp/golden-entries | base64 -w0; echo",
+  "db=/nix/var/nix/db/db.sqlite",
+  `printf 'db '; if [ -f "$db" ] && [ ! -L "$db" ]; then base64 -w0 "$db"; fi; echo`,
+  `printf 'wal '; if [ -f "$db-wal" ] && [ ! -L "$db-wal" ]; then base64 -w0 "$db-wal"; fi; echo`,
+].join("\n");
+
+/**
+ * Copies what `screen` kept into the golden store, in a helper container, reading its plan
+ * on stdin: `verify PATH HEX SIZE` lines, then `copy FLAG PATH` lines in the order to copy.
+ * Each path's NAR (as `nix-store --dump` writes it) must measure as the session registered
+ * it, or nothing is copied: the failures are listed (`missing PATH`, `mismatch PATH`) and
+ * the script exits MISMATCH. Then Nix copies exactly the listed paths (no closures: the
+ * session's database is what `screen` judged), outputs and derivations in batches, each
+ * path only once its contents are complete.
+ */
+const copyScript = [
+  "set -e",
+  goldenSeededCheck,
+  'export NIX_CONFIG="extra-experimental-features = nix-command"',
+  "golden='local?root=/golden'",
+  "cat > /tmp/plan",
+  ": > /tmp/bad",
+  "while read -r kind path hash size; do",
+  '  [ "$kind" = verify ] || continue',
+  '  if [ ! -e "$path" ] && [ ! -L "$path" ]; then echo "missing $path" >> /tmp/bad; continue; fi',
+  '  sum=$(nix-store --dump "$path" 2>/dev/null | dd bs=1M 2>/tmp/dd | sha256sum)',
+  "  got=\"${sum%% *} $(sed -n 's/^\\([0-9]*\\) bytes.*/\\1/p' /tmp/dd)\"",
+  '  [ "$got" = "$hash $size" ] || echo "mismatch $path" >> /tmp/bad',
+  "done < /tmp/plan",
+  `if [ -s /tmp/bad ]; then cat /tmp/bad; exit ${MISMATCH}; fi`,
+  "flush() {",
+  '  if [ -s /tmp/batch ]; then',
+  '    if [ "$1" = --derivation ]; then set -- --derivation; else set --; fi',
+  '    xargs nix copy "$@" --no-recursive --no-check-sigs --to "$golden" < /tmp/batch || exit 1',
+  "  fi",
+  "  : > /tmp/batch",
+  "}",
+  ": > /tmp/batch",
+  "current=",
+  "while read -r kind flag path; do",
+  '  [ "$kind" = copy ] || continue',
+  '  if [ "$flag" != "$current" ]; then flush "$current"; current=$flag; fi',
+  '  echo "$path" >> /tmp/batch',
+  "done < /tmp/plan",
+  'flush "$current"',
+  "echo promoted",
+].join("\n");
+
+interface VolumePromotion {
+  paths: number;
+  bytes: number;
+  dropped: Map<string, DropReason>;
+  strays: string[];
+}
+
+/**
+ * Promotes what the session added. A helper container reads the session's database out
+ * of its volume; the host judges it with the same rules as the layered store (`screen`);
+ * a second helper measures the kept paths against their registered hashes and lets Nix
+ * copy them (a third only when some did not measure as registered: without them and what
+ * references them). Caller holds the exclusive lock.
+ */
+async function promoteSession(ctx: BaseContext, golden: GoldenVolume, record: VolumeSessionRecord): Promise<VolumePromotion | undefined> {
+  // read-write: Nix takes lock files in a store it opens (the session's, to copy from it)
+  const helper = (script: string) =>
+    helperPlan({
+      image: ctx.config.image,
+      purpose: "promote-store",
+      script,
+      mounts: [
+        { type: "volume", source: record.volume, target: "/nix" },
+        { type: "volume", source: golden.volume, target: "/golden/nix" },
+      ],
+    });
+  const goldenGone = async (code: number) => {
+    if (code !== EMPTY && code !== UNSEEDED) return false;
     golden.forget();
-    if (result.code === EMPTY) await ctx.runtime.volumeRemove(golden.volume).catch(() => {});
+    if (code === EMPTY) await ctx.runtime.volumeRemove(golden.volume).catch(() => {});
     ctx.log.warn(`golden store: not promoted: volume ${golden.volume} is gone or was emptied (the next session seeds it again)`);
-    return undefined;
+    return true;
+  };
+
+  const inspect = await ctx.runtime.capture(helper(inspectScript));
+  if (await goldenGone(inspect.code)) return undefined;
+  if (inspect.code !== 0) throw new Error(lastLines(inspect.stderr) || `exit ${inspect.code}`);
+  const sections = new Map(inspect.stdout.split("\n").map((line) => [line.slice(0, line.indexOf(" ")), Buffer.from(line.slice(line.indexOf(" ") + 1), "base64")]));
+  const database = sections.get("db");
+  if (!database?.length) return undefined; // no database: nothing registered
+
+  const scratch = mkdtempSync(join(tmpdir(), "agentenv-promote-"));
+  let session: Database | undefined;
+  try {
+    const file = join(scratch, "db.sqlite");
+    writeFileSync(file, database, { mode: 0o600 });
+    const wal = sections.get("wal");
+    if (wal?.length) writeFileSync(`${file}-wal`, wal, { mode: 0o600 });
+    session = openSessionCopy(file);
+    const goldenPaths = new Set((sections.get("golden")?.toString() ?? "").split("\n").filter(Boolean));
+    const inGolden = (path: string) => goldenPaths.has(path);
+    const registered = registeredIn(session);
+    const strays = (sections.get("entries")?.toString() ?? "")
+      .split("\0")
+      .filter((name) => name && !registered(`/nix/store/${name}`))
+      .map((name) => `/nix/store/${name}`);
+    const registrations = readRegistrations(session, 0, inGolden);
+    const failed = new Map<string, DropReason>();
+    // a second round only drops what the first measured wrong: a third would mean the volume changed
+    for (let round = 0; round < 2; round++) {
+      const { kept, dropped } = screen(registrations, inGolden, failed);
+      if (kept.length === 0) return { paths: 0, bytes: 0, dropped, strays };
+      const plan = join(scratch, "plan");
+      const lines = [
+        ...kept.map((r) => `verify ${r.path} ${expectedNar(r)}`),
+        ...kept.map((r) => `copy ${r.path.endsWith(".drv") ? "--derivation" : "-"} ${r.path}`),
+      ];
+      writeFileSync(plan, `${lines.join("\n")}\n`);
+      const copy = await ctx.runtime.capture(helper(copyScript), { stdin: plan });
+      if (await goldenGone(copy.code)) return undefined;
+      if (copy.code === MISMATCH) {
+        for (const line of copy.stdout.split("\n")) {
+          const [what, path] = line.split(" ");
+          if (path && (what === "missing" || what === "mismatch")) failed.set(path, what === "missing" ? "missing" : "content");
+        }
+        continue;
+      }
+      if (copy.code !== 0 || !/^promoted$/m.test(copy.stdout)) throw new Error(lastLines(copy.stderr) || `exit ${copy.code}`);
+      return { paths: kept.length, bytes: kept.reduce((sum, r) => sum + r.narSize!, 0), dropped, strays };
+    }
+    throw new Error("the session's store changed while it was being promoted");
+  } finally {
+    session?.close();
+    rmSync(scratch, { recursive: true, force: true });
   }
-  if (result.code !== 0) throw new Error(lastLines(result.stderr) || `exit ${result.code}`);
-  const match = /^promoted (\d+) (\d+)$/m.exec(result.stdout);
-  if (!match) throw new Error(`unexpected output from the promotion: ${lastLines(result.stdout) || "(none)"}`);
-  return { paths: Number(match[1]), bytes: Number(match[2]) };
 }
 
 /**
@@ -473,6 +590,7 @@ export async function endVolumeStore(ctx: SessionContext): Promise<void> {
     if (record.mode === "golden") {
       await golden.withLock("exclusive", async () => {
         const promotion = await promoteSession(ctx, golden, record);
+        for (const line of promotion ? droppedWarnings(promotion.dropped, promotion.strays) : []) ctx.log.warn(`golden store: ${line}`);
         if (promotion?.paths) {
           golden.update({ lastPromotion: { time: new Date().toISOString(), session: record.container, ...promotion } });
           ctx.log.info(`golden store: promoted ${promotion.paths} new store path${promotion.paths === 1 ? "" : "s"} (${formatBytes(promotion.bytes)})`);
