@@ -11,6 +11,7 @@ if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
   console.log(pkg.version);
   process.exit(0);
 }
-import("../core/cli.ts")
-  .then(({ main }) => main(argv))
+// the composition: core is handed the built-in plugins (it imports nothing from plugins/)
+Promise.all([import("../core/cli.ts"), import("../plugins/index.ts")])
+  .then(([{ main }, { builtinPlugins }]) => main(argv, builtinPlugins))
   .then((code) => process.exit(code));

@@ -2,7 +2,9 @@ import { existsSync, statSync } from "node:fs";
 import { renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
 import pkg from "../package.json" with { type: "json" };
 import { UserError, formatUserError } from "./errors.ts";
-import { sessionArgs } from "./commands/_shared.ts";
+import { builtinPlugins, useBuiltinPlugins } from "./builtins.ts";
+import { repeatedFlag, sessionArgs } from "./commands/_shared.ts";
+import type { Plugin } from "./plugins.ts";
 
 /** citty accepts `--dry-run` and `--dryRun` alike. */
 const camelCase = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -168,9 +170,8 @@ interface Resolved {
 
 /** Commands of built-in plugins (`store`…): as reserved as core ones, so a directory of that name does not shadow them. */
 async function builtinCommands(): Promise<Record<string, Lazy>> {
-  const { builtinPlugins } = await import("../plugins/index.ts");
   const commands: Record<string, Lazy> = {};
-  for (const plugin of builtinPlugins) {
+  for (const plugin of builtinPlugins()) {
     for (const [name, command] of Object.entries(plugin.commands ?? {})) {
       commands[name] = async () => (typeof command === "function" ? command() : command);
     }
@@ -181,11 +182,10 @@ async function builtinCommands(): Promise<Record<string, Lazy>> {
 async function pluginCommand(name: string): Promise<Lazy | undefined> {
   const { loadConfig } = await import("./config.ts");
   const { loadPlugins } = await import("./plugins.ts");
-  const { builtinPlugins } = await import("../plugins/index.ts");
   // a project's plugins may add commands, but only a trusted project's config is imported:
   // a typo in a cloned repo runs none of its code
   const config = await loadConfig({ project: process.cwd() });
-  for (const plugin of await loadPlugins(config, builtinPlugins)) {
+  for (const plugin of await loadPlugins(config, builtinPlugins())) {
     const command = plugin.commands?.[name];
     if (command) return async () => (typeof command === "function" ? command() : command);
   }
@@ -244,7 +244,8 @@ function wantsHelp(argv: readonly string[]): boolean {
 }
 
 /** Runs the CLI; resolves to the process exit code. */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], builtins: readonly Plugin[]): Promise<number> {
+  useBuiltinPlugins(builtins);
   const verbose = argv.includes("-v") || argv.includes("--verbose");
   const where: Where = { command: {} };
   try {
@@ -262,7 +263,7 @@ export async function main(argv: string[]): Promise<number> {
     // Root never loads the module: the uid test is enough to know there is nothing to join.
     if (resolved.word !== "image" && process.platform === "linux" && process.getuid?.() !== 0) {
       const { joinForCommand } = await import("./runtime/userns.ts");
-      await joinForCommand(resolved.rawArgs, (await import("./log.ts")).createLog({ verbose }));
+      await joinForCommand(repeatedFlag(resolved.rawArgs, "--runtime").pop(), (await import("./log.ts")).createLog({ verbose }));
     }
     // sub-commands are resolved above; citty only parses the leaf's own args
     const leaf = { ...resolved.command, subCommands: undefined };

@@ -4,7 +4,7 @@ import type { ResolvedConfig } from "./config.ts";
 import { PluginError, UserError, messageOf } from "./errors.ts";
 import type { Log } from "./log.ts";
 import type { Plan, SessionMode } from "./plan.ts";
-import type { Runtime } from "./runtime/types.ts";
+import type { Check, Runtime } from "./runtime/types.ts";
 
 /** What every hook receives: the resolved config, the engine, the log, the loaded plugins. */
 export interface BaseContext {
@@ -58,6 +58,11 @@ export interface Hooks {
    * into the store) that must survive, e.g. an environment's profile
    */
   "store:roots": (ctx: BaseContext, roots: Set<string>) => void | Promise<void>;
+  /**
+   * `agentenv doctor`, once the engine and the image check out: add checks of what this
+   * plugin owns (the Nix store…), each problem with the one command that fixes it
+   */
+  doctor: (ctx: BaseContext, checks: Check[]) => void | Promise<void>;
 }
 
 export type HookName = keyof Hooks;
@@ -69,6 +74,7 @@ export const hookNames: readonly HookName[] = [
   "session:start",
   "session:exit",
   "store:roots",
+  "doctor",
 ];
 
 export interface Plugin {

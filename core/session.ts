@@ -1,4 +1,4 @@
-import { builtinPlugins } from "../plugins/index.ts";
+import { builtinPlugins } from "./builtins.ts";
 import { logFor } from "./commands/_shared.ts";
 import { loadConfig, type ConfigFlags } from "./config.ts";
 import { trustNotice } from "./trust.ts";
@@ -26,7 +26,7 @@ export interface PreparedSession {
 /** Config (for PROJECT, when the command is a project's) → plugins → engine: what a command outside a session works with. */
 export async function loadContext(options: { project?: string; roots?: readonly string[]; flags?: ConfigFlags; log: Log }): Promise<BaseContext> {
   const config = await loadConfig({ project: options.project, roots: options.roots, flags: options.flags });
-  const plugins = await loadPlugins(config, builtinPlugins);
+  const plugins = await loadPlugins(config, builtinPlugins());
   return { config, plugins, runtime: createRuntime(config.runtime), log: options.log };
 }
 

@@ -1,4 +1,4 @@
-import { closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { appendFileSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "pathe";
 import { UserError } from "./errors.ts";
 import { undoOnInterrupt } from "./interrupt.ts";
@@ -80,22 +80,95 @@ export async function volumeDir(ctx: BaseContext, volume: string, marker: string
 }
 
 /**
+ * The label that proves a volume is the one this agentenv command created: engines may
+ * answer "created" for a volume that already exists (Docker does: moby#16068), so a
+ * volume is filled or removed only once it is seen carrying the command's own nonce.
+ */
+export const nonceLabel = "agentenv.nonce";
+
+/** An unpredictable id for one state-changing command: its volume's nonce, its helpers' label, its journal's name. */
+export function newNonce(): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString("hex");
+}
+
+/** The volume's labels; undefined when it does not exist. */
+export async function volumeLabels(ctx: BaseContext, name: string): Promise<Record<string, string> | undefined> {
+  if (ctx.runtime.name === "container") {
+    const result = await ctx.runtime.call(["volume", "inspect", name]);
+    if (result.code !== 0) return undefined;
+    const { parseVolumes } = await import("./runtime/apple.ts");
+    return parseVolumes(result.stdout).find((v) => v.name === name)?.labels;
+  }
+  const result = await ctx.runtime.call(["volume", "inspect", "--format", "{{json .Labels}}", name]);
+  if (result.code !== 0) return undefined;
+  try {
+    return (JSON.parse(result.stdout.trim() || "null") as Record<string, string> | null) ?? {};
+  } catch {
+    return {};
+  }
+}
+
+/** Volume NAME exists and carries NONCE: the command holding NONCE made it. */
+export async function ownsVolume(ctx: BaseContext, name: string, nonce: string): Promise<boolean> {
+  return (await volumeLabels(ctx, name))?.[nonceLabel] === nonce;
+}
+
+/** Removes volume NAME (and the containers using it) only when it carries NONCE; whether it did. */
+export async function removeOwnVolume(ctx: BaseContext, name: string, nonce: string): Promise<boolean> {
+  if (!(await ownsVolume(ctx, name, nonce))) return false;
+  await ctx.runtime.volumeRemove(name);
+  return true;
+}
+
+/**
+ * Test hook of the fault-injection suite (test/faults), not a setting for users:
+ * `AGENTENV_TEST_CRASH_AT=STEP` makes agentenv kill itself with SIGKILL when it reaches
+ * STEP (`STEP+MS`: MS milliseconds later, while it goes on), as a crash or `kill -9`
+ * would; `AGENTENV_TEST_STEPS=FILE` appends the name of each step reached to FILE.
+ */
+export function crashPoint(step: string): void {
+  const log = process.env.AGENTENV_TEST_STEPS;
+  const at = process.env.AGENTENV_TEST_CRASH_AT;
+  if (!log && !at) return;
+  if (log) appendFileSync(log, `${step}\n`);
+  if (!at) return;
+  const [target, delay] = at.split("+");
+  if (target !== step) return;
+  if (!delay) process.kill(process.pid, "SIGKILL");
+  setTimeout(() => process.kill(process.pid, "SIGKILL"), Number(delay));
+}
+
+/**
  * Creates a volume agentenv manages if it does not exist yet: `volume:create` hooks,
  * the engine call, `fill` (the creator's content), then `volume:seed` hooks. A fill or
  * seed that fails, or Ctrl-C at any point, removes the volume again: nothing half-made.
+ * The volume is labelled with NONCE and used only once it is seen carrying it: a volume
+ * another command made meanwhile (here or on another host) is neither filled nor removed.
  * Returns whether it was created.
  */
-export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: () => Promise<void>): Promise<boolean> {
+export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: () => Promise<void>, nonce = newNonce()): Promise<boolean> {
   const { plugins } = ctx;
   if (await ctx.runtime.volumeExists(volume.name)) return false;
   volume.labels = { "agentenv.volume": "1", ...volume.labels };
   await callHook(plugins, "volume:create", ctx, volume);
+  volume.labels[nonceLabel] = nonce;
+  let asked = false;
   let created = false;
+  // only a volume carrying our nonce is removed: never one another command made
   const remove = async () => {
-    if (created) await ctx.runtime.volumeRemove(volume.name).catch(() => {});
+    if (asked) await removeOwnVolume(ctx, volume.name, nonce).catch(() => {});
   };
   await undoOnInterrupt(remove, async () => {
-    await ctx.runtime.volumeCreate(volume.name, volume.labels);
+    asked = true;
+    try {
+      await ctx.runtime.volumeCreate(volume.name, volume.labels);
+    } catch (error) {
+      // Podman refuses an existing name: another command won the race
+      if (await ctx.runtime.volumeExists(volume.name).catch(() => false)) return;
+      throw error;
+    }
+    // Docker says yes to an existing name: it is ours only if it carries our nonce
+    if (!(await ownsVolume(ctx, volume.name, nonce))) return;
     created = true;
     try {
       await fill?.();
@@ -105,5 +178,5 @@ export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: 
       throw error;
     }
   });
-  return true;
+  return created;
 }

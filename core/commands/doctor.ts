@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { builtinPlugins } from "../../plugins/index.ts";
+import { builtinPlugins } from "../builtins.ts";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
@@ -9,7 +9,7 @@ import { UserError, formatUserError, messageOf } from "../errors.ts";
 import { hashLabel, imageHash } from "../image.ts";
 import { createLog } from "../log.ts";
 import { trustNotice } from "../trust.ts";
-import { loadPlugins } from "../plugins.ts";
+import { callHookEach, loadPlugins, type LoadedPlugin } from "../plugins.ts";
 import { createRuntime, type Check, type Runtime } from "../runtime/index.ts";
 import { dockerDaemonAddress, rlimitAdvice } from "../runtime/oci.ts";
 import { globalArgs, runtimeArgs } from "./_shared.ts";
@@ -52,42 +52,15 @@ async function idleDocker(): Promise<string | undefined> {
   return answer.code === 0 ? undefined : dockerDaemonAddress(answer.stderr);
 }
 
-/** The golden store: where it is and how sessions clone it (no engine call when cached). */
-async function storeCheck(runtime: Runtime, config: ResolvedConfig): Promise<Check> {
-  if (config.store === "none") return { name: "nix store", status: "ok", detail: "off (store: none): sessions use the image's /nix" };
-  if (config.store === "host") {
-    const { checkHostStore, hostDaemonSocket } = await import("../../plugins/nix/index.ts");
-    try {
-      checkHostStore();
-      return { name: "nix store", status: "ok", detail: `host (store: host): sessions use this host's /nix/store through the nix-daemon at ${hostDaemonSocket()}` };
-    } catch (error) {
-      return { name: "nix store", status: "fail", detail: messageOf(error), fix: "start the host's nix-daemon, or store: \"golden\" in config" };
-    }
-  }
-  const { locateStore } = await import("../../plugins/golden/session.ts");
-  const ctx = { config, runtime, log: createLog({ quiet: true }), plugins: [] };
-  const located = await locateStore(ctx);
-  const { isVolumeChoice } = await import("../../plugins/golden/clone.ts");
-  if (isVolumeChoice(located.choice)) {
-    const { describeVolumeStore } = await import("../../plugins/golden/volume.ts");
-    return { name: "nix store", status: "ok", detail: describeVolumeStore(ctx, located.choice) };
-  }
-  const strategy = located.choice?.strategy;
-  if (!located.root && !located.choice) return { name: "nix store", status: "ok", detail: `volume ${located.volume} not created yet (the first session seeds it)` };
-  if (!strategy) return { name: "nix store", status: "warn", detail: `unavailable: ${located.choice?.reason}`, fix: "use a local engine, or store: \"none\" in config" };
-  if (strategy.name === "copy") return { name: "nix store", status: "warn", detail: `${located.volume}: ${strategy.cost}`, fix: "unset AGENTENV_STORE_CLONE for overlay clones" };
-  return { name: "nix store", status: "ok", detail: `${located.volume}: ${strategy.cost}` };
-}
-
-async function configChecks(): Promise<{ checks: Check[]; config?: ResolvedConfig }> {
+async function configChecks(): Promise<{ checks: Check[]; config?: ResolvedConfig; plugins?: LoadedPlugin[] }> {
   try {
     const config = await loadConfig({ project: process.cwd() });
-    const plugins = await loadPlugins(config, builtinPlugins);
+    const plugins = await loadPlugins(config, builtinPlugins());
     const files = config.layers.filter((l) => l.file).map((l) => l.file);
     const checks: Check[] = [{ name: "config", status: "ok", detail: `${files.length ? files.join(", ") : "no config files"}; ${plugins.length} plugins` }];
     const notice = config.trust && trustNotice(config.trust);
     if (notice && config.trust?.config) checks.push({ name: "project config", status: "warn", detail: notice.split(" — ")[0]!, fix: `agentenv trust ${config.trust.project}` });
-    return { config, checks };
+    return { config, checks, plugins };
   } catch (error) {
     const detail = error instanceof UserError ? formatUserError(error) : messageOf(error);
     return { checks: [{ name: "config", status: "fail", detail, fix: "fix the config file named above" }] };
@@ -98,7 +71,7 @@ export default defineCommand({
   meta: { name: "doctor", description: "Check the engine, the image and the config; say what is wrong and how to fix it" },
   args: { json: { type: "boolean", description: "Print the checks as JSON" }, ...runtimeArgs, ...globalArgs },
   async run({ args }) {
-    const { checks, config } = await configChecks();
+    const { checks, config, plugins } = await configChecks();
     checks.push({ name: "agentenv", status: "ok", detail: `${process.versions.bun ? `bun ${process.versions.bun}` : "node"} on ${process.platform}-${process.arch}` });
     try {
       const runtime = createRuntime(checkRuntimeName(args.runtime, "--runtime") ?? config?.runtime);
@@ -107,7 +80,11 @@ export default defineCommand({
         const docker = await idleDocker();
         if (docker) checks.push({ name: "docker", status: "ok", detail: `docker is installed but no daemon answers at ${docker}; agentenv uses ${runtime.name}` });
       }
-      if (config && checks.every((c) => c.status !== "fail")) checks.push(await storeCheck(runtime, config));
+      // what plugins own (the Nix store…), through their `doctor` hook: a throw is a failed check
+      if (config && plugins && checks.every((c) => c.status !== "fail")) {
+        const ctx = { config, runtime, log: createLog({ quiet: true }), plugins };
+        for (const failure of await callHookEach(plugins, "doctor", ctx, checks)) checks.push({ name: "plugin", status: "fail", detail: formatUserError(failure) });
+      }
     } catch (error) {
       const detail = error instanceof UserError ? formatUserError(error) : messageOf(error);
       checks.push({ name: "engine", status: "fail", detail, fix: "bin/setup" });

@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { builtinPlugins } from "../../plugins/index.ts";
+import { builtinPlugins } from "../builtins.ts";
 import { loadConfig } from "../config.ts";
 import { hookNames, loadPlugins } from "../plugins.ts";
 import { resolveProjectDir } from "../plan.ts";
@@ -18,7 +18,7 @@ export default defineCommand({
     const config = await loadConfig({ project });
     const notice = config.trust && trustNotice(config.trust);
     if (notice && config.trust?.config) logFor(args).warn(notice);
-    const plugins = await loadPlugins(config, builtinPlugins);
+    const plugins = await loadPlugins(config, builtinPlugins());
     const rows = plugins.map((p) => ({
       name: p.name,
       source: p.source,

@@ -24,14 +24,13 @@ import { readOrEmpty } from "./rootless.ts";
  * is installed. A project elsewhere (`run DIR`) that names another engine only makes the
  * join needless: Docker's CLI works the same from inside.
  */
-export async function joinForCommand(rawArgs: readonly string[], log: Log): Promise<void> {
+export async function joinForCommand(runtimeFlag: string | undefined, log: Log): Promise<void> {
   if (reasonToStay(here())) return;
   let engine: string;
   try {
     const { loadConfig } = await import("../config.ts");
     const { detectRuntime } = await import("./index.ts");
-    const { repeatedFlag } = await import("../commands/_shared.ts");
-    const config = await loadConfig({ project: process.cwd(), flags: { runtime: repeatedFlag(rawArgs, "--runtime").pop() } });
+    const config = await loadConfig({ project: process.cwd(), flags: { runtime: runtimeFlag } });
     engine = config.runtime ?? detectRuntime();
   } catch {
     return; // a bad config or no engine: the command says so itself, if it needs either

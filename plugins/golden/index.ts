@@ -25,6 +25,10 @@ export default definePlugin({
     async "volume:seed"(ctx: BaseContext, volume) {
       if (volume.name === ctx.config.storeVolume) await (await session()).seedGolden(ctx, volume);
     },
+    async doctor(ctx: BaseContext, checks) {
+      if (ctx.config.store === "none") checks.push({ name: "nix store", status: "ok", detail: "off (store: none): sessions use the image's /nix" });
+      else if (usesGoldenStore(ctx.config.store)) checks.push(await (await import("./doctor.ts")).storeCheck(ctx));
+    },
   },
   commands: {
     store: () => import("./command.ts").then((m) => m.default),

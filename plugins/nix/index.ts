@@ -1,6 +1,6 @@
 import { existsSync, realpathSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "pathe";
-import { UserError } from "../../core/errors.ts";
+import { UserError, messageOf } from "../../core/errors.ts";
 import { definePlugin } from "../../core/plugins.ts";
 import type { SessionContext } from "../../core/plugins.ts";
 
@@ -65,6 +65,15 @@ export default definePlugin({
   hooks: {
     "session:mount"(ctx) {
       if (ctx.config.store === "host") mountHostStore(ctx);
+    },
+    doctor(ctx, checks) {
+      if (ctx.config.store !== "host") return;
+      try {
+        checkHostStore();
+        checks.push({ name: "nix store", status: "ok", detail: `host (store: host): sessions use this host's /nix/store through the nix-daemon at ${hostDaemonSocket()}` });
+      } catch (error) {
+        checks.push({ name: "nix store", status: "fail", detail: messageOf(error), fix: 'start the host\'s nix-daemon, or store: "golden" in config' });
+      }
     },
     "session:boot"(ctx) {
       // an `up` container has no one project: agentenv-exec enters a dev shell per command
