@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "pathe";
-import type { RuntimeName } from "../../core/config.ts";
+import type { ResolvedConfig, RuntimeName } from "../../core/config.ts";
 import { UserError, messageOf } from "../../core/errors.ts";
 import { handoffPath, handoffTarget } from "../../core/handoff.ts";
 import { isLocked, lockFile } from "../../core/linux.ts";
@@ -47,6 +47,12 @@ export interface UpState {
   /** the directory whose config it started with */
   project: string;
   plan: Plan;
+  /**
+   * the config it started with, resolved (its layers left out: code is not data): `down`
+   * ends it with these settings — the golden store volume, the environment… — whatever
+   * the config files say by then
+   */
+  config?: Omit<ResolvedConfig, "layers">;
 }
 
 /** The environment container's name: `agentenv-up-ENV`, `agentenv-up` with no environment. */
@@ -201,6 +207,7 @@ async function startContainer(ctx: BaseContext, c: EnvContainer, options: UpOpti
     started: new Date().toISOString(),
     project,
     plan,
+    config: withoutLayers(prepared.ctx.config),
   };
   plan.labels["agentenv.started"] = state.started;
   ctx.log.start(`starting ${c.name} (environment ${c.env ?? "none"}; roots ${options.roots.join(", ")})…`);
@@ -254,14 +261,21 @@ export async function endContainer(ctx: BaseContext, c: EnvContainer): Promise<v
   await ctx.runtime.removeContainer(c.name, { stopSeconds: 10 });
   if (state) {
     // the config it started with decides what its end does (a golden store promotes)
-    const base = await loadContext({ project: state.project, flags: { runtime: state.runtime, store: state.store, env: state.env ?? "" }, log: ctx.log }).catch((error) => {
+    const current = await loadContext({ project: state.project, flags: { runtime: state.runtime, store: state.store, env: state.env ?? "" }, log: ctx.log }).catch((error) => {
       ctx.log.warn(`the config of ${state.project} does not load any more (${messageOf(error)}): ending ${c.name} with the current one`);
       return ctx;
     });
+    // today's plugins run its end, with the settings it started with (older state files lack them)
+    const base = state.config ? { ...current, config: { ...state.config, layers: current.config.layers } } : current;
     await endDetached(base, state.plan, state.project);
   }
   rmSync(c.handoff, { recursive: true, force: true });
   rmSync(c.stateFile, { force: true });
+}
+
+function withoutLayers(config: ResolvedConfig): Omit<ResolvedConfig, "layers"> {
+  const { layers: _layers, ...rest } = config;
+  return rest;
 }
 
 export function writeRootMarkers(handoff: string, roots: readonly string[]): void {

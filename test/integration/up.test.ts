@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "pathe";
 import { agentenv, repoRoot, sh, tempTree, testStoreVolume } from "../helpers/cli.ts";
-import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engine.ts";
+import { derivationExpr, devShellFlake, expectNoStackTrace, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /**
  * Long-running environment containers on real Podman: up/exec/down/ps, wrappers and
@@ -46,6 +46,27 @@ afterAll(async () => {
 });
 
 describe("up / exec / down / ps", () => {
+  test("down ends a container as it started, though its config changed since: promotion into the store it started with", async () => {
+    const started = `agentenv-test-upcfg-${process.pid}-a`;
+    const changed = `agentenv-test-upcfg-${process.pid}-b`;
+    const dir = project({ "agentenv.config.ts": `export default { storeVolume: "${started}" };\n` });
+    try {
+      expect((await agentenv(["up", "--env", env, "--roots", dir], { cwd: dir })).code).toBe(0);
+      const built = await agentenv(["exec", "--env", env, "--", "nix-build", "--no-out-link", "-E", derivationExpr(`upcfg-${process.pid}`)], { cwd: dir });
+      expect(built.code).toBe(0);
+      const path = built.stdout.trim().split("\n").pop()!;
+      writeFileSync(join(dir, "agentenv.config.ts"), `export default { storeVolume: "${changed}" };\n`);
+      expect((await agentenv(["down", "--env", env], { cwd: dir })).code).toBe(0);
+      const later = await agentenv(["run", "--no-env", tempTree(), "--", "sh", "-c", `test -e ${path} && echo promoted`], { env: { AGENTENV_STORE_VOLUME: started } });
+      expect(later.stdout).toBe("promoted\n");
+      expect(sh(["podman", "volume", "exists", changed]).code).toBe(1);
+    } finally {
+      await agentenv(["down", "--env", env]);
+      await removeStoreVolume(started);
+      await removeStoreVolume(changed);
+    }
+  });
+
   test("a command that exits 255 while its container stops is run once, never again", async () => {
     const dir = project();
     // a wrapper around the real podman (named as such): right after an exec that ended with
