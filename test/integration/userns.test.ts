@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
-import { trustProject } from "../../core/trust.ts";
+import { trustProject, untrustProject } from "../../core/trust.ts";
 import { entry } from "../helpers/cli.ts";
 import { devShellFlake, expectNoStackTrace, leftoverContainers } from "../helpers/engine.ts";
 
@@ -17,7 +17,10 @@ import { devShellFlake, expectNoStackTrace, leftoverContainers } from "../helper
 const uid = process.getuid?.() ?? 0;
 const storeVolume = `agentenv-test-userns-${process.pid}`;
 const made: string[] = [];
+/** projects this file trusted: forgotten again at the end (the records are the user's own) */
+const trusted: string[] = [];
 afterAll(() => {
+  for (const dir of trusted) untrustProject(dir);
   for (const dir of made) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -54,7 +57,7 @@ interface Result {
 /** The CLI with this user's own HOME and environment (see above). */
 async function agentenv(args: string[], env: Record<string, string> = {}): Promise<Result> {
   const child = Bun.spawn([process.execPath, entry, ...args], {
-    env: { ...process.env, AGENTENV_ENV: "", NO_COLOR: "1", ...trustData, ...env },
+    env: { ...process.env, AGENTENV_ENV: "", NO_COLOR: "1", ...env },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
@@ -63,16 +66,15 @@ async function agentenv(args: string[], env: Record<string, string> = {}): Promi
   return { code: await child.exited, stdout, stderr };
 }
 
-/** Where this file's runs keep agentenv's data (the trust records): not the user's own. */
-const trustData = { XDG_DATA_HOME: tempDir("agentenv-userns-data-") };
-
 /** A project directory of this user, with the config that keeps the test's store apart. */
 function project(files: Record<string, string> = {}): string {
   const dir = tempDir("agentenv-userns-");
   const config = `export default { storeVolume: "${storeVolume}", extraEnv: { NIX_CONFIG: "substituters =" } };\n`;
   for (const [name, content] of Object.entries({ "agentenv.config.ts": config, ...files })) writeFileSync(join(dir, name), content);
-  // trusted (its config is loaded), in this file's own record of trusted projects
-  trustProject(dir, { ...process.env, ...trustData });
+  // trusted (its config is loaded). In the user's own records: this file runs with the
+  // user's real HOME and XDG dirs, where rootless Podman keeps its storage and config
+  trustProject(dir);
+  trusted.push(dir);
   return dir;
 }
 
