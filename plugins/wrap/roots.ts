@@ -2,30 +2,17 @@ import { existsSync, realpathSync, statSync } from "node:fs";
 import { resolve } from "pathe";
 import { expandHome } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
-import { agentenvDir } from "../../core/paths.ts";
 import { containerHome } from "../../core/plan.ts";
+import { isSystemPath, ownDirIn } from "../../core/hostpaths.ts";
 import { isUnder, projectOf } from "../../core/trust.ts";
+
+// the rules for host paths shared with a container live in core; re-exported while callers move
+export { refuseSharedPath } from "../../core/hostpaths.ts";
 
 /**
  * Roots: the host directories an environment container may see, each mounted at its
  * own absolute path. Everything outside them stays on the host.
  */
-
-/** Paths the container needs for itself: a root may be neither one of them nor inside one. */
-const systemPaths = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/nix", "/proc", "/run", "/sbin", "/sys", "/usr"];
-
-/** "/" or a path the container needs for itself, or one inside it. */
-function isSystemPath(path: string): boolean {
-  return path === "/" || systemPaths.some((p) => isUnder(path, p));
-}
-
-/**
- * agentenv's own directory (its key, secrets or config) that PATH is or holds: shared
- * with a container, whatever runs inside could read them.
- */
-function ownDirIn(path: string): string | undefined {
-  return [agentenvDir("config"), agentenvDir("data")].find((own) => isUnder(own, path));
-}
 
 /** A root may be neither a system path nor contain agentenv's own files: checked before and after symlinks. */
 function refuseSystemPath(root: string): void {
@@ -37,26 +24,6 @@ function refuseSystemPath(root: string): void {
   }
   const own = ownDirIn(root);
   if (own) throw new UserError(`root ${root}: it holds agentenv's own keys and settings (${own})`, "use a project directory, e.g. ~/Code");
-}
-
-/**
- * A host path the user named for an environment, which agentenv copies into a home or
- * mounts elsewhere than at its own path (a template, a dotfiles repo, an archive): the
- * roots' rules for system paths and agentenv's own files, checked as written and after
- * symlinks. WHAT names it in the message ("dotfiles repo").
- */
-export function refuseSharedPath(path: string, what: string): void {
-  let real = path;
-  try {
-    real = realpathSync(path);
-  } catch {
-    // a path that does not exist is the caller's to report
-  }
-  for (const p of new Set([path, real])) {
-    if (isSystemPath(p)) throw new UserError(`${what} ${p} is a system path`, "name a directory of your own");
-    const own = ownDirIn(p);
-    if (own) throw new UserError(`${what} ${p} holds agentenv's own keys and settings (${own})`, "name a directory of your own");
-  }
 }
 
 /**
