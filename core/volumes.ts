@@ -91,16 +91,18 @@ export function newNonce(): string {
   return Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString("hex");
 }
 
-/** The volume's labels; undefined when it does not exist. */
+/** The volume's labels; undefined when it does not exist. Throws when the engine cannot say (never mistaken for "gone"). */
 export async function volumeLabels(ctx: BaseContext, name: string): Promise<Record<string, string> | undefined> {
-  if (ctx.runtime.name === "container") {
-    const result = await ctx.runtime.call(["volume", "inspect", name]);
-    if (result.code !== 0) return undefined;
+  const apple = ctx.runtime.name === "container";
+  const result = await ctx.runtime.call(apple ? ["volume", "inspect", name] : ["volume", "inspect", "--format", "{{json .Labels}}", name]);
+  if (result.code !== 0) {
+    if (/no such volume|no volume with name|not ?found/i.test(result.stderr)) return undefined;
+    throw new UserError(`${ctx.runtime.name} could not inspect volume ${name}: ${result.stderr.trim() || `exit ${result.code}`}`);
+  }
+  if (apple) {
     const { parseVolumes } = await import("./runtime/apple.ts");
     return parseVolumes(result.stdout).find((v) => v.name === name)?.labels;
   }
-  const result = await ctx.runtime.call(["volume", "inspect", "--format", "{{json .Labels}}", name]);
-  if (result.code !== 0) return undefined;
   try {
     return (JSON.parse(result.stdout.trim() || "null") as Record<string, string> | null) ?? {};
   } catch {
@@ -142,21 +144,21 @@ export function crashPoint(step: string): void {
  * Creates a volume agentenv manages if it does not exist yet: `volume:create` hooks,
  * the engine call, `fill` (the creator's content), then `volume:seed` hooks. A fill or
  * seed that fails, or Ctrl-C at any point, removes the volume again: nothing half-made.
- * The volume is labelled with NONCE and used only once it is seen carrying it: a volume
- * another command made meanwhile (here or on another host) is neither filled nor removed.
- * Returns whether it was created.
+ * With NONCE the volume is labelled with it and used only once it is seen carrying it: a
+ * volume another command made meanwhile (here, or on another host sharing the engine) is
+ * neither filled nor removed. Returns whether it was created.
  */
-export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: () => Promise<void>, nonce = newNonce()): Promise<boolean> {
+export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: () => Promise<void>, nonce?: string): Promise<boolean> {
   const { plugins } = ctx;
   if (await ctx.runtime.volumeExists(volume.name)) return false;
   volume.labels = { "agentenv.volume": "1", ...volume.labels };
   await callHook(plugins, "volume:create", ctx, volume);
-  volume.labels[nonceLabel] = nonce;
+  if (nonce) volume.labels[nonceLabel] = nonce;
   let asked = false;
   let created = false;
-  // only a volume carrying our nonce is removed: never one another command made
+  // with a nonce, only a volume carrying it is removed: never one another command made
   const remove = async () => {
-    if (asked) await removeOwnVolume(ctx, volume.name, nonce).catch(() => {});
+    if (nonce ? asked : created) await (nonce ? removeOwnVolume(ctx, volume.name, nonce) : ctx.runtime.volumeRemove(volume.name)).catch(() => {});
   };
   await undoOnInterrupt(remove, async () => {
     asked = true;
@@ -168,7 +170,7 @@ export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: 
       throw error;
     }
     // Docker says yes to an existing name: it is ours only if it carries our nonce
-    if (!(await ownsVolume(ctx, volume.name, nonce))) return;
+    if (nonce && !(await ownsVolume(ctx, volume.name, nonce))) return;
     created = true;
     try {
       await fill?.();

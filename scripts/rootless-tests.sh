@@ -43,6 +43,6 @@ done
 su - "$user" -c "cd '$clone' && bin/setup"
 
 say "rootless tests as $user"
-su - "$user" -c "cd '$clone' && PATH=\"$clone/.tools/bin:\$PATH\" bun test \
+su - "$user" -c "cd '$clone' && PATH=\"$clone/.tools/bin:\$PATH\" bun test --timeout 180000 \
   test/integration/rootless.test.ts test/integration/session.test.ts test/integration/store.test.ts \
   test/integration/env.test.ts test/integration/up.test.ts test/integration/userns.test.ts"

@@ -1,22 +1,33 @@
-import { accessSync, closeSync, constants, existsSync, openSync, readSync, renameSync, rmSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "pathe";
+import { accessSync, closeSync, constants, createReadStream, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, readFileSync, renameSync, rmSync, statSync, statfsSync } from "node:fs";
+import { createGunzip } from "node:zlib";
+import { basename, dirname, join, resolve } from "pathe";
 import { UserError, messageOf } from "../../core/errors.ts";
-import { undoOnInterrupt, withTempDir } from "../../core/interrupt.ts";
+import { undoOnInterrupt } from "../../core/interrupt.ts";
 import { containerHome, helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
-import { ensureVolume } from "../../core/volumes.ts";
+import { crashPoint, ensureVolume, newNonce, nonceLabel, ownsVolume, removeOwnVolume, volumeLabels } from "../../core/volumes.ts";
 import { formatBytes } from "../../core/log.ts";
 import { describeSource, envLabel, findHome, isInsideHome, touchesState, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
 import { profileTarget } from "../profile/index.ts";
 import { confScript, type DotfilesConfig } from "../dotfiles/repo.ts";
 import { checkArchive } from "./archive.ts";
-import { adoptRecord, checkRecord, hostRecord, parseRecord, removeHostRecord, writeHostRecord } from "./record.ts";
+import { adoptRecord, beginPending, checkRecord, endPending, hostRecord, parseRecord, pendingOps, readHostRecord, removeHostRecord, removeStrayWork, withEnvLock, workDir, writeHostRecord, type PendingOp } from "./record.ts";
+import { hostUsers, registerUser } from "./session.ts";
 import { scanTemplate, writeBuiltinTemplate, type TemplateScan } from "./template.ts";
 
 /**
  * Everything that writes a home (create, reset, import) or reads all of it (export)
  * runs in a helper container with the volume at /root: the same on every engine, with
  * the ownership the container sees (root), and nothing to clean up on the host.
+ *
+ * Nothing is lost when agentenv dies at any step (kill -9, a crash, a full disk): each
+ * command that changes an environment holds its host lock (record.ts `withEnvLock`) and
+ * first writes a journal of what it is about to do (`beginPending`); the next command on
+ * that environment finds the journal of one that never finished and completes it or
+ * rolls it back (`recoverEnv`): a create or import is undone unless its host record was
+ * written, a reset's swap is finished or abandoned, an rm is finished. Everything such a
+ * command starts carries its nonce (the volume's label, its helper containers' label, and
+ * so their engine command lines), which is how what it left running is found.
  */
 
 /** What a home is filled with: a template directory (at ~/AT), or a tar archive. */
@@ -25,6 +36,8 @@ type Content =
   | { archive: string; gzip: boolean };
 
 const home = containerHome;
+/** Helper containers of one command carry its nonce in this label. */
+const opLabel = "agentenv.op";
 
 function contentScript(content: Content, dest: string): string[] {
   if ("archive" in content) return [`mkdir -p ${dest}`, `tar -C ${dest} -x${content.gzip ? "z" : ""}f -`];
@@ -40,11 +53,11 @@ function activateScript(content: Content): string[] {
   return [`cd ${home}`, `if [ -x ${script} ]; then ${script}; elif [ -e ${script} ]; then sh ${script}; fi`];
 }
 
-/** env.json is written last, by rename: a home that has it is complete. */
-function recordScript(record: EnvRecord): string[] {
-  const lines = [`mkdir -p ${home}/${stateDir}`, ...confScript(home, record.dotfiles)];
-  if (record.shell) lines.push(`printf '%s\\n' ${shellQuote(record.shell)} > ${home}/${stateDir}/shell`);
-  lines.push(`printf '%s\\n' ${shellQuote(JSON.stringify(record, null, 2))} > ${home}/${recordPath}.tmp`, `mv ${home}/${recordPath}.tmp ${home}/${recordPath}`);
+/** The home's copy of RECORD, into the home at DEST; env.json is written last, by rename: a home that has it is complete. */
+function recordScript(record: EnvRecord, dest = home): string[] {
+  const lines = [`mkdir -p ${dest}/${stateDir}`, ...confScript(dest, record.dotfiles)];
+  if (record.shell) lines.push(`printf '%s\\n' ${shellQuote(record.shell)} > ${dest}/${stateDir}/shell`);
+  lines.push(`printf '%s\\n' ${shellQuote(JSON.stringify(record, null, 2))} > ${dest}/${recordPath}.tmp`, `mv ${dest}/${recordPath}.tmp ${dest}/${recordPath}`);
   return lines;
 }
 
@@ -55,6 +68,10 @@ interface HelperOptions {
   readonly?: boolean;
   /** the helper's stdout goes to this file ("-": agentenv's stdout) */
   stdout?: string;
+  /** the nonce of the command it works for: its label, so that one left running by a crash is found */
+  nonce?: string;
+  /** the test hook's name for "while this helper runs" (see crashPoint) */
+  step?: string;
 }
 
 async function runHelper(ctx: BaseContext, what: string, volume: string, script: string[], options: HelperOptions = {}) {
@@ -63,7 +80,12 @@ async function runHelper(ctx: BaseContext, what: string, volume: string, script:
   if (content && "template" in content) mounts.push({ type: "bind", source: content.template.dir, target: "/template", readonly: true });
   const plan = helperPlan({ image: ctx.config.image, purpose: "env", mounts, script: ["set -e", ...script].join("\n") });
   plan.env.HOME = home;
-  const result = await ctx.runtime.capture(plan, { stdin: content && "archive" in content ? content.archive : undefined, stdout: options.stdout });
+  if (options.nonce) plan.labels[opLabel] = options.nonce;
+  if (options.step) crashPoint(options.step);
+  const io = { stdin: content && "archive" in content ? content.archive : undefined, stdout: options.stdout };
+  // Ctrl-C: the helper is stopped first, so that it cannot recreate a volume the undo removes
+  const { nonce } = options;
+  const result = nonce ? await undoOnInterrupt(() => stopLeftovers(ctx, nonce, 0), () => ctx.runtime.capture(plan, io)) : await ctx.runtime.capture(plan, io);
   if (result.code !== 0) {
     const why = (await ctx.runtime.diagnose(plan)) ?? (result.stderr.trim() || `exit ${result.code}`);
     throw new UserError(`${what} failed: ${why}`);
@@ -79,26 +101,31 @@ export type CreateFrom =
   /** nothing: a dotfiles repo fills the home */
   | { empty: true };
 
-/** Resolves where a home comes from, runs FN with its content and source (temp dirs cleaned up). */
-async function withSource<T>(ctx: BaseContext, from: CreateFrom, fn: (content: Content, source: EnvSource, shell?: string) => Promise<T>): Promise<T> {
+/**
+ * Resolves where a home comes from, runs FN with its content and source. The built-in
+ * template is written into WORK (the command's work directory, removed with its journal).
+ */
+async function withSource<T>(ctx: BaseContext, from: CreateFrom, work: () => string, fn: (content: Content, source: EnvSource, shell?: string) => Promise<T>): Promise<T> {
   if ("profile" in from) {
     const scan = scanTemplate(from.profile);
     const at = profileTarget(scan.dir);
     return fn({ template: scan, at, activate: true }, { kind: "profile", path: scan.dir, target: at, hash: scan.hash }, scan.shell);
   }
   if ("empty" in from) {
-    return withTempDir("agentenv-empty-", async (dir) => fn({ template: scanTemplate(dir) }, { kind: "empty" }));
+    const dir = join(work(), "empty");
+    mkdirSync(dir, { recursive: true });
+    return fn({ template: scanTemplate(dir) }, { kind: "empty" });
   }
   const path = "builtin" in from ? undefined : from.template ?? ctx.config.env.template;
   if (path) {
     const scan = scanTemplate(path);
     return fn({ template: scan }, { kind: "template", path: scan.dir, hash: scan.hash }, scan.shell);
   }
-  return withTempDir("agentenv-template-", async (dir) => {
-    await writeBuiltinTemplate(dir);
-    const scan = scanTemplate(dir);
-    return fn({ template: scan }, { kind: "builtin", hash: scan.hash }, scan.shell);
-  });
+  const dir = join(work(), "template");
+  mkdirSync(dir, { recursive: true });
+  await writeBuiltinTemplate(dir);
+  const scan = scanTemplate(dir);
+  return fn({ template: scan }, { kind: "builtin", hash: scan.hash }, scan.shell);
 }
 
 function describeContent(content: Content, source: EnvSource): string {
@@ -111,26 +138,81 @@ function alreadyExists(name: string): UserError {
   return new UserError(`environment ${name} already exists`, `use it (agentenv --env ${name}), or remove it first (agentenv env rm ${name})`);
 }
 
-/** Creates environment NAME, all or nothing: a failure or Ctrl-C leaves no volume. */
+/**
+ * Makes the volume of NAME, fills it with CONTENT and keeps RECORD as this host's record,
+ * all or nothing, under NAME's lock with its journal: a failure, Ctrl-C or a crash at any
+ * step leaves no volume and no record (the next command removes what a crash left). The
+ * host record is the commit point. STEP names the crash points ("create", "import").
+ */
+async function makeHome(ctx: BaseContext, name: string, nonce: string, record: EnvRecord, content: Content, what: string, step: string): Promise<void> {
+  const volume = volumeName(name);
+  beginPending(ctx, name, { op: "create", nonce, record });
+  crashPoint(`${step}:journal`);
+  try {
+    const created = await undoOnInterrupt(
+      () => undoCreate(ctx, name, { op: "create", nonce, record }),
+      () =>
+        ensureVolume(
+          ctx,
+          { name: volume, labels: { [envLabel]: name } },
+          async () => {
+            crashPoint(`${step}:volume`);
+            await runHelper(ctx, what, volume, [...contentScript(content, home), ...activateScript(content), ...recordScript(record)], { content, nonce, step: `${step}:fill` });
+            crashPoint(`${step}:filled`);
+            writeHostRecord(ctx, name, record);
+            crashPoint(`${step}:record`);
+          },
+          nonce,
+        ),
+    );
+    if (!created) throw alreadyExists(name);
+  } catch (error) {
+    // undone now as the next command would undo it after a crash; the journal stays if that fails
+    await undoCreate(ctx, name, { op: "create", nonce, record }).catch(() => {});
+    throw error;
+  }
+  endPending(ctx, name, nonce);
+}
+
+/** Undoes the create OP: its volume (only one carrying its nonce) and its host record go, unless both are there (it finished). */
+async function undoCreate(ctx: BaseContext, name: string, op: PendingOp & { op: "create" }, keepComplete = false): Promise<void> {
+  const volume = volumeName(name);
+  const ours = await ownsVolume(ctx, volume, op.nonce);
+  const recorded = readHostRecord(ctx, name)?.created === op.record.created;
+  if (!(keepComplete && ours && recorded)) {
+    if (ours) await removeOwnVolume(ctx, volume, op.nonce);
+    if (recorded) removeHostRecord(ctx, name);
+  }
+  endPending(ctx, name, op.nonce);
+}
+
+/** Creates environment NAME, all or nothing: a failure, Ctrl-C or a crash leaves no volume (see makeHome). */
 export async function createEnv(ctx: BaseContext, name: string, from: CreateFrom, options: { shell?: string; dotfiles?: DotfilesConfig } = {}): Promise<EnvRecord> {
   const volume = volumeName(name);
-  // checked before the template is even read: the cheap, common mistake first
-  if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
-  return withSource(ctx, from, async (content, source, shell) => {
-    ctx.log.start(`creating environment ${name} from ${describeContent(content, source)}…`);
-    const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: options.shell ?? shell, dotfiles: options.dotfiles };
-    const script = [...contentScript(content, home), ...activateScript(content), ...recordScript(record)];
-    const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
-      await runHelper(ctx, `creating environment ${name}`, volume, script, { content });
-      writeHostRecord(ctx, name, record);
-    });
-    if (!created) throw alreadyExists(name);
-    return record;
+  return withEnvLock(ctx, name, async () => {
+    await recoverEnv(ctx, name);
+    // checked before the template is even read: the cheap, common mistake first
+    if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
+    const nonce = newNonce();
+    try {
+      return await withSource(ctx, from, () => workDir(ctx, name, nonce), async (content, source, shell) => {
+        ctx.log.start(`creating environment ${name} from ${describeContent(content, source)}…`);
+        const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: options.shell ?? shell, dotfiles: options.dotfiles };
+        await makeHome(ctx, name, nonce, record, content, `creating environment ${name}`, "create");
+        return record;
+      });
+    } finally {
+      removeStrayWork(ctx, name);
+    }
   });
 }
 
-/** The environment, which must exist. */
+/**
+ * The environment, which must exist. What a crashed command left of it is cleaned first
+ * (waiting for a command that is changing it now).
+ */
 export async function requireHome(ctx: BaseContext, name: string): Promise<Home> {
+  if (pendingOps(ctx, name).length) await withEnvLock(ctx, name, () => recoverEnv(ctx, name));
   const found = await findHome(ctx, name);
   if (!found.dir) throw new UserError(`no environment named ${name}`, `create it: agentenv env create ${name}`);
   return found;
@@ -156,35 +238,78 @@ export async function runningUsers(ctx: BaseContext, found: Home): Promise<strin
   return (await ctx.runtime.volumeUsers(found.volume)).filter((u) => u.running).map((u) => u.name);
 }
 
-function refuseInUse(name: string, users: string[], action: string): void {
-  if (users.length) throw new UserError(`environment ${name} is in use by ${users.join(", ")}`, `end ${users.length === 1 ? "that session" : "those sessions"} first, or ${action} --force`);
+/**
+ * Who uses the environment now: sessions and exports of this host that registered
+ * (a session between its start and its container's, included), and running containers.
+ */
+async function allUsers(ctx: BaseContext, found: Home): Promise<string[]> {
+  const users = await liveHostUsers(ctx, found);
+  return [...new Set([...users, ...(await runningUsers(ctx, found))])];
 }
 
-/** Removes the home, and what this host keeps for it alone: its overlay and its own secrets. */
+/** The users registered on this host; what a dead export left running (its helper container) is stopped. */
+async function liveHostUsers(ctx: BaseContext, found: Home): Promise<string[]> {
+  const dead: string[] = [];
+  const users = hostUsers(ctx, found.volume, undefined, (nonce) => dead.push(nonce));
+  for (const nonce of dead) if (/^[0-9a-f]{16}$/.test(nonce)) await stopLeftovers(ctx, nonce);
+  return users;
+}
+
+function refuseInUse(name: string, users: string[], action: string): void {
+  if (!users.length) return;
+  const shown = users.map((user) => (user.startsWith("export-") ? "an env export" : user));
+  throw new UserError(`environment ${name} is in use by ${shown.join(", ")}`, `end ${users.length === 1 ? "that session" : "those sessions"} first, or ${action} --force`);
+}
+
+/** Removes the home, and what this host keeps for it alone: its overlay and its own secrets. A crash midway is finished by the next command. */
 export async function removeEnv(ctx: BaseContext, name: string, force: boolean): Promise<{ overlay: boolean; secrets: string[] }> {
-  const found = await requireHome(ctx, name);
-  if (!force) refuseInUse(name, await runningUsers(ctx, found), `agentenv env rm ${name}`);
-  await ctx.runtime.volumeRemove(found.volume);
+  return withEnvLock(ctx, name, async () => {
+    await recoverEnv(ctx, name);
+    const found = await requireHome(ctx, name);
+    if (!force) refuseInUse(name, await allUsers(ctx, found), `agentenv env rm ${name}`);
+    const { hasOverlay } = await import("../dotfiles/index.ts");
+    const overlay = hasOverlay(name);
+    // the volume it removes, by its nonce: never one made since by another host on a shared engine
+    const op: PendingOp = { op: "rm", nonce: newNonce(), volumeNonce: (await volumeLabels(ctx, found.volume))?.[nonceLabel] ?? null };
+    beginPending(ctx, name, op);
+    crashPoint("rm:journal");
+    const secrets = await finishRemove(ctx, name, op);
+    endPending(ctx, name, op.nonce);
+    return { overlay, secrets };
+  });
+}
+
+/** The rm OP, from wherever it stopped: the volume (if still the one it meant), the host record, the overlay, the secrets. */
+async function finishRemove(ctx: BaseContext, name: string, op: PendingOp & { op: "rm" }): Promise<string[]> {
+  const volume = volumeName(name);
+  const labels = await volumeLabels(ctx, volume);
+  if (labels && (labels[nonceLabel] ?? null) === op.volumeNonce) await ctx.runtime.volumeRemove(volume);
+  crashPoint("rm:volume");
   removeHostRecord(ctx, name);
-  const { hasOverlay, overlayFile } = await import("../dotfiles/index.ts");
-  const overlay = hasOverlay(name);
+  crashPoint("rm:record");
+  const { overlayFile } = await import("../dotfiles/index.ts");
   rmSync(overlayFile(name), { force: true });
+  crashPoint("rm:overlay");
   const { secretsFile } = await import("../secrets/index.ts");
   let secrets: string[] = [];
   if (existsSync(secretsFile())) {
     try {
-      const { updateSecrets } = await import("../secrets/store.ts");
-      secrets = updateSecrets((store) => {
-        const names = Object.keys(store.scopes[name] ?? {});
-        delete store.scopes[name];
-        return names;
-      });
+      const { readSecrets, updateSecrets } = await import("../secrets/store.ts");
+      // written only when there is something to take out: a full disk must not fail an rm that has nothing to do there
+      if (readSecrets().scopes[name]) {
+        secrets = updateSecrets((store) => {
+          const names = Object.keys(store.scopes[name] ?? {});
+          delete store.scopes[name];
+          return names;
+        });
+      }
     } catch (error) {
       // the home is gone either way; say what could not be tidied
       ctx.log.warn(`the secrets of environment ${name} were left in place: ${messageOf(error)}`);
     }
   }
-  return { overlay, secrets };
+  crashPoint("rm:secrets");
+  return secrets;
 }
 
 function noRecord(name: string): UserError {
@@ -193,13 +318,15 @@ function noRecord(name: string): UserError {
 
 /** Rewrites NAME's record with CHANGE applied, here and in the home (env.json, dotfiles.conf, shell); the next session acts on it. */
 export async function updateRecord(ctx: BaseContext, name: string, change: (record: EnvRecord) => void): Promise<EnvRecord> {
-  const found = await requireHome(ctx, name);
-  const record = await recordOf(ctx, found);
-  if (!record) throw noRecord(name);
-  change(record);
-  await runHelper(ctx, `changing environment ${name}`, found.volume, recordScript(record));
-  writeHostRecord(ctx, name, record);
-  return record;
+  return withEnvLock(ctx, name, async () => {
+    const found = await requireHome(ctx, name);
+    const record = await recordOf(ctx, found);
+    if (!record) throw noRecord(name);
+    change(record);
+    await runHelper(ctx, `changing environment ${name}`, found.volume, recordScript(record));
+    writeHostRecord(ctx, name, record);
+    return record;
+  });
 }
 
 /** A path under HOME to keep across a reset: relative, inside HOME, not agentenv's own state. */
@@ -218,12 +345,15 @@ export function keepPaths(paths: string[]): string[] {
   return keeps.filter((k) => !keeps.some((other) => k.startsWith(`${other}/`)));
 }
 
+const stage = `${home}/.agentenv-reset`;
+
 /**
  * The reset's swap, resumable: a reset interrupted during it (Ctrl-C, a crash) is
- * finished by the next one, so a kept path is never lost. `.keep` exists once the new home
- * is fully staged and lists the paths to keep; `.moving` once the old home is gone.
+ * finished by the next command, so a kept path is never lost. `.keep` exists once the new
+ * home (its record included) is fully staged and lists the paths to keep; `.moving` once
+ * the old home is gone.
  */
-const swapScript = (stage: string) => `
+const swapScript = `
 ready=${stage}.keep
 moving=${stage}.moving
 swap() {
@@ -245,8 +375,10 @@ swap() {
 		fi
 		rm -f "$moving"
 	fi
-}
-swap`;
+}`;
+
+/** Finishes a swap that was staged, abandons one that was not: what every reset runs first, and the recovery of one that crashed. */
+const settleSwap = [swapScript, "swap", `rm -rf ${stage} ${stage}.keep.tmp`];
 
 /**
  * A record adopted from a home names a source a session could have chosen: it is used
@@ -264,59 +396,161 @@ function checkAdopted(name: string, old: EnvRecord, source: EnvSource): void {
 
 /**
  * Recreates NAME's home from the source this host recorded, checked again, keeping KEEP
- * paths. The new home is staged inside the volume first (the slow, failure-prone copy; a
- * failure there changes nothing), then the kept paths are moved into it, the old top level
- * deleted and the staged one moved in — resumably (see swapScript).
+ * paths. The new home, its record included, is staged inside the volume first (the slow,
+ * failure-prone copy; a failure there changes nothing), then the kept paths are moved into
+ * it, the old top level deleted and the staged one moved in — resumably (see swapScript):
+ * a crash at any point is finished or abandoned by the next command.
  */
 export async function resetEnv(ctx: BaseContext, name: string, keep: string[], force: boolean): Promise<EnvRecord> {
   const keeps = keepPaths(keep);
-  const found = await requireHome(ctx, name);
-  if (!force) refuseInUse(name, await runningUsers(ctx, found), `agentenv env reset ${name}`);
-  const old = await recordOf(ctx, found);
-  if (!old) throw noRecord(name);
-  const stage = `${home}/.agentenv-reset`;
-  const reset = async (content: Content, source: EnvSource, shell?: string) => {
-    checkAdopted(name, old, source);
-    ctx.log.start(`resetting environment ${name} from ${describeContent(content, source)}${keeps.length ? `, keeping ${keeps.join(", ")}` : ""}…`);
-    const { adopted: _verified, ...kept } = old;
-    const record: EnvRecord = { ...kept, source, reset: new Date().toISOString(), shell: old.shell ?? shell };
-    const script = [
-      // an earlier reset interrupted mid-swap is finished first
-      swapScript(stage),
-      `rm -rf ${stage}`,
-      ...contentScript(content, stage),
-      // a kept path's parent must be a directory in the new home: checked while nothing has changed
-      ...keeps.map((k) => `mkdir -p "$(dirname ${shellQuote(`${stage}/${k}`)})" || { echo ${shellQuote(`cannot keep ${k}: the new home has a file where its parent directory would be`)} >&2; exit 1; }`),
-      keeps.length ? `printf '%s\\n' ${keeps.map(shellQuote).join(" ")} >${stage}.keep.tmp` : `: >${stage}.keep.tmp`,
-      `mv ${stage}.keep.tmp ${stage}.keep`,
-      "swap",
-      ...activateScript(content),
-      ...recordScript(record),
-    ];
-    await runHelper(ctx, `resetting environment ${name}`, found.volume, script, { content });
-    writeHostRecord(ctx, name, record);
-    return record;
-  };
-  const source = old.source;
-  switch (source.kind) {
-    case "builtin":
-      return withSource(ctx, { builtin: true }, reset);
-    case "empty":
-      return withSource(ctx, { empty: true }, reset);
-    case "template":
-    case "profile": {
-      if (!existsSync(source.path)) throw new UserError(`environment ${name} was made from ${source.path}, which no longer exists`);
-      return withSource(ctx, source.kind === "template" ? { template: source.path } : { profile: source.path }, reset);
+  return withEnvLock(ctx, name, async () => {
+    await recoverEnv(ctx, name);
+    const found = await requireHome(ctx, name);
+    if (!force) refuseInUse(name, await allUsers(ctx, found), `agentenv env reset ${name}`);
+    const old = await recordOf(ctx, found);
+    if (!old) throw noRecord(name);
+    const nonce = newNonce();
+    const reset = async (content: Content, source: EnvSource, shell?: string) => {
+      checkAdopted(name, old, source);
+      ctx.log.start(`resetting environment ${name} from ${describeContent(content, source)}${keeps.length ? `, keeping ${keeps.join(", ")}` : ""}…`);
+      const { adopted: _verified, ...kept } = old;
+      const record: EnvRecord = { ...kept, source, reset: new Date().toISOString(), shell: old.shell ?? shell };
+      const script = [
+        // an earlier reset interrupted mid-swap is finished first
+        ...settleSwap,
+        ...contentScript(content, stage),
+        ...recordScript(record, stage),
+        // a kept path's parent must be a directory in the new home: checked while nothing has changed
+        ...keeps.map((k) => `mkdir -p "$(dirname ${shellQuote(`${stage}/${k}`)})" || { echo ${shellQuote(`cannot keep ${k}: the new home has a file where its parent directory would be`)} >&2; exit 1; }`),
+        keeps.length ? `printf '%s\\n' ${keeps.map(shellQuote).join(" ")} >${stage}.keep.tmp` : `: >${stage}.keep.tmp`,
+        `mv ${stage}.keep.tmp ${stage}.keep`,
+        "swap",
+        ...activateScript(content),
+      ];
+      const op: PendingOp = { op: "reset", nonce, record };
+      beginPending(ctx, name, op);
+      crashPoint("reset:journal");
+      try {
+        await runHelper(ctx, `resetting environment ${name}`, found.volume, script, { content, nonce, step: "reset:swap" });
+      } catch (error) {
+        // a staged home is abandoned (or a swap under way finished) now; the next command does it if this fails
+        await finishReset(ctx, name, op).catch(() => {});
+        throw error;
+      }
+      crashPoint("reset:swapped");
+      writeHostRecord(ctx, name, record);
+      crashPoint("reset:record");
+      endPending(ctx, name, nonce);
+      return record;
+    };
+    const work = () => workDir(ctx, name, nonce);
+    try {
+      const source = old.source;
+      switch (source.kind) {
+        case "builtin":
+          return await withSource(ctx, { builtin: true }, work, reset);
+        case "empty":
+          return await withSource(ctx, { empty: true }, work, reset);
+        case "template":
+        case "profile": {
+          if (!existsSync(source.path)) throw new UserError(`environment ${name} was made from ${source.path}, which no longer exists`);
+          return await withSource(ctx, source.kind === "template" ? { template: source.path } : { profile: source.path }, work, reset);
+        }
+        case "archive": {
+          if (source.path === "(stdin)") throw new UserError(`environment ${name} was imported from stdin: there is nothing to reset it from`, "import the archive again under a new name");
+          if (!existsSync(source.path)) throw new UserError(`environment ${name} was imported from ${source.path}, which no longer exists`);
+          if (!statSync(source.path).isFile()) throw new UserError(`environment ${name} was imported from ${source.path}, which is no longer a file`);
+          const gzip = isGzip(source.path);
+          await checkArchive(source.path, gzip, source.path);
+          return await reset({ archive: source.path, gzip }, { ...source, hash: await fileHash(source.path) });
+        }
+      }
+    } finally {
+      removeStrayWork(ctx, name);
     }
-    case "archive": {
-      if (source.path === "(stdin)") throw new UserError(`environment ${name} was imported from stdin: there is nothing to reset it from`, "import the archive again under a new name");
-      if (!existsSync(source.path)) throw new UserError(`environment ${name} was imported from ${source.path}, which no longer exists`);
-      if (!statSync(source.path).isFile()) throw new UserError(`environment ${name} was imported from ${source.path}, which is no longer a file`);
-      const gzip = isGzip(source.path);
-      await checkArchive(source.path, gzip, source.path);
-      return reset({ archive: source.path, gzip }, { ...source, hash: await fileHash(source.path) });
+  });
+}
+
+/**
+ * The reset OP, from wherever it stopped: its swap finished when the new home was fully
+ * staged, else abandoned (the old home untouched); then this host's record follows the
+ * home — the new one when the new home is in place.
+ */
+async function finishReset(ctx: BaseContext, name: string, op: PendingOp & { op: "reset" }): Promise<void> {
+  const volume = volumeName(name);
+  if (await ctx.runtime.volumeExists(volume)) {
+    const file = `${home}/${recordPath}`;
+    const script = [...settleSwap, `if [ -f ${file} ] && [ ! -L ${file} ]; then head -c 1048576 ${file}; fi`];
+    const result = await runHelper(ctx, `finishing the interrupted reset of environment ${name}`, volume, script, { nonce: op.nonce });
+    const inHome = parseRecord(result.stdout) as EnvRecord | undefined;
+    if (inHome?.reset === op.record.reset) writeHostRecord(ctx, name, op.record);
+  }
+  endPending(ctx, name, op.nonce);
+}
+
+/**
+ * Completes or rolls back what commands on NAME that never finished (their agentenv
+ * died) left, oldest first, after stopping what they left running: called under NAME's
+ * lock by every command that changes it, and by a session's start.
+ */
+export async function recoverEnv(ctx: BaseContext, name: string): Promise<void> {
+  const ops = pendingOps(ctx, name);
+  for (const op of ops) {
+    ctx.log.debug(`environment ${name}: finishing what an interrupted ${op.op} (${op.nonce}) left`);
+    await stopLeftovers(ctx, op.nonce);
+    if (op.op === "create") await undoCreate(ctx, name, op, true);
+    else if (op.op === "reset") await finishReset(ctx, name, op);
+    else {
+      await finishRemove(ctx, name, op);
+      endPending(ctx, name, op.nonce);
     }
   }
+  if (ops.length) ctx.log.info(`environment ${name}: cleaned up after an interrupted agentenv command`);
+  removeStrayWork(ctx, name);
+}
+
+/**
+ * What a dead (or interrupted) command NONCE left running: its engine commands (`volume
+ * create`, a helper's `run`: their command lines carry the nonce) are given PATIENCE ms to
+ * end, then killed; then its helper containers are removed.
+ */
+async function stopLeftovers(ctx: BaseContext, nonce: string, patience = 1000): Promise<void> {
+  for (let waited = 0; ; waited += 100) {
+    const pids = processesNaming(nonce);
+    if (!pids.length) break;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, waited >= patience + 1000 ? "SIGKILL" : waited >= patience ? "SIGTERM" : 0);
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await Bun.sleep(100);
+  }
+  for (const container of await ctx.runtime.listContainers(`${opLabel}=${nonce}`)) await ctx.runtime.removeContainer(container.name, { stopSeconds: 0 });
+}
+
+/** Processes of this host whose command line holds WORD (the engine CLI's, which run here even for a remote engine). */
+function processesNaming(word: string): number[] {
+  if (existsSync("/proc/self/cmdline")) {
+    const pids: number[] = [];
+    for (const entry of readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+      try {
+        if (readFileSync(`/proc/${entry}/cmdline`, "latin1").includes(word)) pids.push(Number(entry));
+      } catch {
+        // ended meanwhile
+      }
+    }
+    return pids;
+  }
+  const ps = Bun.spawnSync(["ps", "-A", "-ww", "-o", "pid=,command="]);
+  return ps.stdout
+    .toString()
+    .split("\n")
+    .filter((line) => line.includes(word))
+    .map((line) => Number(line.trim().split(/\s+/)[0]))
+    .filter((pid) => pid && pid !== process.pid && pid !== ps.pid);
 }
 
 function isGzip(file: string): boolean {
@@ -329,31 +563,177 @@ function isGzip(file: string): boolean {
   }
 }
 
-/** The whole home as one gzip-compressed tar: to FILE (written whole, or not at all) or "-" for stdout. */
+/** What the export helper prints last on stderr: the archive's size and its number of entries, as written inside. */
+const exportMark = "agentenv-archive";
+
+/**
+ * The whole home as one gzip-compressed tar: to FILE or "-" for stdout. FILE appears
+ * only complete: the archive is written to a new file beside it (unpredictable name,
+ * created exclusively with mode 0600 — it holds the home's credentials in the clear —
+ * never through a link), checked (the size and entries tar wrote, a whole gzip stream, a
+ * tar that ends), synced and renamed over FILE; a failure or a full disk leaves an old
+ * FILE as it was. The export registers as a user of the environment while it runs: rm
+ * and reset refuse meanwhile, and what a crash leaves is removed by the next command.
+ */
 export async function exportEnv(ctx: BaseContext, name: string, out: string): Promise<{ file: string; bytes?: number }> {
   if (out === "-" && process.stdout.isTTY) throw new UserError("refusing to write an archive to a terminal", "pass -o FILE, or pipe the output");
   const file = out === "-" ? "-" : outputFile(out, `${name}.tar.gz`);
-  const found = await requireHome(ctx, name);
-  const users = await runningUsers(ctx, found);
-  if (users.length) ctx.log.warn(`environment ${name} is in use by ${users.join(", ")}: files written during the export may be caught mid-change`);
-  // a file that changes while tar reads it (shell history, an agent's memory) is tar's exit 1: not a failure
-  const script = [`tar -C ${home} --numeric-owner --warning=no-file-changed -czf - . || [ $? -eq 1 ]`];
-  if (file === "-") {
-    await runHelper(ctx, `exporting environment ${name}`, found.volume, script, { readonly: true, stdout: "-" });
-    return { file };
-  }
-  ctx.log.start(`exporting environment ${name} to ${file}…`);
-  const partial = `${file}.partial-${process.pid}`;
-  const removePartial = () => rmSync(partial, { force: true });
-  await undoOnInterrupt(removePartial, async () => {
+  const nonce = newNonce();
+  const partial = file === "-" ? undefined : join(dirname(file), `.${basename(file)}.partial-${nonce}`);
+  const { found, registration } = await withEnvLock(ctx, name, async () => {
+    const found = await requireHome(ctx, name);
+    await liveHostUsers(ctx, found); // what a crashed export left is removed on the way
+    return { found, registration: registerUser(ctx, found.volume, `export-${nonce}`, partial) };
+  });
+  crashPoint("export:registered");
+  let fd: number | undefined;
+  const cleanUp = () => {
+    if (fd !== undefined) closeSync(fd);
+    fd = undefined;
+    if (partial) rmSync(partial, { force: true });
+    registration?.release();
+  };
+  return undoOnInterrupt(cleanUp, async () => {
     try {
-      await runHelper(ctx, `exporting environment ${name}`, found.volume, script, { readonly: true, stdout: partial });
+      const users = await runningUsers(ctx, found);
+      if (users.length) ctx.log.warn(`environment ${name} is in use by ${users.join(", ")}: files written during the export may be caught mid-change`);
+      // a file that changes while tar reads it (shell history, an agent's memory) is tar's exit 1: not a failure
+      const tar = `tar -C ${home} --numeric-owner --warning=no-file-changed -czvf - .`;
+      const script = [
+        `{ { if ${tar} 2>/tmp/list; then s=0; else s=$?; fi; echo $s >/tmp/status; } | tee /dev/fd/3 | wc -c >/tmp/bytes; } 3>&1`,
+        "grep '^tar: ' /tmp/list >&2 || true",
+        `printf '${exportMark} %s %s\\n' "$(cat /tmp/bytes)" "$(grep -c '^\\./' /tmp/list || true)" >&2`,
+        '[ "$(cat /tmp/status)" -le 1 ]',
+      ];
+      if (!partial) {
+        await runHelper(ctx, `exporting environment ${name}`, found.volume, script, { readonly: true, stdout: "-", nonce });
+        return { file };
+      }
+      ctx.log.start(`exporting environment ${name} to ${file}…`);
+      fd = openSync(partial, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      crashPoint("export:partial");
+      let written: { bytes: number; entries: number } | undefined;
+      try {
+        const result = await runHelper(ctx, `exporting environment ${name}`, found.volume, script, { readonly: true, stdout: `/dev/fd/${fd}`, nonce, step: "export:write" });
+        const mark = new RegExp(`^${exportMark} (\\d+) (\\d+)$`, "m").exec(result.stderr);
+        if (mark) written = { bytes: Number(mark[1]), entries: Number(mark[2]) };
+        crashPoint("export:written");
+        fsyncSync(fd);
+      } catch (error) {
+        throw noSpaceFor(file, error) ?? error;
+      }
+      await verifyArchive(partial, fstatSync(fd).size, written, file);
+      closeSync(fd);
+      fd = undefined;
+      crashPoint("export:verified");
       renameSync(partial, file);
+      syncDir(dirname(file));
+      crashPoint("export:renamed");
+      return { file, bytes: statSync(file).size };
     } finally {
-      removePartial();
+      cleanUp();
     }
   });
-  return { file, bytes: statSync(file).size };
+}
+
+/** The one-line error for FILE when ERROR (or a short archive) is its disk being full. */
+function noSpaceFor(file: string, error?: unknown): UserError | undefined {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  let full = code === "ENOSPC" || code === "EDQUOT" || /no space left/i.test(messageOf(error ?? ""));
+  if (!full) {
+    try {
+      const fs = statfsSync(dirname(file));
+      full = fs.bavail * fs.bsize < 1 << 20;
+    } catch {
+      // cannot tell: the error says what it is
+    }
+  }
+  if (!full) return undefined;
+  return new UserError(`cannot write ${file}: no space left on its disk`, `free some space and try again (${existsSync(file) ? "the old file is unchanged" : "nothing was written"})`);
+}
+
+/**
+ * The archive at PATH is whole before it is published: SIZE bytes as tar wrote them
+ * inside (WRITTEN), one complete gzip stream (its trailer checks length and CRC), tar
+ * headers with valid checksums up to tar's end-of-archive block, as many entries as tar
+ * listed.
+ */
+async function verifyArchive(path: string, size: number, written: { bytes: number; entries: number } | undefined, file: string): Promise<void> {
+  const broken = (why: string) => noSpaceFor(file) ?? new UserError(`exporting to ${file} failed: the archive came out incomplete (${why})`, "try again; the old file, if any, is unchanged");
+  if (!written) throw broken("the helper did not say what it wrote");
+  if (size !== written.bytes) throw broken(`${size} of ${written.bytes} bytes written`);
+  let entries = 0;
+  let ended = false;
+  let pending: Buffer = Buffer.alloc(0);
+  /** bytes of the current entry's content still to skip */
+  let skip = 0;
+  /** a pax or GNU header's data, read whole to learn the next entry's size */
+  let meta: { type: string; left: number; data: Buffer[] } | undefined;
+  let paxSize: number | undefined;
+  const octal = (block: Buffer, start: number, length: number) => {
+    const field = block.subarray(start, start + length);
+    if (field[0]! & 0x80) return field.subarray(1).reduce((value, byte) => value * 256 + byte, field[0]! & 0x7f);
+    const text = field.toString("latin1").replace(/\0.*$/s, "").trim();
+    return text ? Number.parseInt(text, 8) : 0;
+  };
+  try {
+    for await (const chunk of createReadStream(path).pipe(createGunzip())) {
+      pending = pending.length ? Buffer.concat([pending, chunk as Buffer]) : (chunk as Buffer);
+      while (!ended && pending.length >= 512) {
+        const block = pending.subarray(0, 512);
+        pending = pending.subarray(512);
+        if (meta) {
+          meta.data.push(block.subarray(0, Math.min(512, meta.left)));
+          meta.left -= Math.min(512, meta.left);
+          if (meta.left <= 0) {
+            const size = meta.type === "x" ? /(?:^|\n)\d+ size=(\d+)\n/.exec(Buffer.concat(meta.data).toString("latin1"))?.[1] : undefined;
+            if (size !== undefined) paxSize = Number(size);
+            meta = undefined;
+          }
+          continue;
+        }
+        if (skip > 0) {
+          skip -= 512;
+          continue;
+        }
+        if (block.every((byte) => byte === 0)) {
+          ended = true;
+          break;
+        }
+        let sum = 0;
+        for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!;
+        if (octal(block, 148, 8) !== sum) throw new Error("a tar header with a bad checksum");
+        const type = String.fromCharCode(block[156]!);
+        const size = paxSize ?? octal(block, 124, 12);
+        if (["x", "g", "L", "K"].includes(type)) {
+          if (size > 1 << 20) throw new Error("a tar extended header too big");
+          if (size > 0) meta = { type, left: size, data: [] };
+          continue;
+        }
+        paxSize = undefined;
+        entries++;
+        skip = ["1", "2", "3", "4", "5", "6"].includes(type) ? 0 : Math.ceil(size / 512) * 512;
+      }
+    }
+  } catch (error) {
+    throw broken(messageOf(error));
+  }
+  if (!ended) throw broken("it ends before tar's end-of-archive block");
+  if (entries !== written.entries) throw broken(`${entries} of ${written.entries} entries`);
+}
+
+/** Makes a rename in DIR survive a power cut (where the system allows syncing a directory). */
+function syncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // not supported here: the rename itself is atomic either way
+  }
 }
 
 /** Where an export goes: FILE, or DIR/DEFAULT_NAME for a directory; its directory must exist. */
@@ -372,10 +752,10 @@ function outputFile(out: string, defaultName: string): string {
 
 /**
  * Creates NAME from an archive made by `env export` (or any tar of a home), all or
- * nothing. The archive is hostile input: its entries are checked (see checkArchive) and
- * the settings its env.json carries (shell, dotfiles repo, source) are checked as at
- * `env create` before anything is made. An archive on stdin is kept in a private
- * temporary file for that.
+ * nothing (see makeHome). The archive is hostile input: its entries are checked (see
+ * checkArchive) and the settings its env.json carries (shell, dotfiles repo, source) are
+ * checked as at `env create` before anything is made. An archive on stdin is kept in the
+ * command's private work directory for that.
  */
 export async function importEnv(ctx: BaseContext, name: string, file: string): Promise<EnvRecord> {
   const fromStdin = file === "-";
@@ -390,33 +770,35 @@ export async function importEnv(ctx: BaseContext, name: string, file: string): P
     }
   }
   const volume = volumeName(name);
-  if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
   const shown = fromStdin ? "the archive on stdin" : file;
-  const importFrom = async (archive: string, source: EnvSource): Promise<EnvRecord> => {
-    const gzip = isGzip(archive);
-    const text = await checkArchive(archive, gzip, shown);
-    let settings: EnvRecord | undefined;
+  return withEnvLock(ctx, name, async () => {
+    await recoverEnv(ctx, name);
+    if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
+    const nonce = newNonce();
     try {
-      settings = text === undefined ? undefined : checkRecord(parseRecord(text));
-    } catch (error) {
-      if (error instanceof UserError) throw new UserError(`${shown}: its ${recordPath}: ${error.message}`, error.hint);
-      throw error;
+      let archive = path;
+      if (fromStdin) {
+        archive = join(workDir(ctx, name, nonce), "archive");
+        await Bun.write(archive, Bun.stdin);
+        crashPoint("import:spooled");
+      }
+      const source: EnvSource = fromStdin ? { kind: "archive", path: "(stdin)" } : { kind: "archive", path, hash: await fileHash(path) };
+      const gzip = isGzip(archive);
+      const text = await checkArchive(archive, gzip, shown);
+      let settings: EnvRecord | undefined;
+      try {
+        settings = text === undefined ? undefined : checkRecord(parseRecord(text));
+      } catch (error) {
+        if (error instanceof UserError) throw new UserError(`${shown}: its ${recordPath}: ${error.message}`, error.hint);
+        throw error;
+      }
+      const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: settings?.shell, dotfiles: settings?.dotfiles };
+      ctx.log.start(`importing ${file} as environment ${name}…`);
+      await makeHome(ctx, name, nonce, record, { archive, gzip }, `importing ${file} into environment ${name}`, "import");
+      return record;
+    } finally {
+      removeStrayWork(ctx, name);
     }
-    const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: settings?.shell, dotfiles: settings?.dotfiles };
-    const content: Content = { archive, gzip };
-    ctx.log.start(`importing ${file} as environment ${name}…`);
-    const created = await ensureVolume(ctx, { name: volume, labels: { [envLabel]: name } }, async () => {
-      await runHelper(ctx, `importing ${file} into environment ${name}`, volume, [...contentScript(content, home), ...recordScript(record)], { content });
-      writeHostRecord(ctx, name, record);
-    });
-    if (!created) throw alreadyExists(name);
-    return record;
-  };
-  if (!fromStdin) return importFrom(path, { kind: "archive", path, hash: await fileHash(path) });
-  return withTempDir("agentenv-import-", async (dir) => {
-    const spooled = join(dir, "archive");
-    await Bun.write(spooled, Bun.stdin);
-    return importFrom(spooled, { kind: "archive", path: "(stdin)" });
   });
 }
 

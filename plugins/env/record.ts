@@ -1,6 +1,7 @@
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { dirname, isAbsolute, join, normalize } from "pathe";
 import { UserError, messageOf } from "../../core/errors.ts";
+import { lockFile, type FileLock } from "../../core/linux.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { shellJoin } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
@@ -16,7 +17,136 @@ import { checkShell, isInsideHome, readHomeFile, recordPath, type EnvRecord, typ
  * scripts and for export; a session can rewrite that copy, so the host never acts on it.
  */
 export function hostRecordFile(ctx: BaseContext, name: string): string {
-  return join(agentenvDir("state"), "envs", `${ctx.runtime.name}-${name}.json`);
+  return `${hostBase(ctx, name)}.json`;
+}
+
+/** envs/RUNTIME-NAME: the host record is BASE.json, the lock BASE.lock, unfinished commands' journals in BASE.pending/ */
+function hostBase(ctx: BaseContext, name: string): string {
+  return join(agentenvDir("state"), "envs", `${ctx.runtime.name}-${name}`);
+}
+
+/** Locks this process holds, by file: a command that calls another (session start → create) takes its lock once. */
+const held = new Map<string, { lock: FileLock; depth: number }>();
+
+/**
+ * Runs FN holding the host lock of environment NAME: create, import, reset, rm, `env set`
+ * and a session's start each hold it, so none of them acts on a home another is changing,
+ * and every read-modify-write of the host record is whole. The lock is an flock, let go by
+ * the kernel when its holder dies however it dies; a command that finds it taken says so
+ * and waits (polling, so Ctrl-C still works).
+ */
+export async function withEnvLock<T>(ctx: BaseContext, name: string, fn: () => Promise<T>): Promise<T> {
+  const file = `${hostBase(ctx, name)}.lock`;
+  const mine = held.get(file);
+  if (mine) {
+    mine.depth++;
+    try {
+      return await fn();
+    } finally {
+      mine.depth--;
+    }
+  }
+  try {
+    mkdirSync(dirname(file), { recursive: true });
+  } catch (error) {
+    throw new UserError(`cannot lock environment ${name} in ${dirname(file)}: ${messageOf(error)}`, "agentenv's state dir must be writable (XDG_STATE_HOME)");
+  }
+  let lock = lockFile(file, "exclusive", false);
+  for (let waited = 0; !lock; waited += 50) {
+    if (waited === 500) ctx.log.info(`waiting for another agentenv command on environment ${name}…`);
+    await Bun.sleep(50);
+    lock = lockFile(file, "exclusive", false);
+  }
+  held.set(file, { lock, depth: 1 });
+  try {
+    return await fn();
+  } finally {
+    held.delete(file);
+    lock.release();
+  }
+}
+
+/** A state-changing command on an environment that has not finished yet (its journal). */
+export type PendingOp =
+  /** create or import: rolled back unless its host record was written */
+  | { op: "create"; nonce: string; record: EnvRecord }
+  /** reset: its swap is finished or abandoned, the host record follows the home */
+  | { op: "reset"; nonce: string; record: EnvRecord }
+  /** rm: finished; VOLUMENONCE is the label of the volume it removes (null: a volume made before labels) */
+  | { op: "rm"; nonce: string; volumeNonce: string | null };
+
+function pendingDir(ctx: BaseContext, name: string): string {
+  return `${hostBase(ctx, name)}.pending`;
+}
+
+/** Records OP as begun (before it changes anything), written whole and synced. */
+export function beginPending(ctx: BaseContext, name: string, op: PendingOp): void {
+  const dir = pendingDir(ctx, name);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeAtomic(join(dir, `${op.nonce}.json`), `${JSON.stringify(op, null, 2)}\n`, 0o600);
+  } catch (error) {
+    if (error instanceof UserError) throw error;
+    throw new UserError(`cannot keep a journal for environment ${name} in ${dir}: ${messageOf(error)}`, "agentenv's state dir must be writable (XDG_STATE_HOME)");
+  }
+}
+
+/** The commands on NAME that began and never finished (their agentenv died), oldest first; read under its lock. */
+export function pendingOps(ctx: BaseContext, name: string): PendingOp[] {
+  const dir = pendingDir(ctx, name);
+  let files: string[];
+  try {
+    files = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const ops: PendingOp[] = [];
+  for (const file of files) {
+    if (!/^[0-9a-f]{16}\.json$/.test(file)) continue;
+    try {
+      ops.push(JSON.parse(readFileSync(join(dir, file), "utf8")) as PendingOp);
+    } catch {
+      rmSync(join(dir, file), { force: true }); // a journal cut by a crash before its rename never began
+    }
+  }
+  return ops;
+}
+
+/**
+ * A private directory of the command NONCE (a built-in template, an archive read from
+ * stdin): under the state dir, so that what a crash leaves there is found and removed.
+ */
+export function workDir(ctx: BaseContext, name: string, nonce: string): string {
+  const dir = join(pendingDir(ctx, name), `${nonce}.work`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
+/** Forgets the command NONCE, done or undone, and its work directory. */
+export function endPending(ctx: BaseContext, name: string, nonce: string): void {
+  const dir = pendingDir(ctx, name);
+  rmSync(join(dir, `${nonce}.work`), { recursive: true, force: true });
+  rmSync(join(dir, `${nonce}.json`), { force: true });
+}
+
+/** Work directories no journal names (a crash before the journal was written), and the pending dir once empty; under the lock. */
+export function removeStrayWork(ctx: BaseContext, name: string): void {
+  const dir = pendingDir(ctx, name);
+  let files: string[];
+  try {
+    files = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const file of files) {
+    const nonce = /^([0-9a-f]{16})\.work$/.exec(file)?.[1];
+    if (nonce && !files.includes(`${nonce}.json`)) rmSync(join(dir, file), { recursive: true, force: true });
+  }
+  try {
+    if (!readdirSync(dir).length) rmSync(dir, { recursive: true, force: true });
+  } catch {
+    // another command made it again: it is theirs
+  }
 }
 
 export function readHostRecord(ctx: BaseContext, name: string): EnvRecord | undefined {
@@ -42,7 +172,11 @@ export function writeHostRecord(ctx: BaseContext, name: string, record: EnvRecor
  * record its home holds, adopted (see adoptRecord) when its files are readable from here.
  */
 export function hostRecord(ctx: BaseContext, home: Home): EnvRecord | undefined {
-  return readHostRecord(ctx, home.name) ?? (home.readable && home.dir ? adoptRecord(ctx, home.name, readHomeFile(home.dir, recordPath)) : undefined);
+  const kept = readHostRecord(ctx, home.name);
+  if (kept || !home.readable || !home.dir) return kept;
+  // a home a create or import has not finished has no record yet: nothing to adopt
+  if (pendingOps(ctx, home.name).length) return undefined;
+  return adoptRecord(ctx, home.name, readHomeFile(home.dir, recordPath));
 }
 
 export function removeHostRecord(ctx: BaseContext, name: string): void {
@@ -139,10 +273,30 @@ export function adoptRecord(ctx: BaseContext, name: string, text: string | undef
     record.dotfiles = repo;
   }
   try {
-    writeHostRecord(ctx, name, record);
+    // kept only while no other command changes the environment (a create writes its own record)
+    const kept = ifUnlocked(ctx, name, () => {
+      if (readHostRecord(ctx, name) || pendingOps(ctx, name).length) return false;
+      writeHostRecord(ctx, name, record);
+      return true;
+    });
+    if (!kept) ctx.log.debug(`environment ${name}: another command holds it; its record is adopted again next time`);
   } catch (error) {
     // adopted again next time: nothing it holds can steer the host
     ctx.log.debug(`could not keep the record of environment ${name}: ${messageOf(error)}`);
   }
   return record;
+}
+
+/** FN under NAME's lock when this process holds it or can take it without waiting; undefined when another holds it. */
+function ifUnlocked<T>(ctx: BaseContext, name: string, fn: () => T): T | undefined {
+  const file = `${hostBase(ctx, name)}.lock`;
+  if (held.has(file)) return fn();
+  mkdirSync(dirname(file), { recursive: true });
+  const lock = lockFile(file, "exclusive", false);
+  if (!lock) return undefined;
+  try {
+    return fn();
+  } finally {
+    lock.release();
+  }
 }

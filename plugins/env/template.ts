@@ -1,5 +1,5 @@
 import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSync } from "node:fs";
-import { dirname, isAbsolute, join, relative, resolve } from "pathe";
+import { isAbsolute, join, resolve } from "pathe";
 import { writeEmbedded } from "../../core/embedded.ts";
 import { UserError } from "../../core/errors.ts";
 import { refuseSharedPath } from "../wrap/roots.ts";
@@ -37,8 +37,7 @@ export function scanTemplate(path: string): TemplateScan {
       const stat = lstatSync(full);
       if (stat.isSymbolicLink()) {
         const target = readlinkSync(full);
-        const resolved = resolve(dirname(full), target);
-        if (isAbsolute(target) || relative(dir, resolved).startsWith("..")) {
+        if (isAbsolute(target) || leavesTemplate(dir, relPath, target)) {
           throw new UserError(`template ${path}: the symlink ${relPath} → ${target} points outside the template`, "make it relative and inside the template, or copy the file in");
         }
         hasher.update(`L\0${relPath}\0${target}\0`);
@@ -62,6 +61,40 @@ export function scanTemplate(path: string): TemplateScan {
     throw new UserError(`template ${path}: cannot read it: ${(error as Error).message}`);
   }
   return { dir, files, bytes, hash: hasher.digest("hex").slice(0, 16), shell: guessShell(dir) };
+}
+
+/**
+ * Whether the link at REL (inside the template DIR) → TARGET leads out of it, followed as
+ * the kernel follows it in the copy: part by part, each link met on the way (the
+ * template's other links) replaced by its own target before a later ".." applies — so
+ * `escape → sub/up/../x` with `sub/up → ..` leads out, though its text stays inside. An
+ * absolute target, a climb above the template or a loop leads out.
+ */
+export function leavesTemplate(dir: string, rel: string, target: string): boolean {
+  let at = rel.split("/").slice(0, -1);
+  let pending = target.split("/");
+  for (let hops = 0; pending.length; ) {
+    const part = pending.shift()!;
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (!at.length) return true;
+      at.pop();
+      continue;
+    }
+    at.push(part);
+    let link: string;
+    try {
+      if (!lstatSync(join(dir, ...at)).isSymbolicLink()) continue;
+      link = readlinkSync(join(dir, ...at));
+    } catch {
+      // nothing there (yet): the rest of the path is plain names and ".."
+      continue;
+    }
+    if (++hops > 40 || isAbsolute(link)) return true;
+    at.pop();
+    pending = [...link.split("/"), ...pending];
+  }
+  return false;
 }
 
 /** zsh when the template configures zsh, bash when it configures only bash; else the image decides. */

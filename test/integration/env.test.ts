@@ -353,9 +353,17 @@ describe("env reset, export and import", () => {
     await create(name);
     writeFileSync(join(volumeDir(name), "made-in-session.txt"), "hello\n");
     const out = join(tempTree(), "home.tar.gz");
+    // a link where the archive goes is replaced, never written through
+    const elsewhere = join(tempTree(), "not-the-archive");
+    writeFileSync(elsewhere, "untouched\n");
+    symlinkSync(elsewhere, out);
     const exported = await agentenv(["env", "export", name, "-o", out]);
     expect(exported.code).toBe(0);
     expect(readFileSync(out).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b]));
+    expect(readFileSync(elsewhere, "utf8")).toBe("untouched\n");
+    // it holds the home's credentials in the clear: the user's alone
+    expect(lstatSync(out).isFile()).toBe(true);
+    expect(statSync(out).mode & 0o777).toBe(0o600);
 
     const copy = envName("imported");
     const imported = await agentenv(["env", "import", copy, out]);

@@ -66,6 +66,25 @@ describe("templates", () => {
     expect(guessShell(tempTree({ ".bashrc": "", ".zshenv": "" }))).toBe("zsh");
     expect(guessShell(tempTree({ "notes.txt": "" }))).toBeUndefined();
   });
+
+  test("a link is followed through the template's other links: one whose text stays inside but whose path leaves is refused", () => {
+    const outside = (links: Record<string, string>) => {
+      const dir = tempTree({ "sub/file": "x\n" });
+      for (const [path, target] of Object.entries(links)) {
+        mkdirSync(dirname(join(dir, path)), { recursive: true });
+        symlinkSync(target, join(dir, path));
+      }
+      return () => scanTemplate(dir);
+    };
+    // sub/up → .. is the template itself: sub/up/../x is its parent's x
+    expect(outside({ "sub/up": "..", escape: "sub/up/../x" })).toThrow("the symlink escape → sub/up/../x points outside the template");
+    expect(outside({ "sub/up": "..", "a/b": "../sub/up/../../etc/passwd" })).toThrow("points outside the template");
+    // a chain of links out, and a loop
+    expect(outside({ one: "two", two: "sub/three", "sub/three": "../../out" })).toThrow("the symlink one → two points outside the template");
+    expect(outside({ ping: "pong", pong: "ping" })).toThrow("points outside the template");
+    // through a link that stays inside, to a name that does not exist yet: inside
+    expect(outside({ "sub/up": "..", fine: "sub/up/sub/file", later: "sub/up/not-yet/x", plain: "sub/../sub/file" })).not.toThrow();
+  });
 });
 
 describe("paths", () => {
