@@ -2,7 +2,7 @@ import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSyn
 import { isAbsolute, join, resolve } from "pathe";
 import { writeEmbedded } from "../../core/embedded.ts";
 import { UserError } from "../../core/errors.ts";
-import { refuseSharedPath } from "../wrap/roots.ts";
+import { refuseSharedPath } from "../../core/hostpaths.ts";
 
 export interface TemplateScan {
   /** absolute path of the template directory */
