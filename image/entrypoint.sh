@@ -65,12 +65,44 @@ else
 fi
 
 # A failed setup step: a warning, or with AGENTENV_STRICT the end of the session.
+# $2: what happens next time, for the warning.
 setup_failed() {
 	if [ -n "${AGENTENV_STRICT:-}" ]; then
 		echo "agentenv: $1 failed; not opening the session (strict)" >&2
 		exit 1
 	fi
-	echo "agentenv: $1 failed; this session runs without it (the next one retries)" >&2
+	echo "agentenv: $1 failed; this session runs without it ($2)" >&2
+}
+
+# agentenv-dotfiles runs in the background and is waited for: init passes a signal
+# to this shell alone, and a shell runs its trap only once its foreground command
+# has ended. The trap passes the signal on as SIGTERM; the session then ends with
+# 128+N, nothing recorded as applied. Its stdin is this shell's (through fd 8: a
+# background command's own would be /dev/null), so a setup can ask its questions
+# on the session's terminal.
+run_dotfiles() {
+	exec 8<&0
+	agentenv-dotfiles "$@" 0<&8 8<&- &
+	_dotfiles=$!
+	_signal=
+	trap '_signal=130; kill -TERM "$_dotfiles" 2>/dev/null || true' INT
+	trap '_signal=143; kill -TERM "$_dotfiles" 2>/dev/null || true' TERM
+	trap '_signal=129; kill -TERM "$_dotfiles" 2>/dev/null || true' HUP
+	_status=0
+	wait "$_dotfiles" || _status=$?
+	# a trap cut the wait short: wait for it to stop
+	while [ -n "$_signal" ] && kill -0 "$_dotfiles" 2>/dev/null; do
+		_status=0
+		wait "$_dotfiles" || _status=$?
+	done
+	trap - INT TERM HUP
+	exec 8<&-
+	if [ -n "$_signal" ]; then
+		echo "agentenv: stopped during the dotfiles setup (signal $((_signal - 128))); nothing of it is recorded as applied" >&2
+		exit "$_signal"
+	fi
+	unset _dotfiles _signal
+	return "$_status"
 }
 
 if [ -n "${AGENTENV_ACTIVATE:-}" ]; then
@@ -88,15 +120,30 @@ if [ -d "$state" ]; then
 	true 2>/dev/null >"$state/last-used" || true
 fi
 if [ -r "$state/dotfiles.conf" ] || [ -e "$handoff/overlay.hash" ]; then
+	_update=
 	if [ "${AGENTENV_DOTFILES:-}" = update ]; then
-		# agentenv env update: its whole point, so a failure ends it (strict or not)
-		if ! agentenv-dotfiles --update; then
+		_update=--update
+	fi
+	_status=0
+	run_dotfiles $_update || _status=$?
+	case $_status in
+	0) ;;
+	# interrupted at the terminal (agentenv-dotfiles said so): the session ends as Ctrl-C ends it
+	130) exit 130 ;;
+	*)
+		if [ -n "$_update" ]; then
+			# agentenv env update: its whole point, so a failure ends it (strict or not)
 			echo "agentenv: the dotfiles update failed" >&2
 			exit 1
 		fi
-	else
-		agentenv-dotfiles || setup_failed "the dotfiles setup"
-	fi
+		if [ "$_status" -eq 3 ] && [ -z "${AGENTENV_STRICT:-}" ]; then
+			: # the last failure stands, said in one line already
+		else
+			setup_failed "the dotfiles setup" "not run again with the same inputs for a day; agentenv env update ${AGENTENV_ENV:-NAME} runs it now"
+		fi
+		;;
+	esac
+	unset _update _status
 fi
 if [ -d "$state" ] && [ -e "$HOME/.bashrc" ] && [ ! -e "$HOME/.bash_profile" ] && [ ! -e "$HOME/.bash_login" ] && [ ! -e "$HOME/.profile" ]; then
 	printf '%s\n' '# written by agentenv: login shells read this file, not ~/.bashrc' '[ -r ~/.bashrc ] && . ~/.bashrc' 2>/dev/null >"$HOME/.bash_profile" || true
@@ -110,7 +157,7 @@ if [ -e "$HOME/flake.nix" ]; then
 		read -r recorded <"$state/tools.hash" || true
 	fi
 	if [ "${hash%% *}" != "$recorded" ] || [ ! -e "$state/profile" ]; then
-		agentenv-install-tools || setup_failed "installing the tools of ~/flake.nix"
+		agentenv-install-tools || setup_failed "installing the tools of ~/flake.nix" "the next session retries"
 	fi
 	unset hash recorded
 fi

@@ -31,7 +31,9 @@ import f13 from "./install-tools.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
 import f14 from "./keepalive.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f15 from "./lib/session.sh" with { type: "text" };
+import f15 from "./lib/dotfiles.py" with { type: "text" };
+// @ts-ignore: a Bun text import; TypeScript has no declaration for these files
+import f16 from "./lib/session.sh" with { type: "text" };
 
 export const imageFiles: Record<string, { content: string; mode: number }> = {
   "Containerfile": { content: f0 as unknown as string, mode: 0o644 },
@@ -49,5 +51,6 @@ export const imageFiles: Record<string, { content: string; mode: number }> = {
   "exec.sh": { content: f12 as unknown as string, mode: 0o755 },
   "install-tools.sh": { content: f13 as unknown as string, mode: 0o755 },
   "keepalive.sh": { content: f14 as unknown as string, mode: 0o755 },
-  "lib/session.sh": { content: f15 as unknown as string, mode: 0o644 },
+  "lib/dotfiles.py": { content: f15 as unknown as string, mode: 0o644 },
+  "lib/session.sh": { content: f16 as unknown as string, mode: 0o644 },
 };

@@ -9,7 +9,8 @@ import { checkName, checkShell, describeRecord, type EnvRecord } from "../env/ho
 import { recordOf, requireHome, updateRecord } from "../env/lifecycle.ts";
 import { hasOverlay } from "./index.ts";
 import { checkOverlayPath, readOverlay, writeOverlay } from "./overlay.ts";
-import { checkRef, checkSetup, resolveDotfilesUrl } from "./repo.ts";
+import { logPath } from "./result.ts";
+import { checkManager, checkRef, checkSetup, checkTimeout, resolveDotfilesUrl } from "./repo.ts";
 
 const commonArgs = { ...runtimeArgs, ...globalArgs } as const;
 const nameArg = { name: { type: "positional", required: true, valueHint: "name", description: "Environment name" } } as const;
@@ -28,6 +29,14 @@ const settings: Record<string, (record: EnvRecord, value: string, name: string) 
   "dotfiles.setup"(record, value, name) {
     if (!record.dotfiles) throw noDotfiles(name);
     record.dotfiles.setup = checkSetup(value);
+  },
+  "dotfiles.manager"(record, value, name) {
+    if (!record.dotfiles) throw noDotfiles(name);
+    record.dotfiles.manager = checkManager(value);
+  },
+  "dotfiles.timeout"(record, value, name) {
+    if (!record.dotfiles) throw noDotfiles(name);
+    record.dotfiles.timeout = checkTimeout(value);
   },
   shell(record, value) {
     record.shell = checkShell(value);
@@ -69,7 +78,10 @@ export const set = defineCommand({
 });
 
 export const update = defineCommand({
-  meta: { name: "update", description: "Pull the environment's dotfiles repo and run its setup again now (and write its overlay)" },
+  meta: {
+    name: "update",
+    description: "Pull the environment's dotfiles repo and run its setup again now (and write its overlay); from a terminal the setup runs on it, so its questions can be answered",
+  },
   args: { ...nameArg, ...commonArgs },
   async run({ args }) {
     const name = checkName(args.name);
@@ -80,9 +92,14 @@ export const update = defineCommand({
     const code = await withTempDir("agentenv-update-", async (dir) => {
       const prepared = await prepareSession({ dir, mode: "run", command: ["true"], runtime: args.runtime, env: name, log: ctx.log, stdinIsTTY: true });
       prepared.ctx.plan.env.AGENTENV_DOTFILES = "update";
+      // a person at a terminal answers the setup's questions there
+      const terminal = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+      prepared.ctx.plan.interactive = terminal;
+      prepared.ctx.plan.tty = terminal;
       return runPrepared(prepared);
     });
-    if (code !== 0) throw new UserError(`updating the dotfiles of environment ${name} failed (exit ${code})`, undefined, code);
+    if (code === 130 || code === 143) throw new UserError(`updating the dotfiles of environment ${name} was interrupted; nothing of it is recorded as applied`, undefined, code);
+    if (code !== 0) throw new UserError(`updating the dotfiles of environment ${name} failed (exit ${code}); its output is above and in the home's ${logPath}`, undefined, code);
     ctx.log.success(`environment ${name}: dotfiles updated`);
     return 0;
   },

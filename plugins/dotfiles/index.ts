@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "pathe";
 import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
 import { agentenvDir } from "../../core/paths.ts";
@@ -33,6 +34,8 @@ export default definePlugin({
       if (!name) return;
       // this host's record, found by the env plugin's session:mount, which runs first
       const dotfiles = (await import("../env/session.ts")).sessionRecord(ctx)?.dotfiles;
+      // rcm's host-NAME directories name machines: this one, not the container (named after the project)
+      if (dotfiles) ctx.plan.env.AGENTENV_HOST_HOSTNAME = hostname().split(".")[0]!;
       if (dotfiles && isLocalRepo(dotfiles.url)) {
         if (!existsSync(dotfiles.url)) {
           ctx.log.warn(`the dotfiles repo of environment ${name}, ${dotfiles.url}, is gone: ~/.dotfiles stays as it is (agentenv env set ${name} dotfiles.url=…)`);

@@ -2,7 +2,7 @@ import { existsSync, lstatSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute, join, normalize, resolve } from "pathe";
 import { expandHome } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
-import { shellQuote } from "../../core/plan.ts";
+import { shellJoin, shellQuote } from "../../core/plan.ts";
 import { refuseSharedPath } from "../wrap/roots.ts";
 
 /**
@@ -16,9 +16,20 @@ export interface DotfilesConfig {
   url: string;
   /** branch, tag or commit (default: the repo's HEAD) */
   ref?: string;
-  /** the setup script, relative to the repo (default: the first of install.sh, install, bootstrap.sh…) */
+  /**
+   * the setup command: a program of the repo (or one on PATH) and its arguments, as
+   * shell-quoted words (see checkSetup); "none": no command, the files are placed by a
+   * manager. Default: the first of install.sh, install, bootstrap.sh… in the repo
+   */
   setup?: string;
+  /** how agentenv itself places the repo's files into the home (docs/dotfiles.md); default: none chosen */
+  manager?: DotfilesManager;
+  /** seconds the setup command may run (default 600) */
+  timeout?: number;
 }
+
+export const dotfilesManagers = ["plain", "rcm", "stow", "chezmoi"] as const;
+export type DotfilesManager = (typeof dotfilesManagers)[number];
 
 export const localRepoTarget = "/run/agentenv/dotfiles-repo";
 export const confPath = ".local/state/agentenv/dotfiles.conf";
@@ -103,14 +114,87 @@ export function checkRef(ref: string | undefined): string | undefined {
   return ref;
 }
 
-/** The setup script: a path inside the repo. */
-export function checkSetup(setup: string | undefined): string | undefined {
-  if (setup === undefined || setup === "") return undefined;
-  const rel = setup.replace(/^\.\//, "");
-  if (/[\n\0]/.test(rel) || rel.startsWith("/") || rel.split("/").some((part) => part === ".." || part === "")) {
-    throw new UserError(`setup script "${setup}" must be a path inside the repo, e.g. script/setup`);
+/** Characters a shell would treat as more than a word's letters when unquoted. */
+const shellSpecial = new Set(["$", "`", ";", "&", "|", "<", ">", "(", ")", "*", "?", "[", "]", "{", "}"]);
+
+/**
+ * A command line split into words as a POSIX shell reads them: blanks separate words,
+ * single quotes, double quotes and backslashes quote. What a shell would expand or run
+ * (variables, command substitution, globs, `;`, `|`, redirections…) is refused, so the
+ * words mean the same wherever they run. Throws UserError naming what is wrong.
+ */
+export function splitCommandLine(line: string, what = "setup"): string[] {
+  const refuse = (why: string) => new UserError(`${what} ${JSON.stringify(line)}: ${why}`, "give the program and its arguments, quoted as a shell would, e.g. --setup 'bootstrap.sh --force'");
+  if (/[\n\r\0]/.test(line)) throw refuse("one line, please");
+  const words: string[] = [];
+  let word = "";
+  let inWord = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (c === " " || c === "\t") {
+      if (inWord) words.push(word);
+      word = "";
+      inWord = false;
+      continue;
+    }
+    if (!inWord && (c === "#" || c === "~")) throw refuse(`a word starting with ${c} means something else to a shell; quote it`);
+    inWord = true;
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw refuse("a ' is not closed");
+      word += line.slice(i + 1, end);
+      i = end;
+    } else if (c === '"') {
+      for (i++; i < line.length && line[i] !== '"'; i++) {
+        const d = line[i]!;
+        if (d === "$" || d === "`") throw refuse(`${d} inside double quotes would be expanded; use single quotes`);
+        if (d === "\\" && i + 1 < line.length && '"\\$`'.includes(line[i + 1]!)) i++;
+        word += line[i];
+      }
+      if (i >= line.length) throw refuse('a " is not closed');
+    } else if (c === "\\") {
+      if (i + 1 >= line.length) throw refuse("it ends with a backslash");
+      word += line[++i];
+    } else if (shellSpecial.has(c)) {
+      throw refuse(`${c} is not allowed unquoted (no variables, globs, pipes or redirections)`);
+    } else {
+      word += c;
+    }
   }
-  return rel;
+  if (inWord) words.push(word);
+  return words;
+}
+
+/**
+ * The setup command (`--setup`, `dotfiles.setup=`): "none", or a program of the repo (a
+ * path inside it) or on PATH (a bare name), and its arguments — recorded as shell-quoted
+ * words, which the container reads back with `eval "set -- …"`.
+ */
+export function checkSetup(setup: string | undefined): string | undefined {
+  if (setup === undefined || setup.trim() === "") return undefined;
+  if (setup.trim() === "none") return "none";
+  const [program, ...args] = splitCommandLine(setup.trim());
+  // "./none" is a script of that name, not the keyword
+  const rel = program === "./none" ? program : program!.replace(/^\.\//, "");
+  if (rel.startsWith("/") || rel.split("/").some((part) => part === ".." || part === "")) {
+    throw new UserError(`setup script "${program}" must be a path inside the repo, e.g. script/setup (or a command on PATH, e.g. make)`);
+  }
+  return shellJoin([rel, ...args]);
+}
+
+export function checkManager(manager: string | undefined): DotfilesManager | undefined {
+  if (manager === undefined || manager === "") return undefined;
+  if (!(dotfilesManagers as readonly string[]).includes(manager)) throw new UserError(`dotfiles manager ${JSON.stringify(manager)}: use one of ${dotfilesManagers.join(", ")}`, "see docs/dotfiles.md for what each does");
+  return manager as DotfilesManager;
+}
+
+/** A time limit: seconds, or with a unit (90s, 10m, 1h); from 1 s to 24 h. */
+export function checkTimeout(value: string | number | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const match = /^(\d+)\s*(s|sec|m|min|h)?$/.exec(String(value).trim());
+  const seconds = match ? Number(match[1]) * ({ m: 60, min: 60, h: 3600 }[match[2] as string] ?? 1) : NaN;
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 86400) throw new UserError(`dotfiles timeout ${JSON.stringify(value)}: give seconds, or 90s, 10m, 1h (at most 24h)`);
+  return seconds;
 }
 
 /**
@@ -119,16 +203,21 @@ export function checkSetup(setup: string | undefined): string | undefined {
  * repository on this host as one sessions would mount. Throws UserError.
  */
 export function checkDotfiles(value: unknown): DotfilesConfig {
-  const { url, ref, setup } = (value && typeof value === "object" ? value : {}) as Record<string, unknown>;
+  const { url, ref, setup, manager, timeout } = (value && typeof value === "object" ? value : {}) as Record<string, unknown>;
   if (typeof url !== "string") throw new UserError(`dotfiles ${JSON.stringify(value)}: no URL`);
-  for (const [field, given] of [["ref", ref], ["setup", setup]] as const) {
+  for (const [field, given] of [["ref", ref], ["setup", setup], ["manager", manager]] as const) {
     if (given !== undefined && typeof given !== "string") throw new UserError(`dotfiles ${field} ${JSON.stringify(given)}: not text`);
   }
+  if (timeout !== undefined && typeof timeout !== "number") throw new UserError(`dotfiles timeout ${JSON.stringify(timeout)}: not a number`);
   const dotfiles: DotfilesConfig = { url: isLocalRepo(url) ? checkLocalRepo(url) : checkRemoteUrl(url) };
   const checkedRef = checkRef(ref as string | undefined);
   const checkedSetup = checkSetup(setup as string | undefined);
+  const checkedManager = checkManager(manager as string | undefined);
+  const checkedTimeout = checkTimeout(timeout as number | undefined);
   if (checkedRef) dotfiles.ref = checkedRef;
   if (checkedSetup) dotfiles.setup = checkedSetup;
+  if (checkedManager) dotfiles.manager = checkedManager;
+  if (checkedTimeout) dotfiles.timeout = checkedTimeout;
   return dotfiles;
 }
 
@@ -142,7 +231,14 @@ export function describeDotfiles(dotfiles: DotfilesConfig): string {
 export function confScript(home: string, dotfiles: DotfilesConfig | undefined): string[] {
   const file = `${home}/${confPath}`;
   if (!dotfiles) return [`rm -f ${file}`];
-  const lines = [`url=${dotfiles.url}`, `ref=${dotfiles.ref ?? ""}`, `setup=${dotfiles.setup ?? ""}`, `local=${isLocalRepo(dotfiles.url) ? localRepoTarget : ""}`];
+  const lines = [
+    `url=${dotfiles.url}`,
+    `ref=${dotfiles.ref ?? ""}`,
+    `setup=${dotfiles.setup ?? ""}`,
+    `local=${isLocalRepo(dotfiles.url) ? localRepoTarget : ""}`,
+    `manager=${dotfiles.manager ?? ""}`,
+    `timeout=${dotfiles.timeout ?? ""}`,
+  ];
   // by rename: a session reading it meanwhile sees the old or the new one
   return [`printf '%s\\n' ${lines.map(shellQuote).join(" ")} > ${file}.tmp`, `mv ${file}.tmp ${file}`];
 }

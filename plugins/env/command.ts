@@ -6,7 +6,8 @@ import { formatBytes } from "../../core/log.ts";
 import { UserError, messageOf } from "../../core/errors.ts";
 import { hasOverlay } from "../dotfiles/index.ts";
 import { readOverlay } from "../dotfiles/overlay.ts";
-import { checkRef, checkSetup, resolveDotfilesUrl, type DotfilesConfig } from "../dotfiles/repo.ts";
+import { checkManager, checkRef, checkSetup, dotfilesManagers, resolveDotfilesUrl, type DotfilesConfig } from "../dotfiles/repo.ts";
+import { describeResult, readResult } from "../dotfiles/result.ts";
 import { checkName, describeRecord, diskUsage, envLabel, envNameOf, hasFlake, inHome, lastUsed, recordPath, stateValue, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
 import { hostRecord } from "./record.ts";
 import { createEnv, exportEnv, importEnv, recordOf, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
@@ -25,14 +26,29 @@ const create = defineCommand({
     shell: { type: "string", valueHint: "shell", description: "Shell sessions start (default: zsh if the template configures zsh, bash if only bash)" },
     dotfiles: { type: "string", valueHint: "url", description: "A dotfiles repo (git URL, local path, or owner/repo on GitHub), cloned to ~/.dotfiles and set up at the next session; without a template the home starts empty" },
     ref: { type: "string", valueHint: "ref", description: "With --dotfiles: the branch, tag or commit (default: the repo's HEAD)" },
-    setup: { type: "string", valueHint: "path", description: "With --dotfiles: the setup script in the repo (default: install.sh, install, bootstrap.sh, bootstrap, script/bootstrap, setup.sh, setup, script/setup; none: its dotfiles are linked into ~)" },
+    setup: {
+      type: "string",
+      valueHint: "command",
+      description:
+        "With --dotfiles: the setup command, a script of the repo (or a command on PATH) and its arguments, quoted as a shell would: 'bootstrap.sh --force' (default: the first of install.sh, install, bootstrap.sh, bootstrap, script/bootstrap, setup.sh, setup, script/setup; none, or no script: agentenv places the files itself, see --manager)",
+    },
+    manager: {
+      type: "string",
+      valueHint: dotfilesManagers.join("|"),
+      description: "With --dotfiles: how agentenv places the repo's files into ~ itself, instead of looking for a setup script (default: recognised from the repo's layout when it has no setup script; see docs/dotfiles.md)",
+    },
     ...commonArgs,
   },
   async run({ args }) {
     const name = checkName(args.name);
     if (args.template && args["from-profile"]) throw new UserError("give a template directory or --from-profile, not both");
-    if (!args.dotfiles && (args.ref || args.setup)) throw new UserError(`--${args.ref ? "ref" : "setup"} goes with --dotfiles URL`);
-    const dotfiles = args.dotfiles ? { url: resolveDotfilesUrl(args.dotfiles), ref: checkRef(args.ref), setup: checkSetup(args.setup) } : undefined;
+    const stray = (["ref", "setup", "manager"] as const).find((flag) => args[flag] !== undefined);
+    if (!args.dotfiles && stray) throw new UserError(`--${stray} goes with --dotfiles URL`);
+    const dotfiles: DotfilesConfig | undefined = args.dotfiles
+      ? { url: resolveDotfilesUrl(args.dotfiles), ref: checkRef(args.ref), setup: checkSetup(args.setup), manager: checkManager(args.manager) }
+      : undefined;
+    // undefined fields stay out of the record
+    for (const key of ["ref", "setup", "manager"] as const) if (dotfiles && dotfiles[key] === undefined) delete dotfiles[key];
     const ctx = await commandContext(args);
     const from = args["from-profile"] ? { profile: args["from-profile"] } : args.template || !dotfiles ? { template: args.template } : { empty: true as const };
     const record = await createEnv(ctx, name, from, { shell: args.shell, dotfiles });
@@ -136,7 +152,7 @@ const show = defineCommand({
       mountpoint: home.dir,
       reset: record?.reset,
       tools: dir ? { flake: hasFlake(dir), installedHash: stateValue(dir, "tools.hash"), profile: toolsStorePath(dir) } : undefined,
-      dotfiles: record?.dotfiles ? { ...record.dotfiles, commit: dir ? stateValue(dir, "dotfiles.commit") : undefined } : undefined,
+      dotfiles: record?.dotfiles ? { ...record.dotfiles, commit: dir ? stateValue(dir, "dotfiles.commit") : undefined, lastSetup: dir ? readResult(dir) : undefined } : undefined,
       overlay: overlayCount(ctx, name),
       sessions: await runningUsers(ctx, home),
     };
@@ -156,6 +172,7 @@ const show = defineCommand({
       ["volume", `${home.volume}${home.dir ? ` (${home.dir})` : ""}`],
       ["source", describeRecord(info)],
       ...(info.dotfiles ? [["dotfiles", info.dotfiles.commit ? `~/.dotfiles at ${info.dotfiles.commit.slice(0, 12)}` : "not set up yet (the next session does)"] as [string, string]] : []),
+      ...(info.dotfiles?.lastSetup ? [["setup", describeResult(info.dotfiles.lastSetup, age)] as [string, string]] : []),
       ...(info.overlay !== 0 ? [["overlay", info.overlay === undefined ? "?" : `${info.overlay} file(s)`] as [string, string]] : []),
       ["created", info.created ?? "?"],
       ...(info.reset ? [["reset", info.reset] as [string, string]] : []),

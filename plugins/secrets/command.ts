@@ -2,7 +2,8 @@ import { defineCommand } from "citty";
 import { globalArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts";
 import { commandContext } from "../../core/session.ts";
 import { volumeName } from "../env/home.ts";
-import { UserError } from "../../core/errors.ts";
+import { UserError, messageOf } from "../../core/errors.ts";
+import type { Log } from "../../core/log.ts";
 import { allScope, checkSecretName, describeScope, readSecrets, scopeOf, updateSecrets } from "./store.ts";
 
 const nameArg = { name: { type: "positional", required: true, valueHint: "NAME", description: "The variable sessions get, e.g. GITHUB_TOKEN" } } as const;
@@ -39,6 +40,25 @@ async function readValue(name: string): Promise<string> {
   return value;
 }
 
+/**
+ * A running `up` container read its secrets when it started (the handoff's secrets.env,
+ * which every exec into it sources): one line per container of SCOPE saying when it
+ * sees the change. Engine trouble only loses the notice.
+ */
+async function tellRunningContainers(args: { runtime?: string; verbose?: boolean; quiet?: boolean }, scope: string, log: Log): Promise<void> {
+  try {
+    const ctx = await commandContext(args);
+    const running = (await ctx.runtime.listContainers("agentenv.session=up")).filter((c) => c.running && (scope === allScope || c.labels["agentenv.env"] === scope));
+    for (const c of running) {
+      const env = c.labels["agentenv.env"];
+      const flag = env ? ` --env ${env}` : "";
+      log.warn(`${c.name} is running: its commands see this change after agentenv down${flag} and agentenv up${flag}`);
+    }
+  } catch (error) {
+    log.debug(`could not look for running environment containers: ${messageOf(error)}`);
+  }
+}
+
 const set = defineCommand({
   meta: { name: "set", description: "Set a secret from stdin (or a hidden prompt): sessions get it as $NAME" },
   args: { ...nameArg, ...envArg, ...globalArgs },
@@ -56,6 +76,7 @@ const set = defineCommand({
       const ctx = await commandContext(args);
       if (!(await ctx.runtime.volumeExists(volumeName(scope)))) log.warn(`there is no environment ${scope} (yet): its sessions get ${name} once it exists`);
     }
+    await tellRunningContainers(args, scope, log);
     return 0;
   },
 });
@@ -104,7 +125,9 @@ const rm = defineCommand({
       }
       delete store.scopes[scope]![name];
     });
-    logFor(args).success(`secret ${name} removed from ${describeScope(scope)}`);
+    const log = logFor(args);
+    log.success(`secret ${name} removed from ${describeScope(scope)}`);
+    await tellRunningContainers(args, scope, log);
     return 0;
   },
 });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv as cli, isolatedHome, tempTree, type CliResult } from "../helpers/cli.ts";
 import { expectNoStackTrace, leftoverContainers, requireImage } from "../helpers/engine.ts";
@@ -114,7 +114,7 @@ describe("dotfiles repo", () => {
     expect((await run(name, "cat ~/runs.txt")).stdout).toBe("install.sh\ninstall.sh\ninstall.sh\n");
 
     const show = JSON.parse((await agentenv(["env", "show", name, "--json"])).stdout);
-    expect(show.dotfiles).toEqual({ url: repo, commit: next });
+    expect(show.dotfiles).toEqual({ url: repo, commit: next, lastSetup: expect.objectContaining({ status: "applied", commit: next, ran: "install.sh", changed: 1 }) });
 
     // a checkout deleted by hand is cloned (and set up) again
     Bun.spawnSync(["rm", "-rf", join(dir, ".dotfiles")]);
@@ -161,7 +161,7 @@ describe("dotfiles repo", () => {
     expect(missing.code).toBe(0);
     const failed = await run(chosen, "echo opened");
     expect(failed.stdout).toBe("opened\n");
-    expect(failed.stderr).toContain("the setup script nope.sh is not in the dotfiles repo");
+    expect(failed.stderr).toContain(`the dotfiles setup script nope.sh is not in the dotfiles repo ${repo} (nor a command on PATH)`);
   });
 
   test("without a setup script, the repo's dotfiles are linked into ~, directories both have merged, what was in the way kept aside", async () => {
@@ -191,7 +191,7 @@ describe("dotfiles repo", () => {
     expect(readFileSync(join(dir, ".local/state/agentenv/shell"), "utf8")).toBe("bash\n");
   });
 
-  test("a failed setup opens the session with a warning and retries next boot; --strict refuses the session", async () => {
+  test("a failed setup opens the session with a warning and is not retried with the same inputs; --strict refuses the session; a new commit is retried", async () => {
     const repo = dotfilesRepo({ "install.sh": `x:#!/bin/sh\necho attempt >> "$HOME/attempts.txt"\n[ -e fixed ] || { echo "setup broke here"; exit 3; }\necho fine\n` });
     const name = envName("failing");
     await create(name, "--dotfiles", repo);
@@ -200,22 +200,25 @@ describe("dotfiles repo", () => {
     expect(first.stdout).toBe("opened\n");
     expect(first.stderr).toContain("setup broke here");
     expect(first.stderr).toContain("the dotfiles setup script install.sh failed (exit 3)");
-    expect(first.stderr).toContain("the dotfiles setup failed; this session runs without it (the next one retries)");
+    expect(first.stderr).toContain(`the dotfiles setup failed; this session runs without it (not run again with the same inputs for a day; agentenv env update ${name} runs it now)`);
     const dir = volumeDir(name);
     expect(existsSync(join(dir, ".local/state/agentenv/dotfiles.hash"))).toBe(false);
 
+    // the same inputs: not run again (test/integration/dotfiles-styles.test.ts shows the one line it prints)
     const strict = await run(name, "echo opened", "--strict");
     expect(strict.code).toBe(1);
     expect(strict.stdout).toBe("");
+    expect(strict.stderr).toContain("the last dotfiles setup failed");
     expect(strict.stderr).toContain("failed; not opening the session (strict)");
+    expect(readFileSync(join(dir, "attempts.txt"), "utf8")).toBe("attempt\n");
 
     // the fix is a new commit: the checkout a failed setup left behind is still agentenv's to move
     commit(repo, { fixed: "" }, "fix");
     const retried = await run(name, "cat ~/attempts.txt");
-    expect(retried.stdout).toBe("attempt\nattempt\nattempt\n");
+    expect(retried.stdout).toBe("attempt\nattempt\n");
     expect(retried.stderr).toContain("dotfiles applied");
     expect(existsSync(join(dir, ".local/state/agentenv/dotfiles.hash"))).toBe(true);
-    expect((await run(name, "cat ~/attempts.txt")).stdout).toBe("attempt\nattempt\nattempt\n");
+    expect((await run(name, "cat ~/attempts.txt")).stdout).toBe("attempt\nattempt\n");
   });
 
   test("a home with only ~/.bashrc gets a ~/.bash_profile that sources it; one with its own ~/.profile is left alone", async () => {
@@ -408,6 +411,30 @@ describe("secrets", () => {
     const removed = await agentenv(["env", "rm", name]);
     expect(removed.stderr).toContain(`with its secrets (TEST_TOKEN)`);
     expect((await agentenv(["secret", "list"])).stdout).toBe("no secrets — set one: agentenv secret set NAME < file\n");
+  });
+
+  test("a secret set or removed while the environment's up container runs: one line says when its commands see it", async () => {
+    const name = envName("upsecret");
+    await create(name, tempTree({ ".bashrc": "" }));
+    const root = realpathSync(tempTree());
+    expect((await agentenv(["up", "--env", name, "--roots", root])).code).toBe(0);
+    try {
+      const notice = `agentenv-up-${name} is running: its commands see this change after agentenv down --env ${name} and agentenv up --env ${name}`;
+      const set = await agentenv(["secret", "set", "UP_TOKEN", "--env", name], { stdin: "v" });
+      expect(set.code).toBe(0);
+      expect(set.stderr).toContain(notice);
+      // every environment's secret concerns it too; another environment's does not
+      const all = await agentenv(["secret", "set", "UP_ALL"], { stdin: "v" });
+      expect(all.stderr).toContain(notice);
+      const other = await agentenv(["secret", "set", "UP_OTHER", "--env", `${name}-other`], { stdin: "v" });
+      expect(other.stderr).not.toContain("is running");
+      const rm = await agentenv(["secret", "rm", "UP_TOKEN", "--env", name]);
+      expect(rm.code).toBe(0);
+      expect(rm.stderr).toContain(notice);
+      for (const [secret, scope] of [["UP_ALL", []], ["UP_OTHER", ["--env", `${name}-other`]]] as const) await agentenv(["secret", "rm", secret, ...scope]);
+    } finally {
+      await agentenv(["down", "--env", name]);
+    }
   });
 
   test("a value comes from stdin only; bad names are refused", async () => {

