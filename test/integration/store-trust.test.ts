@@ -25,6 +25,8 @@ export default { ...base, mounts: [...(base.mounts ?? []), { source: ${JSON.stri
 `,
 });
 
+const dataHome = tempTree({}, "agentenv-data-");
+
 /** Run in a session: edits its Nix database as a hostile session could. */
 const forgeScript = `import { Database } from "bun:sqlite";
 const db = new Database("/nix/var/nix/db/db.sqlite");
@@ -57,7 +59,8 @@ afterAll(async () => {
 });
 
 describe.each(strategies)("promotion into the golden store checks what it publishes: $name", ({ volume, clone }) => {
-  const env = { AGENTENV_STORE_VOLUME: volume, XDG_CONFIG_HOME: configHome, ...clone };
+  // a data dir of its own too: secrets other tests left in the shared one use another key
+  const env = { AGENTENV_STORE_VOLUME: volume, XDG_CONFIG_HOME: configHome, XDG_DATA_HOME: dataHome, ...clone };
   /** A session running SCRIPT; its own failure fails the test, with what it said. */
   async function run(script: string, project = tempTree({ "forge.ts": forgeScript })) {
     const result = await agentenv(["run", project, "--", "sh", "-c", script], { env });
