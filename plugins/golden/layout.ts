@@ -56,6 +56,24 @@ export async function cp(args: string[], what: string): Promise<void> {
   if ((await child.exited) !== 0) throw new Error(`${what} failed: ${(await new Response(child.stderr).text()).trim()}`);
 }
 
+function readdirOrEmpty(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Whether PID is a live process (signal 0 checks without sending anything). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 export class GoldenStore {
   constructor(readonly root: string) {}
 
@@ -64,6 +82,10 @@ export class GoldenStore {
   }
   get sessionsDir() {
     return join(this.root, "sessions");
+  }
+  /** where a session's directory goes to be deleted: outside sessions/, so a removal killed midway is never taken for a session */
+  get trashDir() {
+    return join(this.root, "trash");
   }
   layerDir(id: string) {
     return join(this.layersDir, id);
@@ -125,7 +147,8 @@ export class GoldenStore {
 
   sessionNames(): string[] {
     try {
-      return readdirSync(this.sessionsDir);
+      // ".gone-…": a removal that older versions made inside sessions/ and that was killed midway
+      return readdirSync(this.sessionsDir).filter((name) => !name.startsWith(".gone-"));
     } catch {
       return [];
     }
@@ -165,8 +188,11 @@ export class GoldenStore {
     const dir = this.sessionDir(name);
     // detach when busy (a host shell inside it): the clone is discarded either way
     for (const point of await mountsUnder(dir)) unmount(point, { detachWhenBusy: true });
-    // out of sessions/ in one step, so no one sees it half-deleted
-    const gone = join(this.sessionsDir, `.gone-${name}-${process.pid}`);
+    this.emptyTrash();
+    // out of sessions/ in one step, so no one sees it half-deleted, nor takes what a kill
+    // leaves of it for a session (a detached one would block `store reset` for ever)
+    mkdirSync(this.trashDir, { recursive: true });
+    const gone = join(this.trashDir, `${name}-${process.pid}`);
     try {
       renameSync(dir, gone);
     } catch (error) {
@@ -174,6 +200,23 @@ export class GoldenStore {
       throw error;
     }
     rmSync(gone, { recursive: true, force: true });
+  }
+
+  /**
+   * Finishes removals that were killed midway: entries in trash/ (and `.gone-` ones older
+   * versions left in sessions/) whose agentenv process is gone. Nothing is mounted in them:
+   * a removal unmounts before it moves the directory.
+   */
+  emptyTrash(): void {
+    const leftovers = [
+      ...readdirOrEmpty(this.trashDir).map((name) => join(this.trashDir, name)),
+      ...readdirOrEmpty(this.sessionsDir).filter((name) => name.startsWith(".gone-")).map((name) => join(this.sessionsDir, name)),
+    ];
+    for (const path of leftovers) {
+      const pid = Number(path.slice(path.lastIndexOf("-") + 1));
+      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) continue;
+      rmSync(path, { recursive: true, force: true });
+    }
   }
 
   /**

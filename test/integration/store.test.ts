@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, entry, isolatedEnv, tempTree } from "../helpers/cli.ts";
 import { derivationExpr, expectNoStackTrace, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
@@ -258,5 +258,27 @@ describe("the golden store", () => {
     const s = await status();
     expect(s).toMatchObject({ layers: 1, paths: 0 });
     expect(s.lastPromotion).toBeUndefined();
+  });
+
+  test("a session's removal killed midway is never taken for a session: the next session's end finishes it, and reset is not blocked", async () => {
+    const root = (await status()).root as string;
+    // what a kill during removeSession's delete leaves: the moved directory, its record saying detached
+    const record = JSON.stringify({ container: "agentenv-gone", stack: ["0"], detached: true });
+    const legacy = join(root, "sessions", ".gone-agentenv-gone-2147483646");
+    const trashed = join(root, "trash", "agentenv-gone2-2147483646");
+    const leave = () => {
+      for (const dir of [legacy, trashed]) {
+        mkdirSync(join(dir, "upper"), { recursive: true });
+        writeFileSync(join(dir, "session.json"), record);
+      }
+    };
+    leave();
+    const reset = await agentenv(["store", "reset", "--yes"], { env });
+    expect(reset.stderr).not.toContain("in use");
+    expect(reset.code).toBe(0);
+    leave();
+    expect((await run(tempTree(), ["true"])).code).toBe(0);
+    expect(existsSync(legacy)).toBe(false);
+    expect(existsSync(trashed)).toBe(false);
   });
 });
