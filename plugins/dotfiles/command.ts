@@ -8,7 +8,7 @@ import { commandContext, prepareSession, runPrepared } from "../../core/session.
 import { checkName, checkShell, describeRecord, type EnvRecord } from "../env/home.ts";
 import { recordOf, requireHome, updateRecord } from "../env/lifecycle.ts";
 import { hasOverlay } from "./index.ts";
-import { checkOverlayPath, readOverlay, writeOverlay } from "./overlay.ts";
+import { checkOverlayPath, readOverlay, updateOverlay } from "./overlay.ts";
 import { logPath } from "./result.ts";
 import { checkManager, checkRef, checkSetup, checkTimeout, resolveDotfilesUrl } from "./repo.ts";
 
@@ -158,8 +158,8 @@ export const overlay = defineCommand({
       return 0;
     }
     const path = checkOverlayPath(args.path);
-    const stored = readOverlay(name);
     if (action === "cat") {
+      const stored = readOverlay(name);
       const file = Object.hasOwn(stored.files, path) ? stored.files[path] : undefined;
       if (!file) throw new UserError(`the overlay of environment ${name} has no ${path}`);
       process.stdout.write(Buffer.from(file.data, "base64"));
@@ -167,21 +167,23 @@ export const overlay = defineCommand({
     }
     const log = logFor(args);
     if (action === "rm") {
-      if (!Object.hasOwn(stored.files, path)) throw new UserError(`the overlay of environment ${name} has no ${path}`);
-      delete stored.files[path];
-      writeOverlay(name, stored);
+      updateOverlay(name, (stored) => {
+        if (!Object.hasOwn(stored.files, path)) throw new UserError(`the overlay of environment ${name} has no ${path}`);
+        delete stored.files[path];
+      });
       log.success(`${path} removed from the overlay of environment ${name} (a copy already written to the home stays there)`);
       return 0;
     }
-    // a file where another is a directory (or the reverse) could never be written
-    const clash = Object.keys(stored.files).find((other) => other !== path && (other.startsWith(`${path}/`) || path.startsWith(`${other}/`)));
-    if (clash) throw new UserError(`${path} and ${clash} cannot both be in the overlay: one is a directory of the other`, `remove one first: agentenv env overlay ${name} rm ${clash}`);
     const modeFlag = parseMode(args.mode);
     // add: the environment must exist, so a misspelt name is caught
     await requireHome(await commandContext(args), name);
     const { data, mode } = await overlayContent(args.from);
-    stored.files[path] = { mode: modeFlag ?? mode, data: data.toString("base64") };
-    writeOverlay(name, stored);
+    updateOverlay(name, (stored) => {
+      // a file where another is a directory (or the reverse) could never be written
+      const clash = Object.keys(stored.files).find((other) => other !== path && (other.startsWith(`${path}/`) || path.startsWith(`${other}/`)));
+      if (clash) throw new UserError(`${path} and ${clash} cannot both be in the overlay: one is a directory of the other`, `remove one first: agentenv env overlay ${name} rm ${clash}`);
+      stored.files[path] = { mode: modeFlag ?? mode, data: data.toString("base64") };
+    });
     log.success(`${path} (${formatBytes(data.length)}) added to the overlay of environment ${name}; its next session writes it to ~/${path}`);
     return 0;
   },

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "pathe";
 import { UserError } from "../../core/errors.ts";
+import { lockFile } from "../../core/linux.ts";
 import { readVault, removeVault, writeVault } from "../../core/vault.ts";
 import { overlayFile } from "./index.ts";
 import { isInsideHome, stateDir, touchesState } from "../env/home.ts";
@@ -26,6 +27,24 @@ export function readOverlay(env: string): Overlay {
 export function writeOverlay(env: string, overlay: Overlay): void {
   if (Object.keys(overlay.files).length) writeVault(overlayFile(env), purpose(env), overlay);
   else removeVault(overlayFile(env));
+}
+
+/**
+ * Reads, changes and writes ENV's overlay under an exclusive lock: two `overlay add` at once
+ * both land (without it the last writer wins and the other's file is lost).
+ */
+export function updateOverlay<T>(env: string, change: (overlay: Overlay) => T): T {
+  const file = overlayFile(env);
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  const lock = lockFile(`${file}.lock`, "exclusive")!;
+  try {
+    const overlay = readOverlay(env);
+    const result = change(overlay);
+    writeOverlay(env, overlay);
+    return result;
+  } finally {
+    lock.release();
+  }
 }
 
 /** HOME_PATH → a clean path relative to HOME; absolute paths, `..` and agentenv's own state are refused. */

@@ -30,6 +30,17 @@ describe.concurrent("two commands at once", () => {
     expect(listed.sort()).toEqual([...names].sort());
   }, slow);
 
+  test("10 `env overlay add` of different files at once: all 10 are there", async () => {
+    const name = `${prefix}-overlay`;
+    const env = { XDG_DATA_HOME: tempTree() };
+    expect((await run(["env", "create", name, tempTree({ ".bashrc": "" })], { env })).code).toBe(0);
+    const paths = Array.from({ length: 10 }, (_, i) => `.config/concurrent/file-${i}`);
+    const results = await Promise.all(paths.map((path) => run(["env", "overlay", name, "add", path], { env, stdin: `content of ${path}\n` })));
+    expect(results.map((r) => r.code)).toEqual(paths.map(() => 0));
+    const listed = JSON.parse((await run(["env", "overlay", name, "ls", "--json"], { env })).stdout).map((f: { path: string }) => f.path);
+    expect(listed.sort()).toEqual([...paths].sort());
+  }, slow);
+
   test("env reset while a session starts: one waits or refuses, the session's files are never lost", async () => {
     const name = `${prefix}-reset`;
     expect((await run(["env", "create", name, tempTree({ ".bashrc": "# v1\n" })])).code).toBe(0);
