@@ -2,7 +2,7 @@ import { createReadStream } from "node:fs";
 import { createGunzip } from "node:zlib";
 import { UserError, messageOf } from "../../core/errors.ts";
 import { containerHome } from "../../core/plan.ts";
-import { recordPath } from "./home.ts";
+import { linkLeaves, recordPath } from "./home.ts";
 
 /**
  * An archive to fill a home from (`env import`, `env reset` of an imported environment)
@@ -105,40 +105,14 @@ function homePath(name: string): { path: string } | { why: string } {
 /**
  * Whether the link at NAME → TARGET leads out of the home, followed through the archive's
  * other LINKS as the container would follow it: an absolute target is a container path
- * (/root/… is the home), a loop leads nowhere safe.
+ * (/root/… is the home; the store may be named).
  */
 function leavesHome(name: string, target: string, links: Map<string, string>): boolean {
-  let at = name.split("/").slice(0, -1);
-  let pending: string[] = [];
-  const follow = (to: string): "in" | "store" | "out" => {
-    if (!to.startsWith("/")) {
-      pending = [...to.split("/"), ...pending];
-      return "in";
-    }
-    if (to.startsWith(storeMount)) return "store";
+  return linkLeaves(name, target, (parts) => links.get(parts.join("/")), (to) => {
+    if (to.startsWith(storeMount)) return "allowed";
     if (to !== containerHome && !to.startsWith(`${containerHome}/`)) return "out";
-    at = [];
-    pending = [...to.slice(containerHome.length).split("/"), ...pending];
-    return "in";
-  };
-  let step = follow(target);
-  for (let hops = 0; step === "in"; ) {
-    const part = pending.shift();
-    if (part === undefined) return false;
-    if (part === "" || part === ".") continue;
-    if (part === "..") {
-      if (!at.length) return true;
-      at.pop();
-      continue;
-    }
-    at.push(part);
-    const link = links.get(at.join("/"));
-    if (link === undefined) continue;
-    if (++hops > 40) return true;
-    at.pop();
-    step = follow(link);
-  }
-  return step === "out";
+    return to.slice(containerHome.length).split("/");
+  });
 }
 
 /** The directories above PATH, top first: a/b/c → a, a/b. */

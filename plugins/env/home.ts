@@ -223,3 +223,51 @@ export function stateValue(dir: string, file: string): string | undefined {
 export function hasFlake(dir: string): boolean {
   return mtime(dir, "flake.nix") !== undefined;
 }
+
+/**
+ * Whether the link at REL → TARGET (REL relative to a tree: a template, an archive's
+ * home) leads out of the tree, followed as the kernel follows it: part by part, each link
+ * met on the way replaced by its own target (LINK_AT gives it, undefined for no link)
+ * before a later ".." applies — so `escape → sub/up/../x` with `sub/up → ..` leads out,
+ * though its text stays inside. ABSOLUTE says where an absolute target lands: at parts
+ * inside the tree, "out", or "allowed" (a place outside a link may name, e.g. the store).
+ * A climb above the tree or more than 40 links leads out.
+ */
+export function linkLeaves(
+  rel: string,
+  target: string,
+  linkAt: (parts: readonly string[]) => string | undefined,
+  absolute: (target: string) => string[] | "out" | "allowed",
+): boolean {
+  let at = rel.split("/").slice(0, -1);
+  let pending: string[] = [];
+  const follow = (to: string): "in" | "out" | "allowed" => {
+    if (!to.startsWith("/")) {
+      pending = [...to.split("/"), ...pending];
+      return "in";
+    }
+    const lands = absolute(to);
+    if (typeof lands === "string") return lands;
+    at = [];
+    pending = [...lands, ...pending];
+    return "in";
+  };
+  let step = follow(target);
+  for (let hops = 0; step === "in"; ) {
+    const part = pending.shift();
+    if (part === undefined) return false;
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (!at.length) return true;
+      at.pop();
+      continue;
+    }
+    at.push(part);
+    const link = linkAt(at);
+    if (link === undefined) continue;
+    if (++hops > 40) return true;
+    at.pop();
+    step = follow(link);
+  }
+  return step === "out";
+}

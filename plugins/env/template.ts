@@ -3,6 +3,7 @@ import { isAbsolute, join, resolve } from "pathe";
 import { writeEmbedded } from "../../core/embedded.ts";
 import { UserError } from "../../core/errors.ts";
 import { refuseSharedPath } from "../../core/hostpaths.ts";
+import { linkLeaves } from "./home.ts";
 
 export interface TemplateScan {
   /** absolute path of the template directory */
@@ -64,37 +65,20 @@ export function scanTemplate(path: string): TemplateScan {
 }
 
 /**
- * Whether the link at REL (inside the template DIR) → TARGET leads out of it, followed as
- * the kernel follows it in the copy: part by part, each link met on the way (the
- * template's other links) replaced by its own target before a later ".." applies — so
- * `escape → sub/up/../x` with `sub/up → ..` leads out, though its text stays inside. An
- * absolute target, a climb above the template or a loop leads out.
+ * Whether the link at REL (inside the template DIR) → TARGET leads out of it, followed
+ * through the template's other links as the copy would follow them (see linkLeaves). An
+ * absolute target leads out.
  */
 export function leavesTemplate(dir: string, rel: string, target: string): boolean {
-  let at = rel.split("/").slice(0, -1);
-  let pending = target.split("/");
-  for (let hops = 0; pending.length; ) {
-    const part = pending.shift()!;
-    if (part === "" || part === ".") continue;
-    if (part === "..") {
-      if (!at.length) return true;
-      at.pop();
-      continue;
-    }
-    at.push(part);
-    let link: string;
+  const linkAt = (parts: readonly string[]) => {
     try {
-      if (!lstatSync(join(dir, ...at)).isSymbolicLink()) continue;
-      link = readlinkSync(join(dir, ...at));
+      return lstatSync(join(dir, ...parts)).isSymbolicLink() ? readlinkSync(join(dir, ...parts)) : undefined;
     } catch {
       // nothing there (yet): the rest of the path is plain names and ".."
-      continue;
+      return undefined;
     }
-    if (++hops > 40 || isAbsolute(link)) return true;
-    at.pop();
-    pending = [...link.split("/"), ...pending];
-  }
-  return false;
+  };
+  return linkLeaves(rel, target, linkAt, () => "out");
 }
 
 /** zsh when the template configures zsh, bash when it configures only bash; else the image decides. */
