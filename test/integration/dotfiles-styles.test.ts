@@ -3,6 +3,7 @@ import { cpSync, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync,
 import { hostname } from "node:os";
 import { join } from "pathe";
 import { agentenv as cli, entry, isolatedHome, repoRoot, tempTree, type CliResult } from "../helpers/cli.ts";
+import { envNames, volumeDir } from "../helpers/envs.ts";
 import { leftoverContainers, requireImage } from "../helpers/engine.ts";
 
 /**
@@ -12,7 +13,7 @@ import { leftoverContainers, requireImage } from "../helpers/engine.ts";
  * real git repositories and set up by real sessions on Podman. Terminals are tmux.
  */
 const prefix = `s${process.pid}`;
-const made: string[] = [];
+const { envName, made } = envNames(prefix);
 const dataHome = tempTree({}, "agentenv-data-");
 const fixtures = join(repoRoot, "test/fixtures/dotfiles");
 const session = `agentenv-dotfiles-${process.pid}`;
@@ -20,16 +21,6 @@ const state = ".local/state/agentenv";
 
 function agentenv(args: string[]): Promise<CliResult> {
   return cli(args, { env: { XDG_DATA_HOME: dataHome } });
-}
-
-function envName(what: string): string {
-  const name = `${prefix}-${what}`;
-  made.push(name);
-  return name;
-}
-
-function volumeDir(name: string): string {
-  return Bun.spawnSync(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", `agentenv-env-${name}`]).stdout.toString().trim();
 }
 
 function git(dir: string, ...args: string[]): void {

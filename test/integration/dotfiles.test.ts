@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv as cli, isolatedHome, tempTree, type CliResult } from "../helpers/cli.ts";
+import { envNames, volumeDir } from "../helpers/envs.ts";
 import { expectNoStackTrace, leftoverContainers, requireImage } from "../helpers/engine.ts";
 
 /**
@@ -10,22 +11,12 @@ import { expectNoStackTrace, leftoverContainers, requireImage } from "../helpers
  * so no other test's sessions get its secrets.
  */
 const prefix = `d${process.pid}`;
-const made: string[] = [];
+const { envName, made } = envNames(prefix);
 const dataHome = tempTree({}, "agentenv-data-");
 const xdg = { XDG_DATA_HOME: dataHome };
 
 function agentenv(args: string[], options: { env?: Record<string, string>; stdin?: string; cwd?: string } = {}): Promise<CliResult> {
   return cli(args, { ...options, env: { ...xdg, ...options.env } });
-}
-
-function envName(what: string): string {
-  const name = `${prefix}-${what}`;
-  made.push(name);
-  return name;
-}
-
-function volumeDir(name: string): string {
-  return Bun.spawnSync(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", `agentenv-env-${name}`]).stdout.toString().trim();
 }
 
 function git(dir: string, ...args: string[]): string {

@@ -2,27 +2,13 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, isolatedHome, repoRoot, tempTree, rootless } from "../helpers/cli.ts";
+import { envNames, volumeDir, volumeExists } from "../helpers/envs.ts";
 import { derivationExpr, devShellFlake, expectNoStackTrace, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /** Environments on real Podman, with the input-less fixture home (test/fixtures/env). */
 const fixture = join(repoRoot, "test", "fixtures", "env");
 const prefix = `t${process.pid}`;
-const made: string[] = [];
-
-/** A fresh environment name for one test (removed after the file). */
-function envName(what: string): string {
-  const name = `${prefix}-${what}`;
-  made.push(name);
-  return name;
-}
-
-function volumeExists(name: string): boolean {
-  return Bun.spawnSync(["podman", "volume", "exists", `agentenv-env-${name}`]).exitCode === 0;
-}
-
-function volumeDir(name: string): string {
-  return Bun.spawnSync(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", `agentenv-env-${name}`]).stdout.toString().trim();
-}
+const { envName, made } = envNames(prefix);
 
 async function create(name: string, template = fixture, ...extra: string[]) {
   const result = await agentenv(["env", "create", name, template, ...extra]);

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "pathe";
 import { agentenv, isolatedHome, repoRoot, tempTree, type CliResult } from "../helpers/cli.ts";
+import { envNames, volumeDir, volumeExists } from "../helpers/envs.ts";
 import { expectNoStackTrace, requireImage } from "../helpers/engine.ts";
 
 /**
@@ -14,21 +15,7 @@ import { expectNoStackTrace, requireImage } from "../helpers/engine.ts";
  */
 const fixture = join(repoRoot, "test", "fixtures", "env");
 const prefix = `h${process.pid}`;
-const made: string[] = [];
-
-function envName(what: string): string {
-  const name = `${prefix}-${what}`;
-  made.push(name);
-  return name;
-}
-
-function volumeExists(name: string): boolean {
-  return Bun.spawnSync(["podman", "volume", "exists", `agentenv-env-${name}`]).exitCode === 0;
-}
-
-function volumeDir(name: string): string {
-  return Bun.spawnSync(["podman", "volume", "inspect", "--format", "{{.Mountpoint}}", `agentenv-env-${name}`]).stdout.toString().trim();
-}
+const { envName, made } = envNames(prefix);
 
 /** What this host keeps about NAME (agentenv's state dir in the isolated HOME). */
 function hostRecordFile(name: string): string {
