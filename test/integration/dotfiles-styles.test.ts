@@ -3,6 +3,7 @@ import { cpSync, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync,
 import { hostname } from "node:os";
 import { join } from "pathe";
 import { agentenv as cli, entry, isolatedHome, repoRoot, tempTree, type CliResult } from "../helpers/cli.ts";
+import { terminal } from "../helpers/terminal.ts";
 import { envNames, volumeDir } from "../helpers/envs.ts";
 import { leftoverContainers, requireImage } from "../helpers/engine.ts";
 
@@ -75,18 +76,7 @@ function lastSetup(name: string): Record<string, string> {
 }
 
 // a real terminal: tmux, driven with send-keys, read with capture-pane
-const tmux = (...args: string[]) => Bun.spawnSync(["tmux", ...args]);
-const screen = () => tmux("capture-pane", "-p", "-J", "-t", session).stdout.toString();
-
-async function waitFor(pattern: RegExp, timeoutMs = 60_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const text = screen();
-    if (pattern.test(text)) return text;
-    await Bun.sleep(100);
-  }
-  throw new Error(`timed out waiting for ${pattern}; screen:\n${screen()}`);
-}
+const { tmux, screen, waitFor } = terminal(session);
 
 /** `agentenv ARGS` in a tmux terminal; its exit code goes to the returned file. */
 function inTerminal(args: string[]): string {
