@@ -6,9 +6,6 @@ import { containerHome } from "../../core/plan.ts";
 import { isSystemPath, ownDirIn } from "../../core/hostpaths.ts";
 import { isUnder, projectOf } from "../../core/trust.ts";
 
-// the rules for host paths shared with a container live in core; re-exported while callers move
-export { refuseSharedPath } from "../../core/hostpaths.ts";
-
 /**
  * Roots: the host directories an environment container may see, each mounted at its
  * own absolute path. Everything outside them stays on the host.
