@@ -261,7 +261,10 @@ describe("the golden store", () => {
   });
 
   test("a session's removal killed midway is never taken for a session: the next session's end finishes it, and reset is not blocked", async () => {
+    // the store exists (a session seeds it), so its directory is known
+    expect((await run(tempTree(), ["true"])).code).toBe(0);
     const root = (await status()).root as string;
+    expect(root).toStartWith("/");
     // what a kill during removeSession's delete leaves: the moved directory, its record saying detached
     const record = JSON.stringify({ container: "agentenv-gone", stack: ["0"], detached: true });
     const legacy = join(root, "sessions", ".gone-agentenv-gone-2147483646");
