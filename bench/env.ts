@@ -30,6 +30,9 @@ const volumes = [`agentenv-env-${id}`, `agentenv-env-${id}-big`, `agentenv-${id}
 const lines: string[] = [];
 try {
   // 1. second boot with an environment (fixture template: a tools flake with no inputs)
+  // a trusted project: an untrusted one keeps nothing in the golden store, so the tools
+  // would be built again at every boot (README: Security model, known limits)
+  time([binary, "trust", project]);
   time([binary, "env", "create", id, join(root, "test", "fixtures", "env")]);
   time([binary, "run", "--env", id, project, "--", "true"]); // first boot: installs the tools
   time([binary, "run", project, "--", "true"]);
