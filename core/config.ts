@@ -370,13 +370,15 @@ export async function loadConfig(options: {
   }
   let trust: ProjectTrust | undefined;
   if (options.project !== undefined) {
-    const found = findProjectConfig(options.project, env.HOME || homedir());
+    const passedOver: Array<{ file: string; why: string }> = [];
+    const found = findProjectConfig(options.project, env.HOME || homedir(), passedOver);
     const projectFile = found && found !== userFile ? found : undefined;
     const records = readTrust(env);
     const home = env.HOME || homedir();
     trust = projectTrust(options.project, projectFile, trees, records, home);
     const untrustedRoot = options.roots?.map((root) => projectTrust(root, undefined, trees, records, home)).find((t) => !t.trusted);
     if (untrustedRoot) trust = { ...trust, project: untrustedRoot.project, trusted: false, via: undefined };
+    if (passedOver.length) trust.passedOver = passedOver;
     if (projectFile && trust.config?.status === "trusted") {
       const config = await importConfigFile(projectFile);
       if (config.trust !== undefined) throw new UserError(`config ${projectFile}: trust belongs in your user config (${userFile}), not a project's`);

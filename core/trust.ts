@@ -42,6 +42,8 @@ export interface ProjectTrust {
   via?: "tree" | "record";
   /** the project config found for it, and whether it may be imported */
   config?: { file: string; status: ConfigTrust };
+  /** config files on the way that were not considered at all, and why */
+  passedOver?: Array<{ file: string; why: string }>;
 }
 
 /** PATH is ROOT or inside it. */
@@ -106,22 +108,27 @@ export function projectOf(dir: string, home = homedir()): string {
  * A config file agentenv may consider at all: a regular file owned by the user and not
  * writable by group or others (anyone else who can write it could run code as the user).
  */
-function ownConfigFile(file: string, uid = process.getuid?.()): boolean {
+function whyNotOwn(file: string, uid = process.getuid?.()): string | undefined {
   const stat = statSync(file, { throwIfNoEntry: false });
-  if (!stat?.isFile()) return false;
-  if (uid !== undefined && stat.uid !== uid) return false;
-  return (stat.mode & 0o022) === 0;
+  if (!stat) return "missing";
+  if (!stat.isFile()) return "not a file";
+  if (uid !== undefined && stat.uid !== uid) return "owned by another user";
+  if (stat.mode & 0o022) return "writable by group or others";
+  return undefined;
 }
 
 /**
  * The project config nearest to DIR: DIR itself, then its parents, stopping at the
  * repository root (a directory holding `.git`), at HOME, or at `/`. Files not owned by
- * the user, or writable by others, are passed over.
+ * the user, or writable by group or others, are passed over; PASSED_OVER collects them
+ * with why, so a session can say so (a umask of 002 makes one's own files group-writable).
  */
-export function findProjectConfig(dir: string, home = homedir()): string | undefined {
+export function findProjectConfig(dir: string, home = homedir(), passedOver: Array<{ file: string; why: string }> = []): string | undefined {
   for (let current = resolve(dir); ; current = dirname(current)) {
     const candidate = join(current, projectConfigName);
-    if (ownConfigFile(candidate)) return candidate;
+    const why = whyNotOwn(candidate);
+    if (!why) return candidate;
+    if (why !== "missing") passedOver.push({ file: candidate, why });
     if (existsSync(join(current, ".git")) || current === home || current === "/") return undefined;
   }
 }
@@ -182,6 +189,14 @@ export function untrustProject(dir: string, env: Record<string, string | undefin
 
 /** The one line a session prints when its project is not (fully) trusted; undefined when it is. */
 export function trustNotice(trust: ProjectTrust): string | undefined {
+  const skipped = trust.passedOver?.[0];
+  const main = projectNotice(trust);
+  if (!skipped || trust.config) return main;
+  const note = `${skipped.file} is passed over (${skipped.why}; chmod go-w it if it is yours)`;
+  return main ? `${note}; ${main}` : note;
+}
+
+function projectNotice(trust: ProjectTrust): string | undefined {
   const fix = `agentenv trust ${trust.project}`;
   if (trust.config?.status === "changed") {
     const rest = trust.trusted ? "" : "; the project is not trusted: no secrets, and its store changes are not kept";

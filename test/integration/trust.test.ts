@@ -98,6 +98,7 @@ describe("project config is trusted explicitly", () => {
     chmodSync(config, 0o666);
     const run = await agentenv(["run", repo, "--", "sh", "-c", 'echo "${FROM_PROJECT:-unset}"']);
     expect(run.stdout).toBe("unset\n");
+    expect(run.stderr).toBe(`⚠ ${config} is passed over (writable by group or others; chmod go-w it if it is yours)\n`);
     expect(existsSync(marker)).toBe(false);
   });
 
