@@ -413,6 +413,9 @@ export async function loadConfig(options: {
   const resolved = mergeLayers(layers, env);
   resolved.trust = trust;
   // an untrusted project reads the golden store and keeps nothing in it
-  if (trust && !trust.trusted && resolved.store === "golden") resolved.store = "ephemeral";
+  if (trust && !trust.trusted && resolved.store === "golden") {
+    resolved.store = "ephemeral";
+    trust.storeWithheld = true;
+  }
   return resolved;
 }

@@ -44,6 +44,8 @@ export interface ProjectTrust {
   config?: { file: string; status: ConfigTrust };
   /** config files on the way that were not considered at all, and why */
   passedOver?: Array<{ file: string; why: string }>;
+  /** the golden store the config asked for became a thrown-away clone (as `--store ephemeral`) because the project is untrusted */
+  storeWithheld?: boolean;
 }
 
 /** PATH is ROOT or inside it. */

@@ -1,5 +1,5 @@
 #!/bin/sh
-# agentenv-install-tools [--force]: installs the default package of ~/flake.nix
+# agentenv-install-tools [--force] [--from DIR]: installs the default package of ~/flake.nix
 # into this environment's own Nix profile, ~/.local/state/agentenv/profile
 # (inside the home, so one environment's tools never reach another's PATH).
 # The entrypoint runs it when ~/flake.nix or ~/flake.lock changed; run it by
@@ -9,20 +9,35 @@
 # building ~ itself would copy the whole home into the Nix store. Keep the
 # tools flake self-contained. The content hash is recorded only after a
 # successful install, so a failed one is retried by the next session.
+#
+# --from DIR builds DIR/flake.nix and DIR/flake.lock instead: agentenv's copy
+# of the user's tools flake, installed before an untrusted project's session
+# (see plugins/env/tools.ts), whatever that project made of ~/flake.nix.
 set -eu
 
 state=$HOME/.local/state/agentenv
 force=
-case ${1:-} in
---force) force=1 ;;
-"") ;;
-*)
-	echo "usage: agentenv-install-tools [--force]" >&2
-	exit 2
-	;;
-esac
-if [ ! -e "$HOME/flake.nix" ]; then
-	echo "agentenv-install-tools: there is no ~/flake.nix to install" >&2
+from=$HOME
+while [ $# -gt 0 ]; do
+	case $1 in
+	--force) force=1 ;;
+	--from)
+		[ $# -gt 1 ] || {
+			echo "usage: agentenv-install-tools [--force] [--from DIR]" >&2
+			exit 2
+		}
+		from=$2
+		shift
+		;;
+	*)
+		echo "usage: agentenv-install-tools [--force] [--from DIR]" >&2
+		exit 2
+		;;
+	esac
+	shift
+done
+if [ ! -e "$from/flake.nix" ]; then
+	echo "agentenv-install-tools: there is no $from/flake.nix to install" >&2
 	exit 1
 fi
 mkdir -p "$state"
@@ -36,9 +51,9 @@ flock 9
 # build runs is not recorded as installed, so the next session picks it up.
 rm -rf "$state/flake.new"
 mkdir -p "$state/flake.new"
-cp "$HOME/flake.nix" "$state/flake.new/flake.nix"
-if [ -e "$HOME/flake.lock" ]; then
-	cp "$HOME/flake.lock" "$state/flake.new/flake.lock"
+cp "$from/flake.nix" "$state/flake.new/flake.nix"
+if [ -e "$from/flake.lock" ]; then
+	cp "$from/flake.lock" "$state/flake.new/flake.lock"
 fi
 hash=$(cat "$state/flake.new/flake.nix" "$state/flake.new/flake.lock" 2>/dev/null | sha256sum)
 hash=${hash%% *}

@@ -7,5 +7,9 @@ import profile from "./profile/index.ts";
 import secrets from "./secrets/index.ts";
 import wrap from "./wrap/index.ts";
 
-/** The built-in plugins, in the order their hooks run (before any user plugin). */
-export const builtinPlugins: readonly Plugin[] = [golden, env, profile, dotfiles, secrets, nix, wrap];
+/**
+ * The built-in plugins, in the order their hooks run (before any user plugin). env starts
+ * before golden: an untrusted project's session installs its environment's tools into the
+ * golden store (plugins/env/tools.ts) before its own clone of that store is made.
+ */
+export const builtinPlugins: readonly Plugin[] = [env, golden, profile, dotfiles, secrets, nix, wrap];

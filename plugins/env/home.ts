@@ -153,6 +153,11 @@ export function inHome(dir: string, rel: string): string | undefined {
 
 /** A file of the home, when it is a plain file (not a link, FIFO or device) of at most LIMIT bytes. */
 export function readHomeFile(dir: string, rel: string, limit = 1 << 20): string | undefined {
+  return readHomeBytes(dir, rel, limit)?.toString("utf8");
+}
+
+/** The bytes of a file of the home, as `readHomeFile` reads it. */
+export function readHomeBytes(dir: string, rel: string, limit = 1 << 20): Buffer | undefined {
   const path = inHome(dir, rel);
   if (!path) return undefined;
   let fd: number;
@@ -164,7 +169,7 @@ export function readHomeFile(dir: string, rel: string, limit = 1 << 20): string 
   }
   try {
     const stat = fstatSync(fd);
-    return stat.isFile() && stat.size <= limit ? readFileSync(fd, "utf8") : undefined;
+    return stat.isFile() && stat.size <= limit ? readFileSync(fd) : undefined;
   } catch {
     return undefined;
   } finally {

@@ -18,7 +18,7 @@ export default definePlugin({
       if (ctx.config.env.name) await (await session()).startEnv(ctx);
     },
     async "session:exit"(ctx) {
-      if (ctx.config.env.name) (await session()).endEnv(ctx);
+      if (ctx.config.env.name) await (await session()).endEnv(ctx);
     },
     async "store:roots"(ctx, roots) {
       await (await session()).envRoots(ctx, roots);

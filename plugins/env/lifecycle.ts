@@ -14,6 +14,7 @@ import { checkArchive } from "./archive.ts";
 import { adoptRecord, beginPending, checkRecord, endPending, hostRecord, parseRecord, pendingOps, readHostRecord, removeHostRecord, removeStrayWork, withEnvLock, workDir, writeHostRecord, type PendingOp } from "./record.ts";
 import { hostUsers, registerUser } from "./session.ts";
 import { scanTemplate, writeBuiltinTemplate, type TemplateScan } from "./template.ts";
+import { keepToolsFlake } from "./tools.ts";
 
 /**
  * Everything that writes a home (create, reset, import) or reads all of it (export)
@@ -172,6 +173,7 @@ async function makeHome(ctx: BaseContext, name: string, nonce: string, record: E
     throw error;
   }
   endPending(ctx, name, nonce);
+  await keepToolsFlake(ctx, await findHome(ctx, name));
 }
 
 /** Undoes the create OP: its volume (only one carrying its nonce) and its host record go, unless both are there (it finished). */
@@ -441,6 +443,7 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
       writeHostRecord(ctx, name, record);
       crashPoint("reset:record");
       endPending(ctx, name, nonce);
+      await keepToolsFlake(ctx, found);
       return record;
     };
     const work = () => workDir(ctx, name, nonce);

@@ -20,6 +20,14 @@ export function hostRecordFile(ctx: BaseContext, name: string): string {
   return `${hostBase(ctx, name)}.json`;
 }
 
+/**
+ * The tools flake (flake.nix, flake.lock) of environment NAME as the user last had it —
+ * the copy an untrusted project's session builds and keeps, never the home's own (./tools.ts).
+ */
+export function hostToolsDir(ctx: BaseContext, name: string): string {
+  return `${hostBase(ctx, name)}.tools`;
+}
+
 /** envs/RUNTIME-NAME: the host record is BASE.json, the lock BASE.lock, unfinished commands' journals in BASE.pending/ */
 function hostBase(ctx: BaseContext, name: string): string {
   return join(agentenvDir("state"), "envs", `${ctx.runtime.name}-${name}`);
@@ -181,6 +189,7 @@ export function hostRecord(ctx: BaseContext, home: Home): EnvRecord | undefined 
 
 export function removeHostRecord(ctx: BaseContext, name: string): void {
   rmSync(hostRecordFile(ctx, name), { force: true });
+  rmSync(hostToolsDir(ctx, name), { recursive: true, force: true });
 }
 
 const hash = /^[0-9a-f]{16}$/;

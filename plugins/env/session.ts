@@ -199,13 +199,17 @@ export async function startEnv(ctx: SessionContext): Promise<void> {
   };
   if (writable) await withEnvLock(ctx, name, start);
   else await start();
+  // registered: an rm or reset now waits for this session, and its tools step with it
+  if (ctx.config.trust?.storeWithheld) await (await import("./tools.ts")).prepareTools(ctx, state.home);
 }
 
-export function endEnv(ctx: SessionContext): void {
-  const lock = states.get(ctx)?.lock;
-  if (!lock) return;
+export async function endEnv(ctx: SessionContext): Promise<void> {
+  const state = states.get(ctx);
+  if (!state?.lock) return;
+  // what a trusted session leaves in ~/flake.nix is the user's: later untrusted sessions build it
+  if (ctx.config.trust?.trusted && state.home.dir) await (await import("./tools.ts")).keepToolsFlake(ctx, state.home);
   crashPoint("session:exit");
-  lock.release();
+  state.lock.release();
 }
 
 /** `store:roots`: every environment's installed tools survive `agentenv store gc`, mounted or not. */

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
-import { agentenv as cli, tempTree, type CliResult } from "../helpers/cli.ts";
+import { agentenv as cli, repoRoot, tempTree, type CliResult } from "../helpers/cli.ts";
 import { derivationExpr, expectNoStackTrace, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /**
@@ -32,8 +32,14 @@ function hostileRepo(): { repo: string; marker: string; config: string } {
   return { repo, marker, config };
 }
 
+/** environments this file made */
+const envs: string[] = [];
+
 beforeAll(() => requireImage());
-afterAll(() => removeStoreVolume(volume));
+afterAll(() => {
+  removeStoreVolume(volume);
+  for (const name of envs) Bun.spawnSync(["podman", "volume", "rm", "--force", `agentenv-env-${name}`]);
+});
 
 describe("project config is trusted explicitly", () => {
   test("an untrusted config runs nowhere: run, env list, doctor, a typo, in the repo or below it", async () => {
@@ -161,5 +167,46 @@ describe("an untrusted project's sessions", () => {
     const keptPath = kept.stdout.trim().split("\n").pop()!;
     const later = await agentenv(["run", untrusted, "--", "sh", "-c", `test -e ${keptPath} && echo there`]);
     expect(later.stdout).toBe("there\n");
+  });
+
+  test("keep their environment's own tools cached: built from the host's copy in a step of their own, never from what the project left", async () => {
+    const name = `t${process.pid}-tools`;
+    envs.push(name);
+    expect((await agentenv(["env", "create", name, join(repoRoot, "test/fixtures/env")])).code).toBe(0);
+    const untrusted = realpathSync(tempTree());
+    const stepLine = `environment ${name}: installing its ~/flake.nix tools into the golden store, before the project's code runs`;
+
+    // first untrusted session: the tools step builds and promotes them, the session itself builds nothing
+    const first = await agentenv(["run", "--env", name, untrusted, "--", "hello-env"]);
+    expect(first.stdout).toBe("hello-env v1\n");
+    expect(first.code).toBe(0);
+    expect(first.stderr).toContain(stepLine);
+    expect(first.stderr.match(/installing your tools from/g)).toHaveLength(1);
+    // the next ones find them in the golden store: no step, no Nix call
+    for (let i = 0; i < 2; i++) {
+      const next = await agentenv(["run", "--env", name, untrusted, "--", "hello-env"]);
+      expect(next.stdout).toBe("hello-env v1\n");
+      expect(next.stderr).not.toContain("installing");
+    }
+
+    // the project's code rewrites ~/flake.nix: later untrusted sessions build that in their own clone and keep nothing
+    const edit = await agentenv(["run", "--env", name, untrusted, "--", "sed", "-i", "s/hello-env v1/hello-env v2/", "/root/flake.nix"]);
+    expect(edit.code).toBe(0);
+    for (let i = 0; i < 2; i++) {
+      const edited = await agentenv(["run", "--env", name, untrusted, "--", "hello-env"]);
+      expect(edited.stdout).toBe("hello-env v2\n");
+      expect(edited.stderr).toContain(`environment ${name}: its ~/flake.nix changed since a trusted session last saw it`);
+      expect(edited.stderr).toContain("installing your tools from ~/flake.nix");
+      expect(edited.stderr).not.toContain(stepLine);
+    }
+
+    // a trusted session of the environment keeps it as the user's: untrusted sessions then find it cached
+    const trusted = realpathSync(tempTree());
+    expect((await agentenv(["trust", trusted])).code).toBe(0);
+    expect((await agentenv(["run", "--env", name, trusted, "--", "hello-env"])).stdout).toBe("hello-env v2\n");
+    const after = await agentenv(["run", "--env", name, untrusted, "--", "hello-env"]);
+    expect(after.stdout).toBe("hello-env v2\n");
+    expect(after.stderr).not.toContain("installing");
+    expect(after.stderr).not.toContain("changed since");
   });
 });
