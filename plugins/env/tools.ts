@@ -130,7 +130,15 @@ export async function prepareTools(ctx: SessionContext, home: Home): Promise<voi
       // the session's own stdout is the user's: Nix's output goes to stderr
       script: "exec 1>&2; exec agentenv-install-tools --from /run/agentenv/tools",
     });
-    plan.env = { ...ctx.config.extraEnv, HOME: containerHome };
+    // no Nix config, flake registry or fetcher cache from the home: a session may have planted
+    // a substituter, a hook or a redirected input there (the user's own go in extraEnv.NIX_CONFIG)
+    plan.env = {
+      ...ctx.config.extraEnv,
+      HOME: containerHome,
+      XDG_CONFIG_HOME: "/run/agentenv/tools-config",
+      XDG_CACHE_HOME: "/run/agentenv/tools-cache",
+      NIX_USER_CONF_FILES: "/run/agentenv/tools-config/nix/nix.conf",
+    };
     plan.labels[envLabel] = home.name;
     plan.extraArgs = [...ctx.config.extraRunArgs];
     if (ctx.plan.userns) plan.userns = ctx.plan.userns;

@@ -209,4 +209,20 @@ describe("an untrusted project's sessions", () => {
     expect(after.stderr).not.toContain("installing");
     expect(after.stderr).not.toContain("changed since");
   });
+
+  test("their tools step reads no Nix config from the home (a session could have planted one)", async () => {
+    const name = `t${process.pid}-nixconf`;
+    envs.push(name);
+    const template = tempTree({
+      ".config/nix/nix.conf": "post-build-hook = /root/hook.sh\n",
+      "hook.sh": "#!/bin/sh\ntouch /root/hooked\n",
+      "flake.nix": readFileSync(join(repoRoot, "test/fixtures/env/flake.nix"), "utf8"),
+    });
+    chmodSync(join(template, "hook.sh"), 0o755);
+    const created = await agentenv(["env", "create", name, template]);
+    expect(created.stderr).toContain(`environment ${name} created`);
+    const run = await agentenv(["run", "--env", name, realpathSync(tempTree()), "--", "sh", "-c", "hello-env; test -e /root/hooked && echo hooked || echo clean"]);
+    expect(run.stderr).toContain(`environment ${name}: installing its ~/flake.nix tools into the golden store`);
+    expect(run.stdout).toBe("hello-env v1\nclean\n");
+  });
 });
