@@ -5,11 +5,11 @@ import { globalArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts"
 import { UserError } from "../../core/errors.ts";
 import { callHook, type BaseContext } from "../../core/plugins.ts";
 import { commandContext } from "../../core/session.ts";
-import { ensureVolume } from "../../core/volumes.ts";
+import { crashPoint, ensureVolume } from "../../core/volumes.ts";
 import { GoldenStore, markerName, type PromotionRecord, type StoreMarker } from "./layout.ts";
 import { liveClosure, rebuild, storeStats } from "./promote.ts";
 import { formatBytes } from "../../core/log.ts";
-import { isVolumeChoice, type VolumeChoice } from "./clone.ts";
+import { isVolumeChoice, layeredStrategy, type VolumeChoice } from "./clone.ts";
 import { deadSessions, locateStore } from "./session.ts";
 import { resetVolumeStore, volumeStatus as readVolumeStatus } from "./volume.ts";
 
@@ -242,12 +242,15 @@ const reset = defineCommand({
       ctx.log.success(`golden store ${located.volume} seeded from ${ctx.config.image}`);
       return 0;
     }
-    if (located.root && located.choice?.strategy) {
-      const store = new GoldenStore(located.root);
+    // a store without its marker (a reset killed midway, a seed that died) is still checked
+    // for sessions: dead ones may have left their clones mounted inside it
+    const root = located.root ?? (layeredStrategy(located.choice) ? await ctx.runtime.volumeMountpoint(located.volume) : undefined);
+    if (root && layeredStrategy(located.choice)) {
+      const store = new GoldenStore(root);
       if (!args.yes) {
         if (!process.stdin.isTTY) throw new UserError("store reset deletes every path in the golden store: pass --yes to confirm");
-        const { paths, bytes } = storeStats(store);
-        const answer = prompt(`Delete the golden store ${located.volume} (${paths} paths, ${formatBytes(bytes)}) and seed it again from ${ctx.config.image}? [y/N]`);
+        const size = store.marker() ? storeStats(store) : undefined;
+        const answer = prompt(`Delete the golden store ${located.volume}${size ? ` (${size.paths} paths, ${formatBytes(size.bytes)})` : ""} and seed it again from ${ctx.config.image}? [y/N]`);
         if (!/^y(es)?$/i.test(answer?.trim() ?? "")) {
           console.log("cancelled");
           return 1;
@@ -259,10 +262,12 @@ const reset = defineCommand({
         if (running.length) throw new UserError(`the golden store is in use by ${running.length} session(s): ${running.join(", ")}`, "end them first");
         // from here on a starting session sees no marker and stops; dead ones' clones are unmounted
         rmSync(join(store.root, markerName), { force: true });
+        crashPoint("store-reset:unmarked");
         for (const name of dead) await store.removeSession(name);
       });
     }
     if (await ctx.runtime.volumeExists(located.volume)) await ctx.runtime.volumeRemove(located.volume);
+    crashPoint("store-reset:removed");
     await ensureVolume(ctx, { name: located.volume, labels: { "agentenv.store": "golden" } });
     ctx.log.success(`golden store ${located.volume} seeded from ${ctx.config.image}`);
     return 0;

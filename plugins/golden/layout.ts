@@ -1,7 +1,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "pathe";
 import { isLocked, lockFile, mountsUnder, unmount, withFileLock, type FileLock } from "../../core/linux.ts";
-import { writeAtomic } from "../../core/volumes.ts";
+import { crashPoint, writeAtomic } from "../../core/volumes.ts";
 
 /**
  * The golden store on disk: the directory of the engine volume that holds it.
@@ -199,6 +199,7 @@ export class GoldenStore {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
       throw error;
     }
+    crashPoint("store:trashed");
     rmSync(gone, { recursive: true, force: true });
   }
 

@@ -21,6 +21,7 @@ import {
 import { tmpdir } from "node:os";
 import { basename, join } from "pathe";
 import { syncFilesystem } from "../../core/linux.ts";
+import { crashPoint } from "../../core/volumes.ts";
 import { cp, type GoldenStore } from "./layout.ts";
 import {
   closure,
@@ -230,7 +231,9 @@ function newLayer(store: GoldenStore): { id: string; dir: string } {
 function publish(store: GoldenStore, layer: { id: string; dir: string }, stack: string[]): void {
   syncFilesystem(layer.dir);
   renameSync(layer.dir, store.layerDir(layer.id));
+  crashPoint("layer:renamed");
   store.publishStack(stack);
+  crashPoint("layer:published");
 }
 
 export interface Promotion {
@@ -261,7 +264,7 @@ function straysIn(store: string | undefined, registered: (path: string) => boole
  * closure, minus what the golden store has — which also brings back what `store gc`
  * removed meanwhile and the new paths still reference, from the session's own (still
  * present) layers. Each passes `screen` and its contents are measured against the hash
- * the session registered before anything moves; then paths are moved (rename: no copy)
+ * the session registered before anything moves; then paths are hard-linked (no data copied)
  * and their rows copied into a copy of the top database.
  */
 export async function promote(store: GoldenStore, source: string, session: { stack: readonly string[]; baseId: number }): Promise<Promotion | undefined> {
@@ -286,7 +289,9 @@ export async function promote(store: GoldenStore, source: string, session: { sta
         const registrations = readRegistrations(sessionDb, session.baseId, inGolden);
         if (registrations.length === 0) return strays.length ? { layer: "", paths: [], bytes: 0, dropped: new Map(), strays } : undefined;
         const failed = new Map<string, DropReason>();
-        const moves = new Map<string, string>();
+        // the session's own paths are hard-linked, never moved: a promotion killed midway
+        // leaves its tree whole, so an `up` container's next `down` promotes it again
+        const own = new Map<string, string>();
         const links = new Map<string, string>();
         for (const r of screen(registrations, inGolden).kept) {
           // a path the session's layers have is complete there; its upper may hold only
@@ -306,16 +311,16 @@ export async function promote(store: GoldenStore, source: string, session: { sta
           }
           if (measured !== expectedNar(r)) failed.set(r.path, "content");
           else if (layerEntry) links.set(r.path, layerEntry);
-          else moves.set(r.path, entry);
+          else own.set(r.path, entry);
         }
         const { kept, dropped } = screen(registrations, inGolden, failed);
         const promoted = kept.map((r) => r.path);
         if (promoted.length === 0) return { layer: "", paths: [], bytes: 0, dropped, strays };
-        for (const path of promoted) if (moves.has(path)) renameSync(moves.get(path)!, join(layer.dir, "store", basename(path)));
-        await linkInto(join(layer.dir, "store"), promoted.filter((p) => links.has(p)).map((p) => links.get(p)!));
+        await linkInto(join(layer.dir, "store"), promoted.map((p) => own.get(p) ?? links.get(p)!));
         const { bytes } = copyRegistrations(db, sessionFile, promoted);
         db.close();
         open = false;
+        crashPoint("promote:built");
         publish(store, layer, [layer.id, ...stack]);
         return { layer: layer.id, paths: promoted, bytes, dropped, strays };
       } finally {
@@ -368,6 +373,7 @@ export async function rebuild(store: GoldenStore, keep?: ReadonlySet<string>): P
       }
       await linkInto(join(layer.dir, "store"), entries);
     }
+    crashPoint("rebuild:built");
     publish(store, layer, [layer.id]);
     return { layer: layer.id, removed };
   } finally {

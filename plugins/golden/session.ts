@@ -5,7 +5,7 @@ import { lockFile, type FileLock } from "../../core/linux.ts";
 import { formatBytes } from "../../core/log.ts";
 import { helperPlan, shellQuote } from "../../core/plan.ts";
 import type { BaseContext, SessionContext, VolumeSpec } from "../../core/plugins.ts";
-import { ensureVolume, volumeDir, writeAtomic } from "../../core/volumes.ts";
+import { crashPoint, ensureVolume, volumeDir, writeAtomic } from "../../core/volumes.ts";
 import { chooseStrategy, isVolumeChoice, layeredStrategy, volumeChoiceWithoutEngine, type CloneStrategy, type StrategyChoice, type VolumeChoice } from "./clone.ts";
 import { GoldenStore, markerName, type SessionRecord, type StoreMarker } from "./layout.ts";
 import { droppedWarnings, lastId, openReadOnly } from "./nixdb.ts";
@@ -78,6 +78,7 @@ export async function seedStore(ctx: BaseContext, volume: string): Promise<void>
     `[ -e /golden/${markerName} ] || { printf '%s\\n' ${shellQuote(JSON.stringify(marker))} > /golden/marker.tmp && mv /golden/marker.tmp /golden/${markerName}; }`,
   ].join("\n");
   ctx.log.start(`seeding the golden Nix store (volume ${volume}) from ${image}…`);
+  crashPoint("store:seed");
   const plan = helperPlan({ image, purpose: "seed-store", mounts: [{ type: "volume", source: volume, target: "/golden" }], script });
   const result = await ctx.runtime.capture(plan);
   if (result.code !== 0) {
@@ -235,6 +236,7 @@ export async function startStore(ctx: SessionContext): Promise<void> {
     throw new UserError(`could not clone the golden store for this session: ${messageOf(error)}`, "use --store none to run without it");
   }
   state.active = { store, strategy, record, lock };
+  crashPoint("store:cloned");
 }
 
 /**
@@ -251,6 +253,7 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
   let step = "releasing this session's clone";
   try {
     const source = await strategy.release(store, record.container);
+    crashPoint("store:released");
     if (record.mode === "ephemeral") return;
     await store.withLock("exclusive", async () => {
       step = "promoting this session's new paths (the golden store is unchanged)";

@@ -8,7 +8,7 @@ import { agentenvDir } from "../../core/paths.ts";
 import { basePlan, type Plan } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { endDetached, loadContext, prepareSession, startDetached } from "../../core/session.ts";
-import { writeAtomic } from "../../core/volumes.ts";
+import { crashPoint, writeAtomic } from "../../core/volumes.ts";
 import { isUnder } from "../../core/trust.ts";
 
 /**
@@ -259,6 +259,7 @@ export async function endContainer(ctx: BaseContext, c: EnvContainer): Promise<v
   const state = readUpState(c) ?? (await stateFromEngine(ctx, c));
   // SIGTERM first: agentenv-keepalive removes the ready file, so no wrapper execs into a dying container
   await ctx.runtime.removeContainer(c.name, { stopSeconds: 10 });
+  crashPoint("down:removed");
   if (state) {
     // the config it started with decides what its end does (a golden store promotes)
     const current = await loadContext({ project: state.project, flags: { runtime: state.runtime, store: state.store, env: state.env ?? "" }, log: ctx.log }).catch((error) => {
@@ -268,6 +269,7 @@ export async function endContainer(ctx: BaseContext, c: EnvContainer): Promise<v
     // today's plugins run its end, with the settings it started with (older state files lack them)
     const base = state.config ? { ...current, config: { ...state.config, layers: current.config.layers } } : current;
     await endDetached(base, state.plan, state.project);
+    crashPoint("down:ended");
   }
   rmSync(c.handoff, { recursive: true, force: true });
   rmSync(c.stateFile, { force: true });
