@@ -86,6 +86,8 @@ export interface BasePlanOptions {
   stdinIsTTY: boolean;
   /** mode "up": its container name and the host directories mounted at their own paths */
   up?: { name: string; hostname: string; roots: string[] };
+  /** the container's name, when not one made from the project's (attach's sidecar) */
+  name?: string;
 }
 
 /**
@@ -98,7 +100,7 @@ function userPlan(config: ResolvedConfig): Pick<Plan, "userns" | "env"> {
 }
 
 /** The plan before plugins: the image, the project at /work (or `up`'s roots), config's extras. */
-export function basePlan({ project, mode, command, config, stdinIsTTY, up }: BasePlanOptions): Plan {
+export function basePlan({ project, mode, command, config, stdinIsTTY, up, name }: BasePlanOptions): Plan {
   const user = userPlan(config);
   if (mode === "up") {
     if (!up?.roots.length) throw new Error("an up plan needs its roots");
@@ -123,7 +125,7 @@ export function basePlan({ project, mode, command, config, stdinIsTTY, up }: Bas
   }
   return {
     image: config.image,
-    name: containerName(projectSlug(project)),
+    name: name ?? containerName(projectSlug(project)),
     hostname: projectSlug(project),
     workdir: projectMountPoint,
     mounts: [

@@ -16,6 +16,10 @@ export interface SessionOptions extends ConfigFlags {
   stdinIsTTY?: boolean;
   /** mode "up": the container's name and roots (see basePlan) */
   up?: BasePlanOptions["up"];
+  /** the container's name, when not one made from the project's (see basePlan) */
+  name?: string;
+  /** false: no line about the project's trust (attach: its "project" is none, and untrusted on purpose) */
+  trustNotice?: false;
 }
 
 export interface PreparedSession {
@@ -54,10 +58,11 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     config,
     stdinIsTTY: options.stdinIsTTY ?? Boolean(process.stdin.isTTY),
     up: options.up,
+    name: options.name,
   });
   const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode };
   const notice = config.trust && trustNotice(config.trust);
-  if (notice) options.log.warn(notice);
+  if (notice && options.trustNotice !== false) options.log.warn(notice);
   await callHook(plugins, "session:mount", ctx);
   await callHook(plugins, "session:boot", ctx);
   return { ctx, plugins };

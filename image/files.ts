@@ -3,54 +3,57 @@
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
 import f0 from "./Containerfile" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f1 from "./dotfiles.sh" with { type: "text" };
+import f1 from "./attach.c" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f2 from "./entrypoint.sh" with { type: "text" };
+import f2 from "./dotfiles.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f3 from "./etc/agentenv/bashrc" with { type: "text" };
+import f3 from "./entrypoint.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f4 from "./etc/agentenv/entrypoint.d/.keep" with { type: "text" };
+import f4 from "./etc/agentenv/bashrc" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f5 from "./etc/agentenv/nix-host/nix.conf" with { type: "text" };
+import f5 from "./etc/agentenv/entrypoint.d/.keep" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f6 from "./etc/agentenv/zshenv" with { type: "text" };
+import f6 from "./etc/agentenv/nix-host/nix.conf" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f7 from "./etc/agentenv/zshrc" with { type: "text" };
+import f7 from "./etc/agentenv/zshenv" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f8 from "./etc/gitconfig" with { type: "text" };
+import f8 from "./etc/agentenv/zshrc" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f9 from "./etc/nix/nix.conf" with { type: "text" };
+import f9 from "./etc/gitconfig" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f10 from "./etc/nix/registry.json" with { type: "text" };
+import f10 from "./etc/nix/nix.conf" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f11 from "./etc/profile.d/agentenv.sh" with { type: "text" };
+import f11 from "./etc/nix/registry.json" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f12 from "./exec.sh" with { type: "text" };
+import f12 from "./etc/profile.d/agentenv.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f13 from "./install-tools.sh" with { type: "text" };
+import f13 from "./exec.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f14 from "./keepalive.sh" with { type: "text" };
+import f14 from "./install-tools.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f15 from "./lib/dotfiles.py" with { type: "text" };
+import f15 from "./keepalive.sh" with { type: "text" };
 // @ts-ignore: a Bun text import; TypeScript has no declaration for these files
-import f16 from "./lib/session.sh" with { type: "text" };
+import f16 from "./lib/dotfiles.py" with { type: "text" };
+// @ts-ignore: a Bun text import; TypeScript has no declaration for these files
+import f17 from "./lib/session.sh" with { type: "text" };
 
 export const imageFiles: Record<string, { content: string; mode: number }> = {
   "Containerfile": { content: f0 as unknown as string, mode: 0o644 },
-  "dotfiles.sh": { content: f1 as unknown as string, mode: 0o755 },
-  "entrypoint.sh": { content: f2 as unknown as string, mode: 0o755 },
-  "etc/agentenv/bashrc": { content: f3 as unknown as string, mode: 0o644 },
-  "etc/agentenv/entrypoint.d/.keep": { content: f4 as unknown as string, mode: 0o644 },
-  "etc/agentenv/nix-host/nix.conf": { content: f5 as unknown as string, mode: 0o644 },
-  "etc/agentenv/zshenv": { content: f6 as unknown as string, mode: 0o644 },
-  "etc/agentenv/zshrc": { content: f7 as unknown as string, mode: 0o644 },
-  "etc/gitconfig": { content: f8 as unknown as string, mode: 0o644 },
-  "etc/nix/nix.conf": { content: f9 as unknown as string, mode: 0o644 },
-  "etc/nix/registry.json": { content: f10 as unknown as string, mode: 0o644 },
-  "etc/profile.d/agentenv.sh": { content: f11 as unknown as string, mode: 0o644 },
-  "exec.sh": { content: f12 as unknown as string, mode: 0o755 },
-  "install-tools.sh": { content: f13 as unknown as string, mode: 0o755 },
-  "keepalive.sh": { content: f14 as unknown as string, mode: 0o755 },
-  "lib/dotfiles.py": { content: f15 as unknown as string, mode: 0o644 },
-  "lib/session.sh": { content: f16 as unknown as string, mode: 0o644 },
+  "attach.c": { content: f1 as unknown as string, mode: 0o644 },
+  "dotfiles.sh": { content: f2 as unknown as string, mode: 0o755 },
+  "entrypoint.sh": { content: f3 as unknown as string, mode: 0o755 },
+  "etc/agentenv/bashrc": { content: f4 as unknown as string, mode: 0o644 },
+  "etc/agentenv/entrypoint.d/.keep": { content: f5 as unknown as string, mode: 0o644 },
+  "etc/agentenv/nix-host/nix.conf": { content: f6 as unknown as string, mode: 0o644 },
+  "etc/agentenv/zshenv": { content: f7 as unknown as string, mode: 0o644 },
+  "etc/agentenv/zshrc": { content: f8 as unknown as string, mode: 0o644 },
+  "etc/gitconfig": { content: f9 as unknown as string, mode: 0o644 },
+  "etc/nix/nix.conf": { content: f10 as unknown as string, mode: 0o644 },
+  "etc/nix/registry.json": { content: f11 as unknown as string, mode: 0o644 },
+  "etc/profile.d/agentenv.sh": { content: f12 as unknown as string, mode: 0o644 },
+  "exec.sh": { content: f13 as unknown as string, mode: 0o755 },
+  "install-tools.sh": { content: f14 as unknown as string, mode: 0o755 },
+  "keepalive.sh": { content: f15 as unknown as string, mode: 0o755 },
+  "lib/dotfiles.py": { content: f16 as unknown as string, mode: 0o644 },
+  "lib/session.sh": { content: f17 as unknown as string, mode: 0o644 },
 };

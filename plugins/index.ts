@@ -1,4 +1,5 @@
 import type { Plugin } from "../core/plugins.ts";
+import attach from "./attach/index.ts";
 import dotfiles from "./dotfiles/index.ts";
 import env from "./env/index.ts";
 import golden from "./golden/index.ts";
@@ -12,4 +13,4 @@ import wrap from "./wrap/index.ts";
  * before golden: an untrusted project's session installs its environment's tools into the
  * golden store (plugins/env/tools.ts) before its own clone of that store is made.
  */
-export const builtinPlugins: readonly Plugin[] = [env, golden, profile, dotfiles, secrets, nix, wrap];
+export const builtinPlugins: readonly Plugin[] = [env, golden, profile, dotfiles, secrets, nix, wrap, attach];

@@ -123,7 +123,10 @@ export class OciRuntime implements Runtime {
     if (plan.tty) args.push("-t");
     if (plan.init) args.push("--init");
     // never pull implicitly: a missing image is reported as "run agentenv image build"
-    args.push("--pull=never", "--name", plan.name, "--hostname", plan.hostname, "-w", plan.workdir);
+    args.push("--pull=never", "--name", plan.name);
+    // no hostname: the container's uts namespace is set up otherwise (attach's sidecar)
+    if (plan.hostname) args.push("--hostname", plan.hostname);
+    args.push("-w", plan.workdir);
     if (plan.entrypoint !== undefined) args.push("--entrypoint", plan.entrypoint);
     if (plan.userns === "keep-id") args.push(...this.keepIdArgs(plan));
     for (const [key, value] of Object.entries(plan.labels)) args.push("--label", `${key}=${value}`);
