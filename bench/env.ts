@@ -26,7 +26,7 @@ const project = mkdtempSync(join(tmpdir(), "agentenv-bench-"));
 const time = (argv: string[]) => timed(argv, env).ms;
 
 if (!(await Bun.file(binary).exists())) throw new Error("dist/agentenv is missing: run `bun run build` first");
-const volumes = [`agentenv-env-${id}`, `agentenv-env-${id}-big`, `agentenv-${id}-peer`];
+const volumes = [`agentenv-env-${id}`, `agentenv-env-${id}-big`, `agentenv-${id}-peer`, `agentenv-env-${id}-u`];
 const lines: string[] = [];
 try {
   // 1. second boot with an environment (fixture template: a tools flake with no inputs)
@@ -44,6 +44,21 @@ try {
   }
   lines.push(
     `- second boot: \`agentenv run --env E DIR -- true\` median ${median(withEnv).toFixed(0)} ms, \`agentenv run DIR -- true\` median ${median(without).toFixed(0)} ms — **ratio ${(median(withEnv) / median(without)).toFixed(3)}** (goal ≤ 1.1), ${rounds} alternating rounds`,
+  );
+
+  // 1b. the same in an untrusted project, on a fresh environment: its tools are installed
+  // into the golden store by the step before the first session (plugins/env/tools.ts)
+  const untrusted = mkdtempSync(join(tmpdir(), "agentenv-bench-untrusted-"));
+  time([binary, "env", "create", `${id}-u`, join(root, "test", "fixtures", "env")]);
+  const firstUntrusted = time([binary, "run", "--env", `${id}-u`, untrusted, "--", "true"]);
+  const withEnvU: number[] = [];
+  const withoutU: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    withoutU.push(time([binary, "run", untrusted, "--", "true"]));
+    withEnvU.push(time([binary, "run", "--env", `${id}-u`, untrusted, "--", "true"]));
+  }
+  lines.push(
+    `- second boot in an **untrusted** project: \`agentenv run --env E DIR -- true\` median ${median(withEnvU).toFixed(0)} ms, \`agentenv run DIR -- true\` median ${median(withoutU).toFixed(0)} ms — **ratio ${(median(withEnvU) / median(withoutU)).toFixed(3)}** (goal ≤ 1.1), ${rounds} alternating rounds; its first boot (the tools step, then the session) ${firstUntrusted.toFixed(0)} ms`,
   );
 
   // 2. env create of a 10k-file template vs podman volume import of the same tree as a tar
