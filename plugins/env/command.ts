@@ -1,4 +1,5 @@
 import { defineCommand } from "citty";
+import { existsSync } from "node:fs";
 import { globalArgs, logFor, repeatedFlag, runtimeArgs } from "../../core/commands/_shared.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { commandContext } from "../../core/session.ts";
@@ -9,8 +10,8 @@ import { readOverlay } from "../dotfiles/overlay.ts";
 import { checkManager, checkRef, checkSetup, dotfilesManagers, resolveDotfilesUrl, type DotfilesConfig } from "../dotfiles/repo.ts";
 import { describeResult, readResult } from "../dotfiles/result.ts";
 import { checkName, describeRecord, diskUsage, envLabel, envNameOf, hasFlake, inHome, lastUsed, recordPath, stateValue, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
-import { hostRecord } from "./record.ts";
-import { createEnv, exportEnv, importEnv, recordOf, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
+import { hostRecord, ifEnvUnlocked, pendingOps } from "./record.ts";
+import { createEnv, exportEnv, importEnv, recordOf, recoverEnv, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
 
 const commonArgs = { ...runtimeArgs, ...globalArgs } as const;
 const nameArg = { name: { type: "positional", required: true, valueHint: "name", description: "Environment name ([a-z0-9][a-z0-9._-]*)" } } as const;
@@ -58,9 +59,18 @@ const create = defineCommand({
   },
 });
 
+/**
+ * What a volume is to `env list`: a usable environment; one a command running now is
+ * creating (or importing) or removing; or incomplete — its home has no record, so no
+ * command finished making it here (another host's command sharing the engine, still at
+ * work or dead, or a version of agentenv before journals).
+ */
+type EnvState = "ready" | "creating" | "removing" | "incomplete";
+
 interface EnvInfo {
   name: string;
   volume: string;
+  state?: EnvState;
   source?: EnvRecord["source"];
   created?: string;
   lastUsed?: string;
@@ -99,6 +109,32 @@ function age(iso: string | undefined, now = Date.now()): string {
   return iso;
 }
 
+/**
+ * NAME's state for `env list`. What a crashed command left of it is finished or undone
+ * first, as the next command on it would (undefined: nothing was left of it); a command
+ * at work on it now is not waited for.
+ */
+async function listState(ctx: BaseContext, name: string, volume: string, mountpoint: string | undefined): Promise<EnvState | undefined> {
+  if (pendingOps(ctx, name).length) {
+    const recovered = await ifEnvUnlocked(ctx, name, () => recoverEnv(ctx, name));
+    if (recovered && !(await ctx.runtime.volumeExists(volume))) return undefined;
+    const running = recovered ? [] : pendingOps(ctx, name);
+    if (running.some((op) => op.op === "create")) return "creating";
+    if (running.some((op) => op.op === "rm")) return "removing";
+    // a reset at work: the home is the old one or the new one, usable either way (sessions wait for it)
+    if (running.length) return "ready";
+  }
+  // its files are here, and no record in them
+  if (mountpoint && existsSync(mountpoint) && !inHome(mountpoint, recordPath)) return "incomplete";
+  return "ready";
+}
+
+const stateNotes: Record<Exclude<EnvState, "ready">, string> = {
+  creating: "(being created by another agentenv command)",
+  removing: "(being removed by another agentenv command)",
+  incomplete: "(incomplete: being made elsewhere, or left by a crash — agentenv env rm NAME removes it)",
+};
+
 const list = defineCommand({
   meta: { name: "list", description: "List environments: name, source, created, last used, size" },
   args: { ...jsonArg, ...commonArgs },
@@ -109,8 +145,11 @@ const list = defineCommand({
     for (const { name: volume, mountpoint } of volumes.sort((a, b) => a.name.localeCompare(b.name))) {
       // one engine call for all: their files are read here (a VM or remote engine shows "?")
       const name = envNameOf(volume);
-      const dir = mountpoint && inHome(mountpoint, recordPath) ? mountpoint : undefined;
-      infos.push(await infoOf(name, dir, hostRecord(ctx, { name, volume, dir, readable: dir !== undefined })));
+      const state = await listState(ctx, name, volume, mountpoint);
+      if (!state) continue;
+      const dir = state === "ready" && mountpoint && inHome(mountpoint, recordPath) ? mountpoint : undefined;
+      const info = await infoOf(name, dir, state === "ready" ? hostRecord(ctx, { name, volume, dir, readable: dir !== undefined }) : undefined);
+      infos.push({ ...info, state });
     }
     if (args.json) {
       console.log(JSON.stringify(infos, null, 2));
@@ -120,7 +159,8 @@ const list = defineCommand({
       console.log("no environments yet — create one: agentenv env create NAME [TEMPLATE_DIR]");
       return 0;
     }
-    const rows = [["NAME", "SOURCE", "CREATED", "LAST USED", "SIZE"], ...infos.map((i) => [i.name, describeRecord(i), age(i.created), age(i.lastUsed), i.size === undefined ? "?" : formatBytes(i.size)])];
+    const source = (i: EnvInfo) => (i.state && i.state !== "ready" ? stateNotes[i.state].replace("NAME", i.name) : describeRecord(i));
+    const rows = [["NAME", "SOURCE", "CREATED", "LAST USED", "SIZE"], ...infos.map((i) => [i.name, source(i), age(i.created), age(i.lastUsed), i.size === undefined ? "?" : formatBytes(i.size)])];
     const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
     for (const row of rows) console.log(row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  "));
     return 0;

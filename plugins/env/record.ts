@@ -74,6 +74,30 @@ export async function withEnvLock<T>(ctx: BaseContext, name: string, fn: () => P
   }
 }
 
+/**
+ * Runs FN holding the host lock of environment NAME when no other command holds it (a
+ * reader that must not wait: `env list`); undefined, FN not run, when one does.
+ */
+export async function ifEnvUnlocked<T>(ctx: BaseContext, name: string, fn: () => Promise<T>): Promise<{ value: T } | undefined> {
+  const file = `${hostBase(ctx, name)}.lock`;
+  if (held.has(file)) return { value: await withEnvLock(ctx, name, fn) };
+  let lock: FileLock | undefined;
+  try {
+    mkdirSync(dirname(file), { recursive: true });
+    lock = lockFile(file, "exclusive", false);
+  } catch {
+    return undefined; // a read-only state dir: nothing can be recovered from here
+  }
+  if (!lock) return undefined;
+  held.set(file, { lock, depth: 1 });
+  try {
+    return { value: await fn() };
+  } finally {
+    held.delete(file);
+    lock.release();
+  }
+}
+
 /** A state-changing command on an environment that has not finished yet (its journal). */
 export type PendingOp =
   /** create or import: rolled back unless its host record was written */

@@ -1,0 +1,103 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "pathe";
+import { entry, isolatedEnv, tempTree } from "../helpers/cli.ts";
+import { requireImage } from "../helpers/engine.ts";
+import { expectNothingHalfMade, fixture, podman, removeVolumes, run, volumeExists, volumeName } from "./harness.ts";
+
+/**
+ * What crashes and commands at work leave where users look: `env list` never shows a
+ * half-made home as a usable environment — what a crash left is cleaned first, a home
+ * another command is making is marked so, as is one whose home holds no record.
+ */
+const slow = 180_000;
+const prefix = `l${process.pid}`;
+
+interface Listed {
+  name: string;
+  state?: string;
+  source?: { kind: string };
+}
+
+async function listed(name: string): Promise<{ json?: Listed; line?: string }> {
+  const json = await run(["env", "list", "--json"]);
+  // what a crash left is cleaned first, and said
+  expect({ code: json.code, stderr: json.stderr.replace(/^environment \S+: cleaned up after an interrupted agentenv command\n/gm, "") }).toEqual({ code: 0, stderr: "" });
+  const table = await run(["env", "list"]);
+  expect({ code: table.code, stderr: table.stderr }).toEqual({ code: 0, stderr: "" });
+  return {
+    json: (JSON.parse(json.stdout) as Listed[]).find((e) => e.name === name),
+    line: table.stdout.split("\n").find((l) => l.startsWith(`${name} `)),
+  };
+}
+
+beforeAll(() => requireImage());
+afterAll(() => removeVolumes(prefix));
+
+describe("env list and half-made environments", () => {
+  test("a create killed at any step: list finishes or undoes it first, and shows only a whole one", async () => {
+    const name = `${prefix}-killed`;
+    for (const step of ["create:volume", "create:fill+150", "create:filled", "create:record"]) {
+      const killed = await run(["env", "create", name, fixture], { crashAt: step });
+      expect({ step, stopped: killed.killed || (step.includes("+") && killed.code === 0) }).toEqual({ step, stopped: true });
+      const { json, line } = await listed(name);
+      if (step === "create:record" || !killed.killed) {
+        // its record was written: it is whole, and kept
+        expect({ step, json }).toMatchObject({ step, json: { name, state: "ready", source: { kind: "template" } } });
+        expect(line).toContain(fixture);
+      } else {
+        expect({ step, json, line, volume: volumeExists(name) }).toEqual({ step, json: undefined, line: undefined, volume: false });
+      }
+      expectNothingHalfMade(name, { when: step });
+      if (volumeExists(name)) expect((await run(["env", "rm", name])).code).toBe(0);
+    }
+  }, slow);
+
+  test("a create at work is marked as being created, then listed whole once it finished", async () => {
+    const name = `${prefix}-busy`;
+    const steps = join(mkdtempSync(join(tmpdir(), "agentenv-steps-")), "steps");
+    const child = Bun.spawn([process.execPath, entry, "env", "create", name, fixture], {
+      env: { ...process.env, ...isolatedEnv(), AGENTENV_TEST_STEPS: steps },
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    // stopped once its volume exists, before its record is written (its fill helper takes longer than a poll)
+    for (let i = 0; i < 3000 && !(existsSync(steps) && readFileSync(steps, "utf8").includes("create:volume")); i++) await Bun.sleep(5);
+    child.kill("SIGSTOP");
+    try {
+      expect(readFileSync(steps, "utf8")).not.toContain("create:record");
+      expect(volumeExists(name)).toBe(true);
+      const { json, line } = await listed(name);
+      expect(json).toMatchObject({ name, state: "creating" });
+      expect(line).toMatch(new RegExp(`^${name}\\s+\\(being created by another agentenv command\\)`));
+    } finally {
+      child.kill("SIGCONT");
+    }
+    expect(await child.exited).toBe(0);
+    const { json } = await listed(name);
+    expect(json).toMatchObject({ name, state: "ready", source: { kind: "template" } });
+    expectNothingHalfMade(name);
+    expect((await run(["env", "rm", name])).code).toBe(0);
+  }, slow);
+
+  test("a volume whose home holds no record (another host's create, or an old crash) is marked incomplete; env rm removes it", async () => {
+    const name = `${prefix}-incomplete`;
+    expect(podman(["volume", "create", "--label", `agentenv.env=${name}`, "--label", "agentenv.volume=1", volumeName(name)]).trim()).toBe(volumeName(name));
+    const { json, line } = await listed(name);
+    expect(json).toMatchObject({ name, state: "incomplete" });
+    expect(json?.source).toBeUndefined();
+    expect(line).toContain(`(incomplete: being made elsewhere, or left by a crash — agentenv env rm ${name} removes it)`);
+    const rm = await run(["env", "rm", name]);
+    expect({ code: rm.code, stderr: rm.stderr }).toMatchObject({ code: 0 });
+    expect(volumeExists(name)).toBe(false);
+    expect((await listed(name)).json).toBeUndefined();
+  }, slow);
+
+  test("a whole environment is listed ready", async () => {
+    const name = `${prefix}-whole`;
+    expect((await run(["env", "create", name, tempTree({ ".bashrc": "# whole\n" })])).code).toBe(0);
+    expect((await listed(name)).json).toMatchObject({ name, state: "ready", source: { kind: "template" } });
+    expect((await run(["env", "rm", name])).code).toBe(0);
+  }, slow);
+});
