@@ -54,6 +54,12 @@ export interface Hooks {
    */
   "session:exit": (ctx: SessionContext, result: { exitCode: number }) => void | Promise<void>;
   /**
+   * environment NAME is being removed (`env rm`; its volume and host record are gone):
+   * remove what this plugin keeps for it alone, and add a phrase to REMOVED for the user
+   * ("its secrets (A, B)"). Runs again when a crash cut an rm short: it must be idempotent.
+   */
+  "env:remove": (ctx: BaseContext, name: string, removed: string[]) => void | Promise<void>;
+  /**
    * `agentenv store gc` is about to collect garbage: add the store paths (or symlinks
    * into the store) that must survive, e.g. an environment's profile
    */
@@ -73,6 +79,7 @@ export const hookNames: readonly HookName[] = [
   "session:boot",
   "session:start",
   "session:exit",
+  "env:remove",
   "store:roots",
   "doctor",
 ];

@@ -1,6 +1,6 @@
 import type { Plugin } from "../core/plugins.ts";
 import attach from "./attach/index.ts";
-import dotfiles from "./dotfiles/index.ts";
+import dotfiles from "./env/dotfiles/index.ts";
 import env from "./env/index.ts";
 import golden from "./golden/index.ts";
 import nix from "./nix/index.ts";

@@ -5,10 +5,10 @@ import type { BaseContext } from "../../core/plugins.ts";
 import { commandContext } from "../../core/session.ts";
 import { formatBytes } from "../../core/log.ts";
 import { UserError, messageOf } from "../../core/errors.ts";
-import { hasOverlay } from "../dotfiles/index.ts";
-import { readOverlay } from "../dotfiles/overlay.ts";
-import { checkManager, checkRef, checkSetup, dotfilesManagers, resolveDotfilesUrl, type DotfilesConfig } from "../dotfiles/repo.ts";
-import { describeResult, readResult } from "../dotfiles/result.ts";
+import { hasOverlay } from "./dotfiles/index.ts";
+import { readOverlay } from "./dotfiles/overlay.ts";
+import { checkManager, checkRef, checkSetup, dotfilesManagers, resolveDotfilesUrl, type DotfilesConfig } from "./dotfiles/repo.ts";
+import { describeResult, readResult } from "./dotfiles/result.ts";
 import { checkName, describeRecord, diskUsage, envLabel, envNameOf, hasFlake, inHome, lastUsed, recordPath, stateValue, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
 import { hostRecord, ifEnvUnlocked, pendingOps } from "./record.ts";
 import { createEnv, exportEnv, importEnv, recordOf, recoverEnv, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
@@ -233,8 +233,7 @@ const rm = defineCommand({
   async run({ args }) {
     const name = checkName(args.name);
     const ctx = await commandContext(args);
-    const { overlay, secrets } = await removeEnv(ctx, name, Boolean(args.force));
-    const also = [overlay && "its overlay", secrets.length && `its secrets (${secrets.join(", ")})`].filter(Boolean);
+    const also = await removeEnv(ctx, name, Boolean(args.force));
     ctx.log.success(`environment ${name} removed${also.length ? `, with ${also.join(" and ")}` : ""}`);
     return 0;
   },
@@ -297,9 +296,9 @@ export default defineCommand({
     create,
     list,
     show,
-    set: () => import("../dotfiles/command.ts").then((m) => m.set),
-    update: () => import("../dotfiles/command.ts").then((m) => m.update),
-    overlay: () => import("../dotfiles/command.ts").then((m) => m.overlay),
+    set: () => import("./dotfiles/command.ts").then((m) => m.set),
+    update: () => import("./dotfiles/command.ts").then((m) => m.update),
+    overlay: () => import("./dotfiles/command.ts").then((m) => m.overlay),
     rm,
     reset,
     export: exportCommand,

@@ -5,7 +5,7 @@ import { UserError } from "../../core/errors.ts";
 import { containerHome } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { volumeDir } from "../../core/volumes.ts";
-import { describeDotfiles, type DotfilesConfig } from "../dotfiles/repo.ts";
+import { describeDotfiles, type DotfilesConfig } from "./dotfiles/repo.ts";
 
 /**
  * An environment is one engine volume, `agentenv-env-NAME`, labelled `agentenv.env=NAME`,

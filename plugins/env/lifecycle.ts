@@ -4,17 +4,18 @@ import { basename, dirname, join, resolve } from "pathe";
 import { UserError, messageOf } from "../../core/errors.ts";
 import { undoOnInterrupt } from "../../core/interrupt.ts";
 import { containerHome, helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
-import type { BaseContext } from "../../core/plugins.ts";
+import { callHookEach, type BaseContext } from "../../core/plugins.ts";
 import { crashPoint, ensureVolume, newNonce, nonceLabel, ownsVolume, removeOwnVolume, volumeLabels } from "../../core/volumes.ts";
 import { formatBytes } from "../../core/log.ts";
 import { describeSource, envLabel, findHome, isInsideHome, touchesState, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
 import { profileTarget } from "../profile/index.ts";
-import { confScript, type DotfilesConfig } from "../dotfiles/repo.ts";
+import { confScript, type DotfilesConfig } from "./dotfiles/repo.ts";
 import { checkArchive } from "./archive.ts";
 import { adoptRecord, beginPending, checkRecord, endPending, hostRecord, parseRecord, pendingOps, readHostRecord, removeHostRecord, removeStrayWork, withEnvLock, workDir, writeHostRecord, type PendingOp } from "./record.ts";
 import { hostUsers, registerUser } from "./session.ts";
 import { scanTemplate, writeBuiltinTemplate, type TemplateScan } from "./template.ts";
 import { keepToolsFlake } from "./tools.ts";
+import { hasOverlay, overlayFile } from "./dotfiles/index.ts";
 
 /**
  * Everything that writes a home (create, reset, import) or reads all of it (export)
@@ -263,25 +264,28 @@ function refuseInUse(name: string, users: string[], action: string): void {
   throw new UserError(`environment ${name} is in use by ${shown.join(", ")}`, `end ${users.length === 1 ? "that session" : "those sessions"} first, or ${action} --force`);
 }
 
-/** Removes the home, and what this host keeps for it alone: its overlay and its own secrets. A crash midway is finished by the next command. */
-export async function removeEnv(ctx: BaseContext, name: string, force: boolean): Promise<{ overlay: boolean; secrets: string[] }> {
+/**
+ * Removes the home, and what this host keeps for it alone: its overlay, and what plugins
+ * keep for it (`env:remove`: its own secrets…). Resolves to phrases naming those ("its
+ * overlay"). A crash midway is finished by the next command.
+ */
+export async function removeEnv(ctx: BaseContext, name: string, force: boolean): Promise<string[]> {
   return withEnvLock(ctx, name, async () => {
     await recoverEnv(ctx, name);
     const found = await requireHome(ctx, name);
     if (!force) refuseInUse(name, await allUsers(ctx, found), `agentenv env rm ${name}`);
-    const { hasOverlay } = await import("../dotfiles/index.ts");
     const overlay = hasOverlay(name);
     // the volume it removes, by its nonce: never one made since by another host on a shared engine
     const op: PendingOp = { op: "rm", nonce: newNonce(), volumeNonce: (await volumeLabels(ctx, found.volume))?.[nonceLabel] ?? null };
     beginPending(ctx, name, op);
     crashPoint("rm:journal");
-    const secrets = await finishRemove(ctx, name, op);
+    const removed = await finishRemove(ctx, name, op);
     endPending(ctx, name, op.nonce);
-    return { overlay, secrets };
+    return overlay ? ["its overlay", ...removed] : removed;
   });
 }
 
-/** The rm OP, from wherever it stopped: the volume (if still the one it meant), the host record, the overlay, the secrets. */
+/** The rm OP, from wherever it stopped: the volume (if still the one it meant), the host record, the overlay, what plugins keep for it. */
 async function finishRemove(ctx: BaseContext, name: string, op: PendingOp & { op: "rm" }): Promise<string[]> {
   const volume = volumeName(name);
   const labels = await volumeLabels(ctx, volume);
@@ -289,29 +293,12 @@ async function finishRemove(ctx: BaseContext, name: string, op: PendingOp & { op
   crashPoint("rm:volume");
   removeHostRecord(ctx, name);
   crashPoint("rm:record");
-  const { overlayFile } = await import("../dotfiles/index.ts");
   rmSync(overlayFile(name), { force: true });
   crashPoint("rm:overlay");
-  const { secretsFile } = await import("../secrets/index.ts");
-  let secrets: string[] = [];
-  if (existsSync(secretsFile())) {
-    try {
-      const { readSecrets, updateSecrets } = await import("../secrets/store.ts");
-      // written only when there is something to take out: a full disk must not fail an rm that has nothing to do there
-      if (readSecrets().scopes[name]) {
-        secrets = updateSecrets((store) => {
-          const names = Object.keys(store.scopes[name] ?? {});
-          delete store.scopes[name];
-          return names;
-        });
-      }
-    } catch (error) {
-      // the home is gone either way; say what could not be tidied
-      ctx.log.warn(`the secrets of environment ${name} were left in place: ${messageOf(error)}`);
-    }
-  }
-  crashPoint("rm:secrets");
-  return secrets;
+  const removed: string[] = [];
+  for (const failure of await callHookEach(ctx.plugins, "env:remove", ctx, name, removed)) ctx.log.warn(`environment ${name}: ${failure.message}`);
+  crashPoint("rm:plugins");
+  return removed;
 }
 
 function noRecord(name: string): UserError {

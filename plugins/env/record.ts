@@ -6,7 +6,7 @@ import { agentenvDir } from "../../core/paths.ts";
 import { shellJoin } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { writeAtomic } from "../../core/volumes.ts";
-import { checkDotfiles, isLocalRepo } from "../dotfiles/repo.ts";
+import { checkDotfiles, isLocalRepo } from "./dotfiles/repo.ts";
 import { checkShell, isInsideHome, readHomeFile, recordPath, type EnvRecord, type EnvSource, type Home } from "./home.ts";
 
 /**

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "pathe";
 import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
+import { messageOf } from "../../core/errors.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { shellQuote } from "../../core/plan.ts";
 import { definePlugin, type SessionContext } from "../../core/plugins.ts";
@@ -47,6 +48,23 @@ export default definePlugin({
     },
     "session:exit"(ctx) {
       if (pending.delete(ctx)) closeHandoff(ctx);
+    },
+    async "env:remove"(ctx, name, removed) {
+      if (!existsSync(secretsFile())) return;
+      try {
+        const { readSecrets, updateSecrets } = await store();
+        // written only when there is something to take out: a full disk must not fail an rm that has nothing to do here
+        if (!readSecrets().scopes[name]) return;
+        const names = updateSecrets((secrets) => {
+          const names = Object.keys(secrets.scopes[name] ?? {});
+          delete secrets.scopes[name];
+          return names;
+        });
+        if (names.length) removed.push(`its secrets (${names.join(", ")})`);
+      } catch (error) {
+        // the home is gone either way; say what could not be tidied
+        ctx.log.warn(`the secrets of environment ${name} were left in place: ${messageOf(error)}`);
+      }
     },
   },
   commands: {

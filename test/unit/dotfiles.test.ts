@@ -4,11 +4,11 @@ import { basename, dirname, join } from "pathe";
 import { UserError } from "../../core/errors.ts";
 import { keyFile, readVault, writeVault } from "../../core/vault.ts";
 import { agentenvDir } from "../../core/paths.ts";
-import { hasOverlay, overlayFile } from "../../plugins/dotfiles/index.ts";
+import { hasOverlay, overlayFile } from "../../plugins/env/dotfiles/index.ts";
 import { secretsFile } from "../../plugins/secrets/index.ts";
-import { checkOverlayPath, overlayHash, readOverlay, writeOverlay, writeOverlayFiles, type Overlay } from "../../plugins/dotfiles/overlay.ts";
-import { checkDotfiles, checkManager, checkRef, checkSetup, checkTimeout, confPath, confScript, describeDotfiles, localRepoTarget, resolveDotfilesUrl, splitCommandLine } from "../../plugins/dotfiles/repo.ts";
-import { describeResult, parseResult } from "../../plugins/dotfiles/result.ts";
+import { checkOverlayPath, overlayHash, readOverlay, writeOverlay, writeOverlayFiles, type Overlay } from "../../plugins/env/dotfiles/overlay.ts";
+import { checkDotfiles, checkManager, checkRef, checkSetup, checkTimeout, confPath, confScript, describeDotfiles, localRepoTarget, resolveDotfilesUrl, splitCommandLine } from "../../plugins/env/dotfiles/repo.ts";
+import { describeResult, parseResult } from "../../plugins/env/dotfiles/result.ts";
 import { checkSecretName, readSecrets, secretsFor, writeSecrets, type SecretStore } from "../../plugins/secrets/store.ts";
 import { agentenv, tempTree } from "../helpers/cli.ts";
 

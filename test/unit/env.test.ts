@@ -4,7 +4,7 @@ import { dirname, join } from "pathe";
 import { repeatedFlag } from "../../core/commands/_shared.ts";
 import { checkEnvName, loadConfig } from "../../core/config.ts";
 import type { BaseContext } from "../../core/plugins.ts";
-import { checkLocalRepo } from "../../plugins/dotfiles/repo.ts";
+import { checkLocalRepo } from "../../plugins/env/dotfiles/repo.ts";
 import { checkArchive } from "../../plugins/env/archive.ts";
 import { readHomeFile, toolsStorePath } from "../../plugins/env/home.ts";
 import { checkKeepPath, keepPaths } from "../../plugins/env/lifecycle.ts";

@@ -1,9 +1,9 @@
 import { existsSync, lstatSync, realpathSync, statSync } from "node:fs";
 import { isAbsolute, join, normalize, resolve } from "pathe";
-import { expandHome } from "../../core/config.ts";
-import { UserError } from "../../core/errors.ts";
-import { shellJoin, shellQuote } from "../../core/plan.ts";
-import { refuseSharedPath } from "../../core/hostpaths.ts";
+import { expandHome } from "../../../core/config.ts";
+import { UserError } from "../../../core/errors.ts";
+import { shellJoin, shellQuote } from "../../../core/plan.ts";
+import { refuseSharedPath } from "../../../core/hostpaths.ts";
 
 /**
  * An environment's dotfiles repo, as recorded in its env.json and, for the in-container

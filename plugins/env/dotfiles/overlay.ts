@@ -1,11 +1,11 @@
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "pathe";
-import { UserError } from "../../core/errors.ts";
-import { lockFile } from "../../core/linux.ts";
-import { readVault, removeVault, writeVault } from "../../core/vault.ts";
+import { UserError } from "../../../core/errors.ts";
+import { lockFile } from "../../../core/linux.ts";
+import { readVault, removeVault, writeVault } from "../../../core/vault.ts";
 import { overlayFile } from "./index.ts";
-import { isInsideHome, stateDir, touchesState } from "../env/home.ts";
+import { isInsideHome, stateDir, touchesState } from "../home.ts";
 
 /**
  * An environment's overlay: files kept outside any repo (a machine-specific .gitconfig, a

@@ -1,4 +1,4 @@
-import { stateDir, readHomeFile } from "../env/home.ts";
+import { stateDir, readHomeFile } from "../home.ts";
 
 /**
  * The last dotfiles setup of a home, as image/dotfiles.sh keeps it in

@@ -1,10 +1,10 @@
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "pathe";
-import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
-import { agentenvDir } from "../../core/paths.ts";
-import { definePlugin, type SessionContext } from "../../core/plugins.ts";
-import { messageOf } from "../../core/errors.ts";
+import { closeHandoff, handoffDir, useHandoff } from "../../../core/handoff.ts";
+import { agentenvDir } from "../../../core/paths.ts";
+import { definePlugin, type SessionContext } from "../../../core/plugins.ts";
+import { messageOf } from "../../../core/errors.ts";
 import { checkLocalRepo, isLocalRepo, localRepoTarget } from "./repo.ts";
 import type { Overlay } from "./overlay.ts";
 
@@ -33,7 +33,7 @@ export default definePlugin({
       const name = ctx.config.env.name;
       if (!name) return;
       // this host's record, found by the env plugin's session:mount, which runs first
-      const dotfiles = (await import("../env/session.ts")).sessionRecord(ctx)?.dotfiles;
+      const dotfiles = (await import("../session.ts")).sessionRecord(ctx)?.dotfiles;
       // rcm's host-NAME directories name machines: this one, not the container (named after the project)
       if (dotfiles) ctx.plan.env.AGENTENV_HOST_HOSTNAME = hostname().split(".")[0]!;
       if (dotfiles && isLocalRepo(dotfiles.url)) {
