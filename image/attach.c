@@ -1,13 +1,13 @@
 /*
  * agentenv-attach: the in-container half of `agentenv attach`.
  *
- * It runs in a sidecar container that shares the target's pid, network and ipc
- * namespaces (so the target's PID 1 is our /proc/1) and has our /nix, the environment's
- * home and our static tools mounted. It builds a private view for CMD:
+ * It runs in a sidecar container that shares the target's pid namespace (so the target's
+ * PID 1 is our /proc/1) and has our /nix, the environment's home and our static tools
+ * mounted. It builds a private view for CMD:
  *
  *   1. clone our /nix, home and tools (open_tree, still in the sidecar's mount namespace);
- *   2. join the target's uts and mount namespaces, then unshare a private copy of the
- *      latter (MS_PRIVATE: nothing we mount propagates back to the target);
+ *   2. join the target's ipc, network, uts and mount namespaces, then unshare a private
+ *      copy of the last (MS_PRIVATE: nothing we mount propagates back to the target);
  *   3. a detached tmpfs skeleton gets a clone of each top-level entry of the target's
  *      root (directories and files as recursive bind clones, symlinks as symlinks), our
  *      /nix (or, when the target has its own /nix, a copy of its entries with /nix/store a
@@ -283,20 +283,27 @@ int main(int argc, char **argv) {
   int tools_fd = clone_tree(AT_FDCWD, tools, 1);
   if (tools_fd < 0) die("cannot clone our tools %s", tools);
 
-  /* 2. the target's namespaces, and what we read of its PID 1 first */
+  /*
+   * 2. the target's namespaces, and what we read of its PID 1 first. Only the pid
+   * namespace is shared by the engine: network, ipc and uts are joined here, so the
+   * engine never sets the sidecar up in the target's network (Podman would rewrite the
+   * target's /etc/hosts for it) and the docker CLI's refusal of --uts container: is moot.
+   */
+  static const struct { const char *name; int type; } joined[] = {
+      {"ipc", CLONE_NEWIPC}, {"net", CLONE_NEWNET}, {"uts", CLONE_NEWUTS}, {"mnt", CLONE_NEWNS}};
+  int ns_fd[4];
   char ns[64], path[4096], cwd[4096];
-  snprintf(ns, sizeof ns, "/proc/%d/ns/mnt", pid);
-  int mnt_ns = open(ns, O_RDONLY | O_CLOEXEC);
-  if (mnt_ns < 0) die("cannot open the target's mount namespace (%s)", ns);
-  snprintf(ns, sizeof ns, "/proc/%d/ns/uts", pid);
-  int uts_ns = open(ns, O_RDONLY | O_CLOEXEC);
-  if (uts_ns < 0) die("cannot open the target's uts namespace (%s)", ns);
+  for (int k = 0; k < 4; k++) {
+    snprintf(ns, sizeof ns, "/proc/%d/ns/%s", pid, joined[k].name);
+    ns_fd[k] = open(ns, O_RDONLY | O_CLOEXEC);
+    if (ns_fd[k] < 0) die("cannot open the target's %s namespace (%s)", joined[k].name, ns);
+  }
   target_path(pid, path, sizeof path);
   target_cwd(pid, cwd, sizeof cwd);
-  if (setns(uts_ns, CLONE_NEWUTS) < 0) die("cannot join the target's uts namespace");
-  if (setns(mnt_ns, CLONE_NEWNS) < 0) die("cannot join the target's mount namespace");
-  close(uts_ns);
-  close(mnt_ns);
+  for (int k = 0; k < 4; k++) {
+    if (setns(ns_fd[k], joined[k].type) < 0) die("cannot join the target's %s namespace", joined[k].name);
+    close(ns_fd[k]);
+  }
   if (unshare(CLONE_NEWNS) < 0) die("cannot make a private mount namespace");
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("cannot make the mounts private");
 

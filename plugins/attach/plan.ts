@@ -32,12 +32,16 @@ export function sidecarName(target: string): string {
 
 /**
  * The sidecar, made from a session's plan named with sidecarName (its /nix and home
- * mounts, as the golden store and environment plugins put them there): the project is not mounted, the helper is the
- * entrypoint, and it shares the target's pid, network and ipc namespaces (the uts one is
- * joined by the helper: the docker CLI refuses `--uts container:`). It needs CAP_SYS_ADMIN
- * (mount namespaces and mounts), CAP_SYS_PTRACE (the namespaces of a process of another
- * user) and no AppArmor confinement (docker-default and containers-default deny mount).
- * Podman refuses --init with a shared pid namespace; the helper is its own subreaper.
+ * mounts, as the golden store and environment plugins put them there): the project is
+ * not mounted, the helper is the entrypoint, and it shares the target's pid namespace,
+ * where the helper finds the target's PID 1 and joins the rest (ipc, network, uts, mount)
+ * itself: an engine asked to share the network (`--network container:`) sets the
+ * sidecar up in it — Podman rewrites the target's /etc/hosts for it — and the docker CLI
+ * refuses `--uts container:`. So the sidecar's own network is none. It needs
+ * CAP_SYS_ADMIN (namespaces and mounts), CAP_SYS_PTRACE (the namespaces of a process of
+ * another user), CAP_SYS_CHROOT, and no AppArmor confinement (docker-default and
+ * containers-default deny mount). Podman refuses --init with a shared pid namespace: the
+ * helper is its own subreaper.
  */
 export function sidecarPlan(session: Plan, target: string, command: string[], stdinIsTTY: boolean): Plan {
   const shell = command.length === 0;
@@ -58,8 +62,7 @@ export function sidecarPlan(session: Plan, target: string, command: string[], st
     userns: undefined,
     extraArgs: [
       "--pid", `container:${target}`,
-      "--network", `container:${target}`,
-      "--ipc", `container:${target}`,
+      "--network", "none",
       "--cap-add", "SYS_ADMIN",
       "--cap-add", "SYS_PTRACE",
       "--cap-add", "SYS_CHROOT",
