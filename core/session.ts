@@ -7,6 +7,7 @@ import type { Log } from "./log.ts";
 import { basePlan, resolveProjectDir, shellJoin, type BasePlanOptions, type Plan, type SessionMode } from "./plan.ts";
 import { callHook, callHookEach, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
+import { registerSession, sweepSessions } from "./leftovers.ts";
 
 export interface SessionOptions extends ConfigFlags {
   dir: string;
@@ -89,6 +90,9 @@ export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<nu
   const result = { exitCode: 1 };
   const started: LoadedPlugin[] = [];
   let engineFailure: string | undefined;
+  // what sessions whose agentenv was killed left (a stopped container, a handoff directory) goes first
+  await sweepSessions(ctx);
+  const registration = registerSession(ctx);
   try {
     await startPlugins(plugins, ctx, started);
     ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
@@ -96,6 +100,7 @@ export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<nu
     if (engineFailureCodes.has(result.exitCode)) engineFailure = await ctx.runtime.diagnose(ctx.plan);
   } finally {
     await exitPlugins(started, ctx, result);
+    registration?.release();
   }
   if (engineFailure) throw new UserError(engineFailure, undefined, result.exitCode);
   return result.exitCode;

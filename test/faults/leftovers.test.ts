@@ -1,15 +1,18 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { entry, isolatedEnv, tempTree } from "../helpers/cli.ts";
-import { requireImage } from "../helpers/engine.ts";
-import { expectNothingHalfMade, fixture, podman, removeVolumes, run, volumeExists, volumeName } from "./harness.ts";
+import { handoffPath } from "../../core/handoff.ts";
+import { leftoverContainers, requireImage } from "../helpers/engine.ts";
+import { expectNothingHalfMade, fixture, podman, removeVolumes, run, stateDir, volumeExists, volumeName } from "./harness.ts";
 
 /**
  * What crashes and commands at work leave where users look: `env list` never shows a
  * half-made home as a usable environment — what a crash left is cleaned first, a home
- * another command is making is marked so, as is one whose home holds no record.
+ * another command is making is marked so, as is one whose home holds no record; a
+ * session killed while its container runs leaves its container (stopped, on the Docker
+ * runtime) and its handoff directory, which the next session removes.
  */
 const slow = 180_000;
 const prefix = `l${process.pid}`;
@@ -32,8 +35,27 @@ async function listed(name: string): Promise<{ json?: Listed; line?: string }> {
   };
 }
 
-beforeAll(() => requireImage());
-afterAll(() => removeVolumes(prefix));
+/** The real docker CLI against Podman's Docker API, on a socket of this file's own (see test/integration/docker.test.ts). */
+const socket = join(tmpdir(), `agentenv-faults-docker-${process.pid}.sock`);
+const docker = { DOCKER_HOST: `unix://${socket}`, AGENTENV_RUNTIME: "docker" };
+let service: ReturnType<typeof Bun.spawn> | undefined;
+
+beforeAll(async () => {
+  await requireImage();
+  if (!Bun.which("docker")) throw new Error("the docker CLI is missing: .ci/run installs it (apt-get install docker.io)");
+  service = Bun.spawn(["podman", "system", "service", "--time=0", `unix://${socket}`], { stdout: "ignore", stderr: "ignore" });
+  for (let i = 0; i < 100; i++) {
+    if (Bun.spawnSync(["docker", "version"], { env: { ...process.env, ...docker } }).exitCode === 0) return;
+    await Bun.sleep(100);
+  }
+  throw new Error("podman's Docker API socket did not come up");
+}, slow);
+
+afterAll(async () => {
+  await run(["secret", "rm", "LEFTOVER_SECRET"]);
+  service?.kill();
+  removeVolumes(prefix);
+});
 
 describe("env list and half-made environments", () => {
   test("a create killed at any step: list finishes or undoes it first, and shows only a whole one", async () => {
@@ -100,4 +122,38 @@ describe("env list and half-made environments", () => {
     expect((await listed(name)).json).toMatchObject({ name, state: "ready", source: { kind: "template" } });
     expect((await run(["env", "rm", name])).code).toBe(0);
   }, slow);
+
+  for (const engine of ["podman", "docker"] as const) {
+    test(`${engine}: a session killed while its container runs leaves its container and handoff directory; the next session removes both`, async () => {
+      const env = engine === "docker" ? docker : {};
+      // a secret gives the session a handoff directory (trusted: the tests' temp dir is)
+      expect((await run(["secret", "set", "LEFTOVER_SECRET"], { stdin: "s3cret\n" })).code).toBe(0);
+      const project = tempTree();
+      const child = Bun.spawn([process.execPath, entry, "run", "--no-store", "--no-env", project, "--", "sh", "-c", "touch /work/started; sleep 1"], {
+        env: { ...process.env, ...isolatedEnv(), ...env },
+        stdout: "ignore",
+        stderr: "ignore",
+      });
+      for (let i = 0; i < 600 && !existsSync(join(project, "started")); i++) await Bun.sleep(50);
+      const [container] = leftoverContainers(project, "podman");
+      expect(container).toBeDefined();
+      const handoff = handoffPath(container!);
+      expect(existsSync(handoff)).toBe(true);
+      child.kill("SIGKILL");
+      await child.exited;
+      // the container ends on its own; Podman's --rm removes it, the docker CLI's run leaves it
+      for (let i = 0; i < 100 && podman(["ps", "--filter", `name=^${container}$`, "--format", "{{.Names}}"]).trim(); i++) await Bun.sleep(100);
+      await Bun.sleep(500);
+      const left = podman(["ps", "-a", "--filter", `name=^${container}$`, "--format", "{{.Names}}"]).trim();
+      if (engine === "docker") expect(left).toBe(container!);
+      expect(existsSync(handoff)).toBe(true);
+      // the next session, in another project
+      const next = await run(["run", "--no-store", "--no-env", tempTree(), "--", "true"], { env });
+      expect({ code: next.code, stderr: next.stderr }).toMatchObject({ code: 0 });
+      expect({ containers: leftoverContainers(project, "podman"), handoff: existsSync(handoff) }).toEqual({ containers: [], handoff: false });
+      const running = join(stateDir(), "running");
+      expect(existsSync(running) ? readdirSync(running) : []).toEqual([]);
+      expect((await run(["secret", "rm", "LEFTOVER_SECRET"])).code).toBe(0);
+    }, slow);
+  }
 });
