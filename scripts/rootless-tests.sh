@@ -34,8 +34,9 @@ chown -R "$user:" "$clone"
 say "bin/setup as $user"
 su - "$user" -c "cd '$clone' && AGENTENV_SETUP_IMAGE=skip bin/setup"
 # the images the tests boot, from root's store (building them again would take minutes)
+# (again when root's differs: a rebuilt image, e.g. with attach's helper, must reach the user)
 for image in localhost/agentenv:latest localhost/agentenv-base:bookworm; do
-  if podman image exists "$image" && ! su - "$user" -c "podman image exists $image" 2>/dev/null; then
+  if podman image exists "$image" && [ "$(podman image inspect --format '{{.Id}}' "$image")" != "$(su - "$user" -c "podman image inspect --format '{{.Id}}' $image" 2>/dev/null)" ]; then
     say "loading $image into $user's rootless store"
     podman save "$image" | su - "$user" -c "podman load -q" >/dev/null
   fi
@@ -45,4 +46,5 @@ su - "$user" -c "cd '$clone' && bin/setup"
 say "rootless tests as $user"
 su - "$user" -c "cd '$clone' && PATH=\"$clone/.tools/bin:\$PATH\" bun test --timeout 180000 \
   test/integration/rootless.test.ts test/integration/session.test.ts test/integration/store.test.ts \
-  test/integration/env.test.ts test/integration/up.test.ts test/integration/userns.test.ts"
+  test/integration/env.test.ts test/integration/up.test.ts test/integration/userns.test.ts \
+  test/integration/attach.test.ts"

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { tmpdir, userInfo } from "node:os";
 import { join } from "pathe";
 import { defaultImage } from "../../core/config.ts";
 import { agentenv, entry, isolatedEnv, rootless, sh, tempTree } from "../helpers/cli.ts";
@@ -234,6 +234,19 @@ describe("agentenv attach (Podman)", () => {
     const result = await attach(target, ["/.agentenv/bin/sh", "-c", script]);
     expect(result.stderr).toBe("");
     expect(result.stdout).toBe("their-sh-works\ntheirs\n1\nattach-marker\n1\nstore-read-only\n");
+    expect(result.code).toBe(3);
+    expectSame(before, snapshot(target));
+  });
+
+  test.skipIf(!rootless)("rootless: a --userns=keep-id target (a user namespace of its own) running as the user", async () => {
+    const target = startTarget("keepid", ["--userns=keep-id", debianImage(), "sleep", "infinity"]);
+    const before = snapshot(target);
+    // the helper stays in the sidecar's user namespace: the target's processes show by the uids they have there
+    const user = userInfo().username;
+    const result = await attach(target, ["sh", "-c", `cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -c '^${user}:' /etc/passwd; ${busyWork}`]);
+    expect(result.stderr).toBe("");
+    // keep-id wrote the user into the target's /etc/passwd: the view's /etc is the target's
+    expect(result.stdout).toBe("sleep infinity \n1\n");
     expect(result.code).toBe(3);
     expectSame(before, snapshot(target));
   });
