@@ -144,21 +144,22 @@ export function crashPoint(step: string): void {
  * Creates a volume agentenv manages if it does not exist yet: `volume:create` hooks,
  * the engine call, `fill` (the creator's content), then `volume:seed` hooks. A fill or
  * seed that fails, or Ctrl-C at any point, removes the volume again: nothing half-made.
- * With NONCE the volume is labelled with it and used only once it is seen carrying it: a
- * volume another command made meanwhile (here, or on another host sharing the engine) is
- * neither filled nor removed. Returns whether it was created.
+ * The volume is labelled with NONCE (the command's own, else a new one) and used only once
+ * it is seen carrying it: a volume another command made meanwhile (here, or on another
+ * host sharing the engine; Docker's create says yes to an existing name) is neither
+ * filled nor removed. Returns whether it was created.
  */
-export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: () => Promise<void>, nonce?: string): Promise<boolean> {
+export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: () => Promise<void>, nonce = newNonce()): Promise<boolean> {
   const { plugins } = ctx;
   if (await ctx.runtime.volumeExists(volume.name)) return false;
   volume.labels = { "agentenv.volume": "1", ...volume.labels };
   await callHook(plugins, "volume:create", ctx, volume);
-  if (nonce) volume.labels[nonceLabel] = nonce;
+  volume.labels[nonceLabel] = nonce;
   let asked = false;
   let created = false;
-  // with a nonce, only a volume carrying it is removed: never one another command made
+  // only a volume carrying the nonce is removed: never one another command made
   const remove = async () => {
-    if (nonce ? asked : created) await (nonce ? removeOwnVolume(ctx, volume.name, nonce) : ctx.runtime.volumeRemove(volume.name)).catch(() => {});
+    if (asked) await removeOwnVolume(ctx, volume.name, nonce).catch(() => {});
   };
   await undoOnInterrupt(remove, async () => {
     asked = true;
@@ -170,7 +171,7 @@ export async function ensureVolume(ctx: BaseContext, volume: VolumeSpec, fill?: 
       throw error;
     }
     // Docker says yes to an existing name: it is ours only if it carries our nonce
-    if (nonce && !(await ownsVolume(ctx, volume.name, nonce))) return;
+    if (!(await ownsVolume(ctx, volume.name, nonce))) return;
     created = true;
     try {
       await fill?.();

@@ -75,6 +75,8 @@ function expectStoreClean(when: string, projects: string[] = []): void {
   expect({ when, marker: existsSync(join(root, "agentenv-store.json")) }).toEqual({ when, marker: true });
   const volumes = podman(["volume", "ls", "--format", "{{.Name}}"]).split("\n").filter((v) => v.startsWith(volume));
   expect({ when, volumes }).toEqual({ when, volumes: [volume] });
+  // the store volume carries the nonce of the command that made it (it never fills or removes another's)
+  expect({ when, nonce: JSON.parse(podman(["volume", "inspect", "--format", "{{json .Labels}}", volume]) || "{}")["agentenv.nonce"] }).toEqual({ when, nonce: expect.stringMatching(/^[0-9a-f]{16}$/) });
   for (const project of projects) expect({ when, containers: leftoverContainers(project) }).toEqual({ when, containers: [] });
 }
 
