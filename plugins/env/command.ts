@@ -10,7 +10,7 @@ import { readOverlay } from "./dotfiles/overlay.ts";
 import { checkManager, checkRef, checkSetup, dotfilesManagers, resolveDotfilesUrl, type DotfilesConfig } from "./dotfiles/repo.ts";
 import { describeResult, readResult } from "./dotfiles/result.ts";
 import { checkName, describeRecord, diskUsage, envLabel, envNameOf, hasFlake, inHome, lastUsed, recordPath, stateValue, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
-import { hostRecord, ifEnvUnlocked, pendingOps } from "./record.ts";
+import { hostRecord, ifEnvUnlocked, pendingOps, readHostRecord } from "./record.ts";
 import { createEnv, exportEnv, importEnv, recordOf, recoverEnv, removeEnv, requireHome, resetEnv, runningUsers } from "./lifecycle.ts";
 
 const commonArgs = { ...runtimeArgs, ...globalArgs } as const;
@@ -61,9 +61,9 @@ const create = defineCommand({
 
 /**
  * What a volume is to `env list`: a usable environment; one a command running now is
- * creating (or importing) or removing; or incomplete — its home has no record, so no
- * command finished making it here (another host's command sharing the engine, still at
- * work or dead, or a version of agentenv before journals).
+ * creating (or importing) or removing; or incomplete — neither its home nor this host
+ * has its record, so no command finished making it (another host's command sharing the
+ * engine, still at work or dead, or a version of agentenv before journals).
  */
 type EnvState = "ready" | "creating" | "removing" | "incomplete";
 
@@ -124,8 +124,9 @@ async function listState(ctx: BaseContext, name: string, volume: string, mountpo
     // a reset at work: the home is the old one or the new one, usable either way (sessions wait for it)
     if (running.length) return "ready";
   }
-  // its files are here, and no record in them
-  if (mountpoint && existsSync(mountpoint) && !inHome(mountpoint, recordPath)) return "incomplete";
+  // its files are here with no record in them, and no command here finished making it
+  // (one that did keeps this host's record: a session may have deleted the home's copy)
+  if (mountpoint && existsSync(mountpoint) && !inHome(mountpoint, recordPath) && !readHostRecord(ctx, name)) return "incomplete";
   return "ready";
 }
 

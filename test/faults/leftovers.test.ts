@@ -5,7 +5,7 @@ import { join } from "pathe";
 import { entry, isolatedEnv, tempTree } from "../helpers/cli.ts";
 import { handoffPath } from "../../core/handoff.ts";
 import { leftoverContainers, requireImage } from "../helpers/engine.ts";
-import { expectNothingHalfMade, fixture, podman, removeVolumes, run, stateDir, volumeExists, volumeName } from "./harness.ts";
+import { expectNothingHalfMade, fixture, podman, removeVolumes, run, stateDir, volumeDir, volumeExists, volumeName } from "./harness.ts";
 
 /**
  * What crashes and commands at work leave where users look: `env list` never shows a
@@ -116,9 +116,12 @@ describe("env list and half-made environments", () => {
     expect((await listed(name)).json).toBeUndefined();
   }, slow);
 
-  test("a whole environment is listed ready", async () => {
+  test("a whole environment is listed ready, even when a session deleted its home's copy of the record", async () => {
     const name = `${prefix}-whole`;
     expect((await run(["env", "create", name, tempTree({ ".bashrc": "# whole\n" })])).code).toBe(0);
+    expect((await listed(name)).json).toMatchObject({ name, state: "ready", source: { kind: "template" } });
+    expect((await run(["run", "--env", name, "--no-store", tempTree(), "--", "rm", "/root/.local/state/agentenv/env.json"])).code).toBe(0);
+    expect(existsSync(join(volumeDir(name), ".local/state/agentenv/env.json"))).toBe(false);
     expect((await listed(name)).json).toMatchObject({ name, state: "ready", source: { kind: "template" } });
     expect((await run(["env", "rm", name])).code).toBe(0);
   }, slow);
