@@ -20,6 +20,12 @@ export interface SessionContext extends BaseContext {
   /** absolute host path of the project directory */
   project: string;
   mode: SessionMode;
+  /**
+   * Each plugin's state in this session, under its own name (`ctx.state.golden`): what its
+   * hooks hand each other — its clone, its locks — with no map of its own. A session made
+   * inside another (a step of its own) starts with an empty one.
+   */
+  state: Record<string, unknown>;
 }
 
 export interface VolumeSpec {

@@ -61,7 +61,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     up: options.up,
     name: options.name,
   });
-  const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode };
+  const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode, state: {} };
   const notice = config.trust && trustNotice(config.trust);
   if (notice && options.trustNotice !== false) options.log.warn(notice);
   await callHook(plugins, "session:mount", ctx);
@@ -141,6 +141,6 @@ export async function startDetached({ ctx, plugins }: PreparedSession, ready: ()
  * it started with, in a new process (plugins find their state on disk by `plan.name`).
  */
 export async function endDetached(base: BaseContext, plan: Plan, project: string): Promise<void> {
-  const ctx: SessionContext = { ...base, plan, project, mode: "up" };
+  const ctx: SessionContext = { ...base, plan, project, mode: "up", state: {} };
   await exitPlugins(base.plugins, ctx, { exitCode: 0 });
 }

@@ -16,7 +16,10 @@ interface SessionState {
   lock?: Registration;
 }
 
-const states = new WeakMap<SessionContext, SessionState>();
+/** The env plugin's state in a session (`ctx.state.env`). */
+function stateOf(ctx: SessionContext): SessionState | undefined {
+  return ctx.state.env as SessionState | undefined;
+}
 
 /** `session:mount`: the environment's volume is HOME. */
 export async function mountEnv(ctx: SessionContext): Promise<void> {
@@ -29,7 +32,7 @@ export async function mountEnv(ctx: SessionContext): Promise<void> {
   // the entrypoint then fails the session instead of warning when the home's setup fails
   if (ctx.config.env.strict) ctx.plan.env.AGENTENV_STRICT = "1";
   ctx.plan.labels[envLabel] = name;
-  states.set(ctx, { home, record: home.dir ? hostRecord(ctx, home) : undefined });
+  ctx.state.env = { home, record: home.dir ? hostRecord(ctx, home) : undefined } satisfies SessionState;
 }
 
 function noEnvironment(name: string): UserError {
@@ -38,7 +41,7 @@ function noEnvironment(name: string): UserError {
 
 /** This host's record of the session's environment, found by `session:mount` (other plugins read it: no second lookup). */
 export function sessionRecord(ctx: SessionContext): EnvRecord | undefined {
-  return states.get(ctx)?.record;
+  return stateOf(ctx)?.record;
 }
 
 /**
@@ -160,7 +163,7 @@ export function hostUsers(ctx: BaseContext, volume: string, except?: string, dea
  * several sessions").
  */
 export async function startEnv(ctx: SessionContext): Promise<void> {
-  const state = states.get(ctx);
+  const state = stateOf(ctx);
   if (!state) return;
   const { name, volume } = state.home;
   let writable = true;
@@ -204,7 +207,7 @@ export async function startEnv(ctx: SessionContext): Promise<void> {
 }
 
 export async function endEnv(ctx: SessionContext): Promise<void> {
-  const state = states.get(ctx);
+  const state = stateOf(ctx);
   if (!state?.lock) return;
   // what a trusted session leaves in ~/flake.nix is the user's: later untrusted sessions build it
   if (ctx.config.trust?.trusted && state.home.dir) await (await import("./tools.ts")).keepToolsFlake(ctx, state.home);

@@ -28,7 +28,7 @@ export async function storeHasPath(ctx: BaseContext, path: string): Promise<bool
  * whatever the caller's session may keep. Resolves to the container's exit code.
  */
 export async function runPromoted(ctx: SessionContext, plan: Plan): Promise<number> {
-  const step: SessionContext = { ...ctx, config: { ...ctx.config, store: "golden" }, plan, mode: "run" };
+  const step: SessionContext = { ...ctx, config: { ...ctx.config, store: "golden" }, plan, mode: "run", state: {} };
   const result = { exitCode: 1 };
   await mountStore(step);
   try {

@@ -100,7 +100,10 @@ interface SessionState {
   volume?: boolean;
 }
 
-const states = new WeakMap<SessionContext, SessionState>();
+/** The golden plugin's state in a session (`ctx.state.golden`). */
+function stateOf(ctx: SessionContext): SessionState | undefined {
+  return ctx.state.golden as SessionState | undefined;
+}
 
 function mountInPlan(ctx: SessionContext, root: string): void {
   const merged = join(new GoldenStore(root).sessionDir(ctx.plan.name), "merged");
@@ -111,7 +114,7 @@ function mountInPlan(ctx: SessionContext, root: string): void {
 /** `session:mount`: the plan gets this session's clone at /nix (made in `startStore`). */
 export async function mountStore(ctx: SessionContext): Promise<void> {
   const located = await locateStore(ctx);
-  states.set(ctx, { located, volume: isVolumeChoice(located.choice) });
+  ctx.state.golden = { located, volume: isVolumeChoice(located.choice) } satisfies SessionState;
   if (isVolumeChoice(located.choice)) mountVolumeStore(ctx);
   else if (located.root && located.choice?.strategy) mountInPlan(ctx, located.root);
 }
@@ -170,8 +173,8 @@ async function reapAbandoned(ctx: BaseContext, store: GoldenStore): Promise<void
 
 /** `session:start`: seed the store on first use, then make this session's clone. */
 export async function startStore(ctx: SessionContext): Promise<void> {
-  const state = states.get(ctx) ?? { located: await locateStore(ctx) };
-  states.set(ctx, state);
+  const state = stateOf(ctx) ?? { located: await locateStore(ctx) };
+  ctx.state.golden = state;
   if (isVolumeChoice(state.located.choice)) return startVolume(ctx, state, state.located.choice, !state.volume);
   if (!state.located.root) {
     const volume = state.located.volume;
@@ -244,10 +247,10 @@ export async function startStore(ctx: SessionContext): Promise<void> {
  * Never fails the session: the command's exit code stands, problems are warnings.
  */
 export async function endStore(ctx: SessionContext, _result: { exitCode: number }): Promise<void> {
-  const state = states.get(ctx);
+  const state = stateOf(ctx);
   // a detached session ended by a new agentenv (`down`) has no state here: its record says which kind it is
   if (state?.volume || (!state && ctx.mode === "up" && hasDetachedSession(ctx))) return endVolumeStore(ctx);
-  const active = states.get(ctx)?.active ?? (ctx.mode === "up" ? await resumeDetached(ctx) : undefined);
+  const active = state?.active ?? (ctx.mode === "up" ? await resumeDetached(ctx) : undefined);
   if (!active) return;
   const { store, strategy, record, lock } = active;
   let step = "releasing this session's clone";

@@ -345,7 +345,8 @@ interface ActiveSession {
   lock: FileLock;
 }
 
-const active = new WeakMap<SessionContext, ActiveSession>();
+/** A volume-store session's state, kept with the golden plugin's (`ctx.state["golden.volume"]`). */
+const stateKey = "golden.volume";
 
 /** Drops the /nix mount `mountVolumeStore` added: the session runs on the image's /nix. */
 function unmountFromPlan(ctx: SessionContext, volume: string): void {
@@ -394,7 +395,7 @@ export async function startVolumeStore(ctx: SessionContext, choice: VolumeChoice
     if (error instanceof UserError) throw error;
     throw new UserError(`could not clone the golden store for this session: ${messageOf(error)}`, "use --store none to run without it");
   }
-  active.set(ctx, { golden, files, record, lock });
+  ctx.state[stateKey] = { golden, files, record, lock } satisfies ActiveSession;
 }
 
 /** Helper script exit code: a path's contents did not measure as registered (the script lists them). */
@@ -582,9 +583,9 @@ export function hasDetachedSession(ctx: SessionContext): boolean {
  * then remove its volume. Never fails the session: problems are warnings.
  */
 export async function endVolumeStore(ctx: SessionContext): Promise<void> {
-  const session = active.get(ctx) ?? (ctx.mode === "up" ? resumeDetached(ctx) : undefined);
+  const session = (ctx.state[stateKey] as ActiveSession | undefined) ?? (ctx.mode === "up" ? resumeDetached(ctx) : undefined);
   if (!session) return;
-  active.delete(ctx);
+  delete ctx.state[stateKey];
   const { golden, files, record, lock } = session;
   try {
     if (record.mode === "golden") {

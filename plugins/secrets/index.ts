@@ -4,7 +4,7 @@ import { closeHandoff, handoffDir, useHandoff } from "../../core/handoff.ts";
 import { messageOf } from "../../core/errors.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { shellQuote } from "../../core/plan.ts";
-import { definePlugin, type SessionContext } from "../../core/plugins.ts";
+import { definePlugin } from "../../core/plugins.ts";
 import { writeAtomic } from "../../core/volumes.ts";
 
 /**
@@ -14,7 +14,6 @@ import { writeAtomic } from "../../core/volumes.ts";
  * the engine's container config) and never the home volume.
  */
 const store = () => import("./store.ts");
-const pending = new WeakMap<SessionContext, Record<string, string>>();
 
 /** Where the secrets are, encrypted (see core/vault.ts): known without loading the crypto. */
 export function secretsFile(): string {
@@ -37,17 +36,18 @@ export default definePlugin({
         return;
       }
       useHandoff(ctx);
-      pending.set(ctx, values);
+      ctx.state.secrets = values;
       ctx.log.debug(`secrets passed through the handoff directory, not the engine: ${names.map((n) => `${n}=***`).join(" ")}`);
     },
     "session:start"(ctx) {
-      const values = pending.get(ctx);
+      const values = ctx.state.secrets as Record<string, string> | undefined;
       if (!values) return;
       const lines = Object.entries(values).map(([name, value]) => `export ${name}=${shellQuote(value)}`);
       writeAtomic(join(handoffDir(ctx), "secrets.env"), `${lines.join("\n")}\n`, 0o600);
     },
     "session:exit"(ctx) {
-      if (pending.delete(ctx)) closeHandoff(ctx);
+      if (ctx.state.secrets) closeHandoff(ctx);
+      delete ctx.state.secrets;
     },
     async "env:remove"(ctx, name, removed) {
       if (!existsSync(secretsFile())) return;

@@ -17,6 +17,7 @@ async function contextFor(project: string) {
     plugins: [],
     project,
     mode: "run",
+    state: {},
   };
   return { config, ctx };
 }

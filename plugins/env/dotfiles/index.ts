@@ -3,7 +3,7 @@ import { hostname } from "node:os";
 import { join } from "pathe";
 import { closeHandoff, handoffDir, useHandoff } from "../../../core/handoff.ts";
 import { agentenvDir } from "../../../core/paths.ts";
-import { definePlugin, type SessionContext } from "../../../core/plugins.ts";
+import { definePlugin } from "../../../core/plugins.ts";
 import { messageOf } from "../../../core/errors.ts";
 import { checkLocalRepo, isLocalRepo, localRepoTarget } from "./repo.ts";
 import type { Overlay } from "./overlay.ts";
@@ -15,7 +15,6 @@ import type { Overlay } from "./overlay.ts";
  * repo on this host's disk is mounted read-only, the overlay is decrypted into the
  * session's handoff directory. Its commands are `agentenv env set|update|overlay`.
  */
-const overlays = new WeakMap<SessionContext, Overlay>();
 
 /** Where an environment's overlay is, encrypted (see core/vault.ts): known without loading the crypto. */
 export function overlayFile(env: string): string {
@@ -51,15 +50,16 @@ export default definePlugin({
       if (!hasOverlay(name)) return;
       // decrypted now: a wrong key or a changed file stops the session before anything runs
       const { readOverlay } = await import("./overlay.ts");
-      overlays.set(ctx, readOverlay(name));
+      ctx.state.dotfiles = readOverlay(name);
       useHandoff(ctx);
     },
     async "session:start"(ctx) {
-      const overlay = overlays.get(ctx);
+      const overlay = ctx.state.dotfiles as Overlay | undefined;
       if (overlay) (await import("./overlay.ts")).writeOverlayFiles(overlay, handoffDir(ctx));
     },
     "session:exit"(ctx) {
-      if (overlays.delete(ctx)) closeHandoff(ctx);
+      if (ctx.state.dotfiles) closeHandoff(ctx);
+      delete ctx.state.dotfiles;
     },
   },
 });
