@@ -22,7 +22,7 @@
  * setns our root is the target's root, so no path of its can lead out to the sidecar).
  * Single-threaded on purpose: setns(CLONE_NEWNS) refuses a multi-threaded caller.
  *
- * Usage: agentenv-attach [--pid N] [--nix DIR] [--home DIR] [--tools DIR] [--] CMD...
+ * Usage: agentenv-attach [--pid N] [--nix DIR] [--home DIR] [--tools DIR] [--announce 1] [--] CMD...
  * Exit: CMD's code (128+N when killed by signal N); 125 with one line on stderr when
  * the view cannot be built.
  */
@@ -260,7 +260,7 @@ static void end_descendants(void) {
 }
 
 int main(int argc, char **argv) {
-  int pid = 1;
+  int pid = 1, announce = 0;
   const char *nix = "/nix", *home = "/root", *tools = "/usr/local/lib/agentenv/attach/bin";
   int i = 1;
   for (; i < argc; i++) {
@@ -270,6 +270,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--nix")) nix = argv[++i];
     else if (!strcmp(argv[i], "--home")) home = argv[++i];
     else if (!strcmp(argv[i], "--tools")) tools = argv[++i];
+    else if (!strcmp(argv[i], "--announce")) announce = argv[++i][0] == '1';
     else break;
   }
   char **cmd = argv + i;
@@ -414,6 +415,12 @@ int main(int argc, char **argv) {
   }
 
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("cannot become a subreaper");
+  /* --announce 1: one marker line on stderr (not a terminal) before CMD starts, so
+     agentenv knows that everything before it was the engine's and nothing after is */
+  if (announce && !isatty(2)) {
+    static const char marker[] = "\036agentenv-attach: ready\n";
+    if (write(2, marker, sizeof marker - 1) < 0) { /* agentenv gone: CMD runs anyway */ }
+  }
   /* on a terminal, Ctrl-C reaches CMD's process group from the terminal itself */
   int tty = isatty(0);
   sigset_t all, old;

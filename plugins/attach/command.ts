@@ -1,10 +1,11 @@
 import { defineCommand, type ArgsDef } from "citty";
 import { envFlag, globalArgs, logFor, runtimeArgs, sessionArgs, storeFlag } from "../../core/commands/_shared.ts";
 import { UserError } from "../../core/errors.ts";
-import { shellJoin } from "../../core/plan.ts";
+import { shellJoin, type Plan } from "../../core/plan.ts";
 import type { Runtime } from "../../core/runtime/types.ts";
 import { prepareSession, runPrepared } from "../../core/session.ts";
 import { appleRefusal, checkTarget, sidecarName, sidecarPlan } from "./plan.ts";
+import { runChecked } from "./run.ts";
 
 const attachArgs = {
   ...runtimeArgs,
@@ -85,10 +86,7 @@ function attachStore(flags: AttachFlags): string {
   return store === undefined || store === "golden" ? "ephemeral" : store;
 }
 
-/**
- * Why TARGET cannot be attached to, in one line, or undefined when it can: asked of the
- * engine before anything starts, so its own multi-line errors never reach the user.
- */
+/** Why TARGET cannot be attached to, in one line, or undefined when it can. */
 async function targetRefusal(runtime: Runtime, target: string): Promise<UserError | undefined> {
   const result = await runtime.call(["container", "inspect", "--format", "{{.State.Running}}\t{{.HostConfig.PidMode}}", target]);
   if (result.code !== 0) {
@@ -139,9 +137,9 @@ export async function runAttach(words: readonly string[], cliFlags: AttachFlags)
     for (const argv of runtime.argv(plan)) console.log(shellJoin(argv));
     return 0;
   }
-  const refusal = await targetRefusal(runtime, target);
-  if (refusal) throw refusal;
-  return runPrepared(prepared);
+  // the target is asked about only when the sidecar fails (./run.ts): no engine call more on the way
+  const checked: Runtime = Object.create(runtime, { run: { value: (p: Plan) => runChecked(runtime, p, () => targetRefusal(runtime, target)) } });
+  return runPrepared({ ...prepared, ctx: { ...prepared.ctx, runtime: checked } });
 }
 
 export const attach = Object.assign(

@@ -53,7 +53,8 @@ export function sidecarPlan(session: Plan, target: string, command: string[], st
     mounts: session.mounts.filter((m) => m.target !== "/work"),
     labels: { ...withoutProject(session.labels), "agentenv.session": "attach", [attachLabel]: target },
     entrypoint: helperPath,
-    command: ["--", ...command],
+    // the helper marks on stderr where the engine's output ends (plugins/attach/run.ts)
+    command: ["--announce", "1", "--", ...command],
     interactive: shell || !stdinIsTTY,
     tty: shell && stdinIsTTY,
     remove: true,
