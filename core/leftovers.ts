@@ -9,29 +9,29 @@ import type { BaseContext, SessionContext } from "./plugins.ts";
 /**
  * What a session leaves behind if its agentenv is killed (kill -9, a crash, power loss):
  * its container — the docker CLI's `run` does not remove it, agentenv does afterwards,
- * so it stays, stopped — and its handoff directory (which may still hold secrets the
- * container never read). Each session registers them in a file of agentenv's state dir
- * whose flock it holds until both are gone; the next session's start finds the files
- * whose lock nobody holds (one readdir, a try-lock each: no engine call unless something
- * was left), removes the container once the engine says it is not running, and the
- * directory. A container that still runs is left alone (the engine runs it on after its
- * agentenv died), and looked at again by a later session.
+ * so it stays, stopped (a helper container too) — and its handoff directory (which may
+ * still hold secrets the container never read). Each session registers them in a file of
+ * agentenv's state dir whose flock it holds until both are gone; the next session's start
+ * finds the files whose lock nobody holds (one readdir, a try-lock each: no engine call
+ * unless something was left), removes the container once the engine says it is not
+ * running, and the directory. A container that still runs is left alone (the engine runs
+ * it on after its agentenv died), and looked at again by a later session.
  */
 interface Registration {
   container: string;
   runtime: string;
   /** which engine instance: another socket's container is not this engine's to remove */
   endpoint: string;
-  handoff: string;
+  handoff?: string;
 }
 
 function registryDir(): string {
   return join(agentenvDir("state"), "running");
 }
 
-function endpointOf(ctx: BaseContext): string {
+function endpointOf(runtime: string): string {
   const env = process.env;
-  return ctx.runtime.name === "docker" ? `${env.DOCKER_HOST ?? ""}|${env.DOCKER_CONTEXT ?? ""}` : `${env.CONTAINER_HOST ?? ""}|${env.CONTAINER_CONNECTION ?? ""}`;
+  return runtime === "docker" ? `${env.DOCKER_HOST ?? ""}|${env.DOCKER_CONTEXT ?? ""}` : `${env.CONTAINER_HOST ?? ""}|${env.CONTAINER_CONNECTION ?? ""}`;
 }
 
 /**
@@ -40,14 +40,23 @@ function endpointOf(ctx: BaseContext): string {
  * (only the cleanup after a crash is lost).
  */
 export function registerSession(ctx: SessionContext): FileLock | undefined {
+  const handoff = ctx.plan.mounts.find((m) => m.target === handoffTarget)?.source ?? handoffPath(ctx.plan.name);
+  try {
+    return registerContainer(ctx.runtime.name, ctx.plan.name, handoff);
+  } catch (error) {
+    ctx.log.debug(`could not register this session for the cleanup after a crash: ${messageOf(error)}`);
+    return undefined;
+  }
+}
+
+/**
+ * Registers CONTAINER of RUNTIME (and its HANDOFF directory) for the cleanup after a
+ * crash, until the lock returned is released. Throws when the state dir is not writable.
+ */
+export function registerContainer(runtime: string, container: string, handoff?: string): FileLock {
   const dir = registryDir();
-  const entry: Registration = {
-    container: ctx.plan.name,
-    runtime: ctx.runtime.name,
-    endpoint: endpointOf(ctx),
-    handoff: ctx.plan.mounts.find((m) => m.target === handoffTarget)?.source ?? handoffPath(ctx.plan.name),
-  };
-  const file = join(dir, `${ctx.runtime.name}-${ctx.plan.name}.json`);
+  const entry: Registration = { container, runtime, endpoint: endpointOf(runtime), handoff };
+  const file = join(dir, `${runtime}-${container}.json`);
   const tmp = `${file}.tmp-${process.pid}`;
   let lock: FileLock | undefined;
   try {
@@ -64,8 +73,7 @@ export function registerSession(ctx: SessionContext): FileLock | undefined {
   } catch (error) {
     lock?.release();
     rmSync(tmp, { force: true });
-    ctx.log.debug(`could not register this session for the cleanup after a crash: ${messageOf(error)}`);
-    return undefined;
+    throw error;
   }
   return {
     release() {
@@ -108,11 +116,11 @@ export async function sweepSessions(ctx: BaseContext): Promise<void> {
         rmSync(file, { force: true }); // unreadable: it names nothing to clean
         continue;
       }
-      if (entry.runtime !== ctx.runtime.name || entry.endpoint !== endpointOf(ctx)) continue;
+      if (entry.runtime !== ctx.runtime.name || entry.endpoint !== endpointOf(ctx.runtime.name)) continue;
       const status = await ctx.runtime.containerStatus(entry.container);
       if (status === "running") continue;
       if (status === "stopped") await ctx.runtime.removeContainer(entry.container);
-      rmSync(entry.handoff, { recursive: true, force: true });
+      if (entry.handoff) rmSync(entry.handoff, { recursive: true, force: true });
       rmSync(file, { force: true });
       ctx.log.debug(`removed what session ${entry.container} left (its agentenv died)`);
     } catch (error) {

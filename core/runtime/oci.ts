@@ -186,10 +186,16 @@ export class OciRuntime implements Runtime {
 
   async capture(plan: Plan, io: { stdin?: string; stdout?: string } = {}): Promise<EngineResult> {
     const args = this.runArgs({ ...plan, interactive: io.stdin !== undefined, tty: false });
-    const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await streamed([this.bin, ...args], io);
     const remove = this.removeArgs(plan);
-    if (remove) await this.call(remove);
-    return result;
+    // removed by a second call: if agentenv dies before it, the next session removes it (../leftovers.ts)
+    const registration = remove ? await tryRegister(this.name, plan.name) : undefined;
+    try {
+      const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await streamed([this.bin, ...args], io);
+      if (remove) await this.call(remove);
+      return result;
+    } finally {
+      registration?.release();
+    }
   }
 
   call(args: string[], options: { stdin?: Blob | string } = {}): Promise<EngineResult> {
@@ -369,6 +375,16 @@ export class OciRuntime implements Runtime {
       const rootless = await this.call(["info", "--format", "{{.Host.Security.Rootless}}"]);
       if (rootless.stdout.trim() === "false") return formatUserError(rootfulKeepId());
     }
+    return undefined;
+  }
+}
+
+/** A helper container's registration for the cleanup after a crash; none when the state dir is not writable. */
+async function tryRegister(runtime: string, container: string): Promise<{ release(): void } | undefined> {
+  try {
+    const { registerContainer } = await import("../leftovers.ts");
+    return registerContainer(runtime, container);
+  } catch {
     return undefined;
   }
 }

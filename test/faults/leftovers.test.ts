@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { entry, isolatedEnv, tempTree } from "../helpers/cli.ts";
 import { handoffPath } from "../../core/handoff.ts";
-import { leftoverContainers, requireImage } from "../helpers/engine.ts";
+import { leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 import { expectNothingHalfMade, fixture, podman, removeVolumes, run, stateDir, volumeDir, volumeExists, volumeName } from "./harness.ts";
 
 /**
@@ -57,7 +57,7 @@ afterAll(async () => {
   removeVolumes(prefix);
 });
 
-describe("env list and half-made environments", () => {
+describe("what crashes and commands at work leave: env list, killed sessions and helpers", () => {
   test("a create killed at any step: list finishes or undoes it first, and shows only a whole one", async () => {
     const name = `${prefix}-killed`;
     for (const step of ["create:volume", "create:fill+150", "create:filled", "create:record"]) {
@@ -159,4 +159,23 @@ describe("env list and half-made environments", () => {
       expect((await run(["secret", "rm", "LEFTOVER_SECRET"])).code).toBe(0);
     }, slow);
   }
+
+  test("docker: a helper container whose agentenv was killed (seeding the golden store) is removed by the next session", async () => {
+    const volume = `agentenv-test-faults-dstore-${process.pid}`;
+    const env = { ...docker, AGENTENV_STORE_VOLUME: volume };
+    const helpers = (all: boolean) => podman(["ps", ...(all ? ["-a"] : []), "--filter", "label=agentenv.helper=seed-store", "--filter", `volume=${volume}`, "--format", "{{.Names}}"]).split("\n").filter(Boolean);
+    try {
+      const killed = await run(["store", "reset", "--yes"], { env, crashAt: "store:seed+150" });
+      expect(killed.killed).toBe(true);
+      // the seed goes on without agentenv, and stops
+      for (let i = 0; i < 300 && helpers(false).length; i++) await Bun.sleep(100);
+      expect(helpers(true)).toHaveLength(1);
+      const next = await run(["run", "--no-store", "--no-env", tempTree(), "--", "true"], { env });
+      expect({ code: next.code, stderr: next.stderr }).toMatchObject({ code: 0 });
+      expect(helpers(true)).toEqual([]);
+    } finally {
+      for (const name of helpers(true)) podman(["rm", "--force", name]);
+      await removeStoreVolume(volume);
+    }
+  }, slow);
 });
