@@ -276,6 +276,13 @@ int main(int argc, char **argv) {
   char **cmd = argv + i;
   if (pid < 1) die("bad --pid");
 
+  /* our /proc/1 is the target's PID 1 only if the target has a PID namespace of its own */
+  struct stat pidns;
+  if (stat("/proc/self/ns/pid", &pidns) == 0 && pidns.st_ino == 0xEFFFFFFCu) {
+    errno = 0;
+    die("the target shares the host's PID namespace (--pid host): attach would see the host, not the container");
+  }
+
   /* 1. our parts, cloned while they are still reachable */
   int nix_fd = access(nix, F_OK) == 0 ? clone_tree(AT_FDCWD, nix, 1) : -2;
   if (nix_fd == -1) die("cannot clone our store %s", nix);

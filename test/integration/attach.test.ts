@@ -96,7 +96,8 @@ function snapshot(target: string): Record<string, string> {
     mountinfo: mountinfo!,
     processes: processes!,
     files: files!,
-    volumes: ok(["volume", "ls", "--format", "{{.Name}}"]),
+    // volumes an attach could leave: anonymous ones and ours (others' tests make volumes meanwhile)
+    volumes: ok(["volume", "ls", "--format", "{{.Name}}"]).split("\n").filter((v) => /^[0-9a-f]{64}$|attach/.test(v)).join("\n"),
     sidecars: ok(["ps", "-a", "--filter", `label=agentenv.attach=${target}`, "--format", "{{.Names}}"]),
   };
 }
@@ -322,7 +323,7 @@ describe("agentenv attach (Podman)", () => {
     expect(result.stdout).not.toContain("--init");
   });
 
-  test("errors are one line: no such container, a stopped one, Apple container, a bad name", async () => {
+  test("errors are one line: no such container, a stopped one, one in the host's PID namespace, Apple container, a bad name", async () => {
     const missing = await attach(`${prefix}-nonexistent`, ["true"]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toBe(`agentenv: no container named ${prefix}-nonexistent in podman — see \`podman ps\`\n`);
@@ -332,6 +333,12 @@ describe("agentenv attach (Podman)", () => {
     const notRunning = await attach(stopped, ["true"]);
     expect(notRunning.code).toBe(1);
     expect(notRunning.stderr).toBe(`agentenv: container ${stopped} is not running — start it first (podman start ${stopped})\n`);
+
+    // the helper refuses it (our /proc/1 would be the host's), agentenv says why in one line
+    const hostPid = startTarget("hostpid", ["--pid", "host", debianImage(), "sleep", "infinity"]);
+    const host = await attach(hostPid, ["true"]);
+    expect(host.code).toBe(1);
+    expect(host.stderr).toBe(`agentenv: container ${hostPid} shares the host's PID namespace (--pid host): attach would see the host, not the container\n`);
 
     const apple = await attach("anything", ["true"], ["--runtime", "container"]);
     expect(apple.code).toBe(1);
