@@ -55,9 +55,20 @@ export async function stepsOf(args: string[], options: RunOptions = {}): Promise
   return { result, steps };
 }
 
+/**
+ * Podman's stdout; "" when it fails (an inspect of what is not there). A listing (`ls`,
+ * `ps`) must answer: an empty one would pass every "nothing is left" check, so a failing
+ * one is retried, then thrown.
+ */
 export function podman(args: string[], env: Record<string, string> = {}): string {
-  const out = Bun.spawnSync(["podman", ...args], { env: { ...process.env, ...env } });
-  return out.exitCode === 0 ? out.stdout.toString() : "";
+  const listing = args.includes("ls") || args[0] === "ps";
+  for (let attempt = 1; ; attempt++) {
+    const out = Bun.spawnSync(["podman", ...args], { env: { ...process.env, ...env } });
+    if (out.exitCode === 0) return out.stdout.toString();
+    if (!listing) return "";
+    if (attempt === 3) throw new Error(`podman ${args.join(" ")} failed (exit ${out.exitCode}): ${out.stderr.toString().trim()}`);
+    Bun.sleepSync(200);
+  }
 }
 
 export function volumeName(name: string): string {
