@@ -290,6 +290,8 @@ int main(int argc, char **argv) {
   if (home_fd < 0) die("cannot clone the home %s", home);
   int tools_fd = clone_tree(AT_FDCWD, tools, 1);
   if (tools_fd < 0) die("cannot clone our tools %s", tools);
+  /* our terminal is a pty of the sidecar's devpts: without it in the view, ttyname() fails */
+  int pts_fd = isatty(0) ? clone_tree(AT_FDCWD, "/dev/pts", 0) : -1;
 
   /*
    * 2. the target's namespaces, and what we read of its PID 1 first. Only the pid
@@ -371,6 +373,11 @@ int main(int argc, char **argv) {
   }
   close(graft_dir);
   close(root);
+  /* over the target's /dev/pts in our copy only (its own ptys are then not in the view) */
+  if (pts_fd >= 0) {
+    if (move_mount_(pts_fd, "", skel, "dev/pts", MOVE_MOUNT_F_EMPTY_PATH) < 0) { /* a target with no /dev/pts: tty names stay unknown */ }
+    close(pts_fd);
+  }
 
   /* 4. into the view: chroot into the attached skeleton, so mountinfo shows its mounts */
   if (fchdir(skel) < 0 || chroot(".") < 0 || chdir("/") < 0) die("cannot enter the view");
@@ -412,14 +419,13 @@ int main(int argc, char **argv) {
   const char *term = getenv("TERM");
   char env_term[128];
   snprintf(env_term, sizeof env_term, "TERM=%s", term && strlen(term) < 100 ? term : "xterm");
-  char *envp[] = {env_home, env_path, env_tmp, env_hist, env_graft, env_term, "SHELL=/bin/sh", NULL};
-  char shell[300];
+  char shell[300], env_shell[320];
   snprintf(shell, sizeof shell, "/%s/bin/sh", graft_name);
-  char *default_cmd[] = {shell, "-l", NULL};
-  if (!cmd[0]) {
-    cmd = default_cmd;
-    snprintf(envp[6] = alloca(320), 320, "SHELL=%s", shell);
-  }
+  snprintf(env_shell, sizeof env_shell, "SHELL=%s", shell);
+  char *envp[] = {env_home, env_path, env_tmp, env_hist, env_graft, env_term, env_shell, "PS1=attach \\h:\\w \\$ ", NULL};
+  /* not a login shell: that would run the target's /etc/profile (its code, in our session) */
+  char *default_cmd[] = {shell, NULL};
+  if (!cmd[0]) cmd = default_cmd;
 
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("cannot become a subreaper");
   /* --announce 1: one marker line on stderr (not a terminal) before CMD starts, so

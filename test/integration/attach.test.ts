@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "pathe";
 import { defaultImage } from "../../core/config.ts";
 import { agentenv, entry, isolatedEnv, rootless, sh, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace, removeStoreVolume, requireImage } from "../helpers/engine.ts";
+import { terminal } from "../helpers/terminal.ts";
 
 /**
  * `agentenv attach` against real running containers (rootful Podman as root, rootless
@@ -309,6 +310,36 @@ describe("agentenv attach (Podman)", () => {
     }
     expect(out).toContain("got-int");
     expect(ok(["inspect", "--format", "{{.State.Running}}", target])).toBe("true");
+  });
+
+  test("in a terminal: a shell with a TTY, Ctrl-C interrupts the command in it (not the target), exit returns its code", async () => {
+    const target = startTarget("tty", [debianImage(), "sleep", "infinity"]);
+    const before = snapshot(target);
+    const session = `${prefix}-tty`;
+    const { tmux, waitFor } = terminal(session);
+    const resultFile = join(mkdtempSync(join(tmpdir(), "agentenv-attach-tty-")), "code");
+    const vars = Object.entries({ ...isolatedEnv(), ...env }).map(([k, v]) => `${k}=${v}`).join(" ");
+    const started = tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", `${vars} ${process.execPath} ${entry} attach ${target}; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`);
+    expect(started.exitCode).toBe(0);
+    try {
+      await waitFor(/attach [0-9a-f]{12}:\/ # $/m);
+      tmux("send-keys", "-t", session, "echo tty=$(tty | cut -c1-8) pid1=$(cat /proc/1/comm) sum=$((6*7))", "Enter");
+      // the terminal is named (ttyname works: our devpts is in the view) and the target's PID 1 is there
+      await waitFor(/tty=\/dev\/pts pid1=sleep sum=42/);
+      tmux("send-keys", "-t", session, "sleep 30; echo not-interrupted", "Enter");
+      await Bun.sleep(700);
+      tmux("send-keys", "-t", session, "C-c", "");
+      tmux("send-keys", "-t", session, "echo after-ctrl-c", "Enter");
+      const screen = await waitFor(/^after-ctrl-c/m);
+      expect(screen).not.toMatch(/^not-interrupted/m);
+      expect(ok(["inspect", "--format", "{{.State.Running}}", target])).toBe("true");
+      tmux("send-keys", "-t", session, "exit 5", "Enter");
+      await waitFor(/AGENTENV-DONE/);
+      expect(readFileSync(resultFile, "utf8").trim()).toBe("5");
+      expectSame(before, snapshot(target));
+    } finally {
+      tmux("kill-session", "-t", session);
+    }
   });
 
   test("--dry-run prints the engine command: the target's namespaces, the helper, no project mount", async () => {
