@@ -257,14 +257,15 @@ describe("agentenv attach (Podman)", () => {
     const volume = `${prefix}-data`;
     madeVolumes.push(volume);
     const target = startTarget("volume", [
-      "-v", `${volume}:/data`, "--tmpfs", "/scratch",
+      "-v", `${volume}:/data`, "--tmpfs", "/scratch", "-w", "/data",
       debianImage(), "sh", "-c", "echo v > /data/f; echo t > /scratch/f; exec sleep infinity",
     ]);
     for (let i = 0; i < 50 && podman(["top", target, "args"]).stdout.indexOf("sleep") < 0; i++) await Bun.sleep(100);
     const before = snapshot(target);
-    const result = await attach(target, ["sh", "-c", `cat /data/f /scratch/f; df /data /scratch | tail -n +2 | wc -l; ${busyWork}`]);
+    const result = await attach(target, ["sh", "-c", `pwd; cat /data/f /scratch/f; df /data /scratch | tail -n +2 | wc -l; ${busyWork}`]);
     expect(result.stderr).toBe("");
-    expect(result.stdout).toBe("v\nt\n2\n");
+    // CMD starts where the target's PID 1 works
+    expect(result.stdout).toBe("/data\nv\nt\n2\n");
     expect(result.code).toBe(3);
     expectSame(before, snapshot(target));
   });
