@@ -8,6 +8,8 @@ import { appleRefusal, checkTarget, sidecarName, sidecarPlan } from "./plan.ts";
 import { runChecked } from "./run.ts";
 
 const attachArgs = {
+  // shown in help; the CLI hands TARGET and what follows over as words (parseWords)
+  container: { type: "positional", required: false, valueHint: "container", description: "A running container's name or id; then [-- CMD…] (no CMD: a shell)" },
   ...runtimeArgs,
   env: sessionArgs.env,
   "no-env": sessionArgs["no-env"],
