@@ -110,7 +110,8 @@ async function targetRefusal(runtime: Runtime, target: string): Promise<UserErro
 export async function runAttach(words: readonly string[], cliFlags: AttachFlags): Promise<number> {
   const { target, command, flags } = parseWords(words, cliFlags);
   const log = logFor(flags);
-  if (flags.runtime === "container") throw appleRefusal();
+  // before anything starts (config may still choose it: then after the plan, still before any run)
+  if ((flags.runtime ?? process.env.AGENTENV_RUNTIME) === "container") throw appleRefusal();
   const stdinIsTTY = Boolean(process.stdin.isTTY);
   const prepared = await prepareSession({
     // no project: nothing of the current directory is mounted and no project config

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
-import { join } from "pathe";
+import { dirname, join } from "pathe";
 import { defaultImage } from "../../core/config.ts";
-import { agentenv, entry, isolatedEnv, rootless, sh, tempTree } from "../helpers/cli.ts";
+import { agentenv, entry, isolatedEnv, repoRoot, rootless, sh, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 import { terminal } from "../helpers/terminal.ts";
 
@@ -376,6 +376,20 @@ describe("agentenv attach (Podman)", () => {
     expect(apple.code).toBe(1);
     expect(apple.stderr).toStartWith("agentenv: agentenv attach is not supported on Apple container: each container is its own VM");
     expect(apple.stderr.trim().split("\n")).toHaveLength(1);
+
+    // chosen by config, not a flag: refused after the plan, before the engine runs anything
+    const fakeDir = join(repoRoot, "test", "fixtures", "fake-container");
+    const fakeLog = join(mkdtempSync(join(tmpdir(), "agentenv-attach-fake-")), "log");
+    const configHome = tempTree({ "agentenv/config.ts": 'export default { runtime: "container" };\n' });
+    const fakeEnv = { PATH: `${fakeDir}:${dirname(process.execPath)}:${process.env.PATH}`, FAKE_CONTAINER_LOG: fakeLog, FAKE_CONTAINER_STATE: tempTree(), XDG_CONFIG_HOME: configHome };
+    const configured = await attach("anything", ["true"], [], fakeEnv);
+    expect(configured.code).toBe(1);
+    expect(configured.stderr).toStartWith("agentenv: agentenv attach is not supported on Apple container");
+    expect(configured.stderr.trim().split("\n")).toHaveLength(1);
+    // the fake answered (agentenv asked its version), and was never asked to run anything
+    const calls = readFileSync(fakeLog, "utf8").trim().split("\n").map((l) => (JSON.parse(l) as string[]).slice(1).join(" "));
+    expect(calls).toContain("--version");
+    expect(calls.filter((c) => /^(run|create|start|exec)\b/.test(c))).toEqual([]);
 
     const bad = await agentenv(["attach", "--", "-x"], { env });
     expect(bad.code).toBe(2);
