@@ -137,7 +137,9 @@ beforeAll(async () => {
       `RUN mkdir -p /out/nix/store/${hash}-busybox/bin /out/nix/var/nix/profiles /out/bin \\`,
       ` && cp ${busybox} /out/nix/store/${hash}-busybox/bin/busybox \\`,
       ` && for a in sh ls cat sleep echo; do ln -s /nix/store/${hash}-busybox/bin/busybox /out/bin/$a; done \\`,
-      " && echo theirs > /out/nix/var/nix/profiles/marker",
+      " && echo theirs > /out/nix/var/nix/profiles/marker \\",
+      // a name of ours taken: the graft moves to the next free one
+      " && mkdir /out/.agentenv && echo theirs > /out/.agentenv/mine",
       "FROM scratch",
       "COPY --from=tools /out/ /",
       'ENTRYPOINT ["/bin/sleep", "infinity"]',
@@ -226,6 +228,7 @@ describe("agentenv attach (Podman)", () => {
       // the target's /bin/sh: a link into its own store
       "/bin/sh -c 'echo their-sh-works'",
       "cat /nix/var/nix/profiles/marker",
+      'echo "$AGENTENV_ATTACH $HOME $(cat /.agentenv/mine)"',
       "ls /nix/store | grep -c -- -busybox$",
       // our store is there too (a read-only overlay of both)
       `cat ${ourPath}`,
@@ -233,9 +236,9 @@ describe("agentenv attach (Podman)", () => {
       "touch /nix/store/x 2>/dev/null || echo store-read-only",
       busyWork,
     ].join("; ");
-    const result = await attach(target, ["/.agentenv/bin/sh", "-c", script]);
+    const result = await attach(target, ["sh", "-c", script]);
     expect(result.stderr).toBe("");
-    expect(result.stdout).toBe("their-sh-works\ntheirs\n1\nattach-marker\n1\nstore-read-only\n");
+    expect(result.stdout).toBe("their-sh-works\ntheirs\n/.agentenv-1 /.agentenv-1/home theirs\n1\nattach-marker\n1\nstore-read-only\n");
     expect(result.code).toBe(3);
     expectSame(before, snapshot(target));
   });
