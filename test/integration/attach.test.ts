@@ -149,7 +149,8 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  if (made.length) podman(["rm", "--force", "--time", "0", ...made]);
+  // --ignore: a target that never started must not keep the others
+  if (made.length) podman(["rm", "--force", "--ignore", "--time", "0", ...made]);
   for (const volume of madeVolumes) podman(["volume", "rm", "--force", volume]);
   await removeStoreVolume(storeVolume);
 });
