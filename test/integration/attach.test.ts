@@ -276,13 +276,17 @@ describe("agentenv attach (Podman)", () => {
 
   test("the environment's home is HOME, outside the target's tree, and keeps what the session wrote", async () => {
     const name = `t${process.pid}-attach`;
-    const created = await agentenv(["env", "create", name, tempTree({ ".attach-rc": "from-template\n" })], { env });
+    const tools = readFileSync(join(repoRoot, "test/fixtures/env/flake.nix"), "utf8");
+    const created = await agentenv(["env", "create", name, tempTree({ ".attach-rc": "from-template\n", "flake.nix": tools })], { env });
     expect(created.code).toBe(0);
     try {
+      // a session installs the environment's ~/flake.nix tools (and keeps them in the golden store)
+      expect((await agentenv(["run", "--env", name, tempTree(), "--", "hello-env"], { env })).stdout).toContain("hello-env v1");
       const target = startTarget("env", [debianImage(), "sleep", "infinity"]);
-      const first = await attach(target, ["sh", "-c", 'cat "$HOME/.attach-rc"; echo written > "$HOME/from-attach"; ls /root'], ["--env", name]);
+      const first = await attach(target, ["sh", "-c", 'cat "$HOME/.attach-rc"; echo written > "$HOME/from-attach"; ls /root; hello-env'], ["--env", name]);
       expect(first.stderr).toBe("");
-      expect(first.stdout).toBe("from-template\n");
+      // the tools are on PATH from our /nix; the target's /root is its own (empty)
+      expect(first.stdout).toBe("from-template\nhello-env v1\n");
       expect(first.code).toBe(0);
       const again = await agentenv(["run", "--env", name, tempTree(), "--", "cat", "/root/from-attach"], { env });
       expect(again.stdout.trim().split("\n").pop()).toBe("written");
@@ -385,7 +389,8 @@ describe("agentenv attach (Podman)", () => {
     const fakeDir = join(repoRoot, "test", "fixtures", "fake-container");
     const fakeLog = join(mkdtempSync(join(tmpdir(), "agentenv-attach-fake-")), "log");
     const configHome = tempTree({ "agentenv/config.ts": 'export default { runtime: "container" };\n' });
-    const fakeEnv = { PATH: `${fakeDir}:${dirname(process.execPath)}:${process.env.PATH}`, FAKE_CONTAINER_LOG: fakeLog, FAKE_CONTAINER_STATE: tempTree(), XDG_CONFIG_HOME: configHome };
+    // a config home of its own, so a data home of its own too: secrets another test set there would need the other key
+    const fakeEnv = { PATH: `${fakeDir}:${dirname(process.execPath)}:${process.env.PATH}`, FAKE_CONTAINER_LOG: fakeLog, FAKE_CONTAINER_STATE: tempTree(), XDG_CONFIG_HOME: configHome, XDG_DATA_HOME: tempTree() };
     const configured = await attach("anything", ["true"], [], fakeEnv);
     expect(configured.code).toBe(1);
     expect(configured.stderr).toStartWith("agentenv: agentenv attach is not supported on Apple container");
