@@ -1,7 +1,7 @@
 import { accessSync, constants, mkdirSync } from "node:fs";
 import { join } from "pathe";
 import { mountOverlay, unmount } from "../../core/linux.ts";
-import { cp, type GoldenStore } from "./layout.ts";
+import type { GoldenStore } from "./layout.ts";
 
 /**
  * How a session gets its private, writable /nix from the golden layers. Every strategy
@@ -10,7 +10,7 @@ import { cp, type GoldenStore } from "./layout.ts";
  * store paths from there.
  */
 export interface CloneStrategy {
-  name: "overlay" | "copy";
+  name: "overlay";
   /** one line for `store status`: what a clone costs */
   cost: string;
   prepare(store: GoldenStore, session: string, stack: readonly string[]): Promise<void>;
@@ -43,26 +43,6 @@ export const overlayClone: CloneStrategy = {
 };
 
 /**
- * A full copy of the layers (reflinked where the filesystem can), as root with
- * `AGENTENV_STORE_CLONE=copy` (a kernel without overlayfs).
- */
-export const copyClone: CloneStrategy = {
-  name: "copy",
-  cost: "plain copy: every session copies the whole store (slow for big stores)",
-  async prepare(store, session, stack) {
-    const merged = join(store.sessionDir(session), "merged");
-    mkdirSync(merged, { recursive: true });
-    // bottom layer first, so a higher layer's database wins
-    for (const id of [...stack].reverse()) {
-      await cp(["-a", "--reflink=auto", `${store.layerDir(id)}/.`, `${merged}/`], `copying layer ${id}`);
-    }
-  },
-  async release(store, session) {
-    return join(store.sessionDir(session), "merged");
-  },
-};
-
-/**
  * The golden store kept as an engine volume holding a plain /nix tree, for engines whose
  * volumes this host cannot reach as directories (Apple `container` on macOS, a VM or a
  * remote engine). Every step is an engine call: each session gets its own volume, cloned
@@ -89,7 +69,7 @@ export function isVolumeChoice(choice: StrategyChoice | undefined): choice is Vo
   return choice?.strategy?.name === "volume";
 }
 
-/** The layered strategy of CHOICE (overlay or copy), if that is what it is. */
+/** The layered strategy of CHOICE (overlay), if that is what it is. */
 export function layeredStrategy(choice: StrategyChoice | undefined): CloneStrategy | undefined {
   return choice?.strategy && choice.strategy.name !== "volume" ? choice.strategy : undefined;
 }
@@ -112,8 +92,8 @@ export function volumeChoiceWithoutEngine(
 
 /**
  * The fastest strategy this process can use on ROOT (the golden volume's directory).
- * `AGENTENV_STORE_CLONE=copy` forces the fallback (e.g. a kernel without overlayfs),
- * `AGENTENV_STORE_CLONE=volume` the engine-only strategy (any engine).
+ * `AGENTENV_STORE_CLONE=volume` forces the engine-only strategy (any engine; also what
+ * serves a kernel without overlayfs).
  */
 export function chooseStrategy(root: string, forced = process.env.AGENTENV_STORE_CLONE): StrategyChoice {
   const early = volumeChoiceWithoutEngine(undefined, forced);
@@ -123,7 +103,6 @@ export function chooseStrategy(root: string, forced = process.env.AGENTENV_STORE
   } catch {
     return { strategy: volumeClone, reason: `the volume's directory ${root || "(none reported)"} is not reachable from here (a remote or VM engine, or not your files)` };
   }
-  if (forced === "copy") return { strategy: copyClone, reason: "AGENTENV_STORE_CLONE=copy" };
   // root here is root, or the user inside rootless Podman's namespace (core/runtime/userns.ts)
   if (process.getuid?.() === 0) return { strategy: overlayClone, reason: process.env._CONTAINERS_USERNS_CONFIGURED ? "overlay mounts inside rootless Podman's namespace" : "overlay mounts available (root)" };
   // a host-side copy cannot promote as a normal user outside that namespace: Nix's store

@@ -11,6 +11,5 @@ export async function storeCheck(ctx: BaseContext): Promise<Check> {
   const strategy = located.choice?.strategy;
   if (!located.root && !located.choice) return { name: "nix store", status: "ok", detail: `volume ${located.volume} not created yet (the first session seeds it)` };
   if (!strategy) return { name: "nix store", status: "warn", detail: `unavailable: ${located.choice?.reason}`, fix: "use a local engine, or store: \"none\" in config" };
-  if (strategy.name === "copy") return { name: "nix store", status: "warn", detail: `${located.volume}: ${strategy.cost}`, fix: "unset AGENTENV_STORE_CLONE for overlay clones" };
   return { name: "nix store", status: "ok", detail: `${located.volume}: ${strategy.cost}` };
 }

@@ -170,19 +170,6 @@ describe("the golden store", () => {
     expect(layers).toEqual(stack.trim().split("\n").sort());
   });
 
-  test("the copy fallback clones and promotes the same way (AGENTENV_STORE_CLONE=copy)", async () => {
-    const copyEnv = { ...env, AGENTENV_STORE_CLONE: "copy" };
-    const built = await agentenv(["run", tempTree(), "--", ...build("copied")], { env: copyEnv });
-    expect(built.code).toBe(0);
-    expect(built.stderr).toContain("golden store: promoted 2 new store paths");
-    const path = outPath(built.stdout);
-    const mounts = await agentenv(["run", tempTree(), "--", "sh", "-c", `grep ' /nix ' /proc/mounts | cut -d' ' -f3; nix-store --check-validity ${path} && nix-store --verify --check-contents`], { env: copyEnv });
-    expect(mounts.code).toBe(0);
-    expect(mounts.stdout).not.toContain("overlay"); // a plain directory, bind-mounted
-    const s = JSON.parse((await agentenv(["store", "status", "--json"], { env: copyEnv })).stdout);
-    expect(s).toMatchObject({ strategy: "copy", strategyNote: "plain copy: every session copies the whole store (slow for big stores)" });
-  });
-
   test("past the layer limit a promotion compacts the stack into one layer of hard links", async () => {
     const compactEnv = { ...env, AGENTENV_STORE_MAX_LAYERS: "2" };
     const paths: string[] = [];
