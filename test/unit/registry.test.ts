@@ -1,0 +1,97 @@
+import { describe, expect, test } from "bun:test";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "pathe";
+import { authFiles, authKeys, findCredentials, parseChallenge, redact } from "../../plugins/registry/auth.ts";
+import { formatReference, parseReference } from "../../plugins/registry/client.ts";
+import { tempTree } from "../helpers/cli.ts";
+
+describe("registry references", () => {
+  test("REGISTRY/REPO[:TAG|@DIGEST] as Podman reads them", () => {
+    const digest = `sha256:${"a".repeat(64)}`;
+    expect(parseReference("ghcr.io/me/dev-env")).toEqual({ registry: "ghcr.io", repository: "me/dev-env", tag: "latest", digest: undefined });
+    expect(parseReference("localhost:5000/envs/dev:v2")).toEqual({ registry: "localhost:5000", repository: "envs/dev", tag: "v2", digest: undefined });
+    expect(parseReference(`127.0.0.1:5000/a/b/c@${digest}`)).toEqual({ registry: "127.0.0.1:5000", repository: "a/b/c", tag: undefined, digest });
+    expect(parseReference("me/dev")).toMatchObject({ registry: "docker.io", repository: "me/dev" });
+    expect(parseReference("ubuntu")).toMatchObject({ registry: "docker.io", repository: "library/ubuntu" });
+    expect(parseReference("docker://quay.io/x/y:1")).toMatchObject({ registry: "quay.io", repository: "x/y", tag: "1" });
+    expect(formatReference(parseReference(`r.example/x@${digest}`))).toBe(`r.example/x@${digest}`);
+  });
+
+  test("bad references are one line each", () => {
+    for (const [text, why] of [
+      ["ghcr.io/Me/Env", /not a valid repository name/],
+      ["ghcr.io/me/env:bad tag", /not a valid tag/],
+      ["ghcr.io/me/env@sha256:xyz", /the digest is not sha256/],
+      ["ghcr.io/", /not a valid repository name/],
+    ] as const) {
+      expect(() => parseReference(text)).toThrow(why);
+    }
+  });
+});
+
+describe("registry auth", () => {
+  test("the files Podman reads, in its order, then Docker's", () => {
+    expect(authFiles({ HOME: "/h", XDG_RUNTIME_DIR: "/run/user/1" })).toEqual(["/run/user/1/containers/auth.json", "/h/.config/containers/auth.json", "/h/.docker/config.json"]);
+    expect(authFiles({ HOME: "/h", REGISTRY_AUTH_FILE: "/a.json", XDG_CONFIG_HOME: "/c", DOCKER_CONFIG: "/d" })).toEqual(["/a.json", "/c/containers/auth.json", "/d/config.json"]);
+  });
+
+  test("the most specific key wins; the first file that knows the registry answers; Docker's URL keys", () => {
+    expect(authKeys("r.io", "a/b").slice(0, 3)).toEqual(["r.io/a/b", "r.io/a", "r.io"]);
+    const dir = tempTree();
+    const podman = join(dir, "auth.json");
+    const docker = join(dir, "config.json");
+    const basic = (user: string, pw: string) => ({ auth: Buffer.from(`${user}:${pw}`).toString("base64") });
+    writeFileSync(podman, JSON.stringify({ auths: { "r.io": basic("whole", "p1"), "r.io/team": basic("team", "p2") } }));
+    writeFileSync(docker, JSON.stringify({ auths: { "https://index.docker.io/v1/": basic("hub", "p3"), "other.io": { identitytoken: "refresh-me" } } }));
+    expect(findCredentials("r.io", "team/env", [podman, docker])).toEqual({ username: "team", password: "p2", from: podman });
+    expect(findCredentials("r.io", "solo/env", [podman, docker])).toEqual({ username: "whole", password: "p1", from: podman });
+    expect(findCredentials("docker.io", "library/x", [podman, docker])).toEqual({ username: "hub", password: "p3", from: docker });
+    expect(findCredentials("other.io", "x", [podman, docker])).toEqual({ identityToken: "refresh-me", from: docker });
+    expect(findCredentials("none.io", "x", [podman, join(dir, "missing.json")])).toBeUndefined();
+  });
+
+  test("a credential helper is asked as Docker asks it; a broken file is one line naming the file, not its content", () => {
+    const dir = tempTree();
+    const bin = join(dir, "bin");
+    mkdirSync(bin);
+    writeFileSync(join(bin, "docker-credential-fake"), '#!/bin/sh\nread server\n[ "$server" = r.io ] && echo \'{"ServerURL":"r.io","Username":"helper-user","Secret":"helper-secret"}\' && exit 0\necho "credentials not found in native keychain"; exit 1\n');
+    chmodSync(join(bin, "docker-credential-fake"), 0o755);
+    const file = join(dir, "config.json");
+    writeFileSync(file, JSON.stringify({ credHelpers: { "r.io": "fake" } }));
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    try {
+      expect(findCredentials("r.io", "x", [file])).toMatchObject({ username: "helper-user", password: "helper-secret" });
+      writeFileSync(file, JSON.stringify({ credsStore: "fake" }));
+      expect(findCredentials("elsewhere.io", "x", [file])).toBeUndefined();
+    } finally {
+      process.env.PATH = path;
+    }
+    writeFileSync(file, '{"auths": {"r.io": {"auth": "c2VjcmV0LXZhbHVl"');
+    expect(() => findCredentials("r.io", "x", [file])).toThrow(`${file}: not valid JSON`);
+    writeFileSync(file, JSON.stringify({ auths: { "r.io": { auth: Buffer.from("no-colon-secret").toString("base64") } } }));
+    try {
+      findCredentials("r.io", "x", [file]);
+      throw new Error("no error");
+    } catch (error) {
+      expect((error as Error).message).toBe(`${file}: a registry credential there is not in the user:password form`);
+      expect((error as Error).message).not.toContain("no-colon-secret");
+    }
+  });
+
+  test("WWW-Authenticate challenges: Bearer with realm, service, scope; Basic", () => {
+    expect(parseChallenge('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push"')).toEqual({
+      scheme: "bearer",
+      params: { realm: "https://auth.example/token", service: "registry.example", scope: "repository:a/b:pull,push" },
+    });
+    expect(parseChallenge('Basic realm="agentenv-test"')).toEqual({ scheme: "basic", params: { realm: "agentenv-test" } });
+    expect(parseChallenge(null)).toBeUndefined();
+  });
+
+  test("redact replaces passwords, tokens and the Basic encoding", () => {
+    const creds = { username: "alice", password: "pw-123", from: "f" };
+    const basic = Buffer.from("alice:pw-123").toString("base64");
+    expect(redact(`x pw-123 y ${basic} z tok-abc`, creds, ["tok-abc"])).toBe("x *** y *** z ***");
+  });
+});
+
