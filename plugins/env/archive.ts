@@ -129,82 +129,96 @@ const files = ["0", "\0", "7"];
  * in messages. Returns the content of its ~/.local/state/agentenv/env.json when that is a
  * plain file. Throws UserError at the first entry that would leave the home.
  */
-export async function checkArchive(file: string, gzip: boolean, shown: string): Promise<string | undefined> {
-  const stream = gzip ? createReadStream(file).pipe(createGunzip()) : createReadStream(file);
-  const reader = new Reader(stream[Symbol.asyncIterator]());
-  const notArchive = () => new UserError(`${shown}: not a tar archive`, "give an archive made by agentenv env export (a .tar.gz or .tar)");
-  const truncated = () => new UserError(`${shown}: the archive ends in the middle of an entry`);
-  const refuse = (name: string, why: string) => new UserError(`${shown}: the entry ${JSON.stringify(name)} is ${why}`, "agentenv imports only archives whose entries stay inside the home");
+export function checkArchive(file: string, gzip: boolean, shown: string): Promise<string | undefined> {
+  return checkArchives([{ file, gzip, shown }]);
+}
+
+/**
+ * Checks ARCHIVES as one home extracted from them in turn (an `env pull`'s layers): an
+ * entry of a later one under a link an earlier one made counts as under a link, and every
+ * link is followed through all of them. Returns the last env.json, as checkArchive.
+ */
+export async function checkArchives(archives: ReadonlyArray<{ file: string; gzip: boolean; shown: string }>): Promise<string | undefined> {
   const links = new Map<string, string>();
   /** the first directory above PATH that the archive made a link */
   const linkAbove = (path: string) => ancestors(path).find((parent) => links.has(parent));
   /** directories entries were found in: none of them may be a link */
   const parents = new Set<string>();
   let record: string | undefined;
-  let pax: Record<string, string> = {};
-  try {
-    for (let first = true; ; first = false) {
-      const header = await reader.read(512);
-      if (!header) throw first ? notArchive() : truncated();
-      if (header.every((byte) => byte === 0)) break;
-      if (!validChecksum(header)) throw notArchive();
-      const type = String.fromCharCode(header[156]!);
-      const size = pax.size !== undefined ? Number(pax.size) : number(header, 124, 12);
-      if (!Number.isSafeInteger(size) || size < 0) throw notArchive();
-      const padded = Math.ceil(size / 512) * 512;
-      if (["L", "K", "x", "g"].includes(type)) {
-        // what the next entry is called (GNU long names, pax records), not an entry itself
-        if (size > recordLimit) throw refuse(text(header, 0, 100), `${size} bytes of metadata`);
-        const data = (await reader.read(padded))?.subarray(0, size);
-        if (!data) throw truncated();
-        if (type === "L") pax = { ...pax, path: data.toString("utf8").replace(/\0+$/, "") };
-        else if (type === "K") pax = { ...pax, linkpath: data.toString("utf8").replace(/\0+$/, "") };
-        else if (type === "x") pax = { ...pax, ...paxRecords(data) };
-        else if (Object.keys(paxRecords(data)).some((key) => key === "path" || key === "linkpath")) throw refuse(text(header, 0, 100), "a global header renaming entries");
-        continue;
-      }
-      const prefix = header.subarray(257, 263).toString("latin1") === "ustar\0" ? text(header, 345, 155) : "";
-      const name = pax.path ?? (prefix ? `${prefix}/${text(header, 0, 100)}` : text(header, 0, 100));
-      const target = pax.linkpath ?? text(header, 157, 100);
-      pax = {};
+  let shown = archives[0]?.shown ?? "";
+  const refuse = (name: string, why: string) => new UserError(`${shown}: the entry ${JSON.stringify(name)} is ${why}`, "agentenv imports only archives whose entries stay inside the home");
+  for (const archive of archives) {
+    shown = archive.shown;
+    const { file, gzip } = archive;
+    const stream = gzip ? createReadStream(file).pipe(createGunzip()) : createReadStream(file);
+    const reader = new Reader(stream[Symbol.asyncIterator]());
+    const notArchive = () => new UserError(`${shown}: not a tar archive`, "give an archive made by agentenv env export (a .tar.gz or .tar)");
+    const truncated = () => new UserError(`${shown}: the archive ends in the middle of an entry`);
+    let pax: Record<string, string> = {};
+    try {
+      for (let first = true; ; first = false) {
+        const header = await reader.read(512);
+        if (!header) throw first ? notArchive() : truncated();
+        if (header.every((byte) => byte === 0)) break;
+        if (!validChecksum(header)) throw notArchive();
+        const type = String.fromCharCode(header[156]!);
+        const size = pax.size !== undefined ? Number(pax.size) : number(header, 124, 12);
+        if (!Number.isSafeInteger(size) || size < 0) throw notArchive();
+        const padded = Math.ceil(size / 512) * 512;
+        if (["L", "K", "x", "g"].includes(type)) {
+          // what the next entry is called (GNU long names, pax records), not an entry itself
+          if (size > recordLimit) throw refuse(text(header, 0, 100), `${size} bytes of metadata`);
+          const data = (await reader.read(padded))?.subarray(0, size);
+          if (!data) throw truncated();
+          if (type === "L") pax = { ...pax, path: data.toString("utf8").replace(/\0+$/, "") };
+          else if (type === "K") pax = { ...pax, linkpath: data.toString("utf8").replace(/\0+$/, "") };
+          else if (type === "x") pax = { ...pax, ...paxRecords(data) };
+          else if (Object.keys(paxRecords(data)).some((key) => key === "path" || key === "linkpath")) throw refuse(text(header, 0, 100), "a global header renaming entries");
+          continue;
+        }
+        const prefix = header.subarray(257, 263).toString("latin1") === "ustar\0" ? text(header, 345, 155) : "";
+        const name = pax.path ?? (prefix ? `${prefix}/${text(header, 0, 100)}` : text(header, 0, 100));
+        const target = pax.linkpath ?? text(header, 157, 100);
+        pax = {};
 
-      const where = homePath(name);
-      if ("why" in where) throw refuse(name, where.why);
-      const { path } = where;
-      const above = linkAbove(path);
-      if (above) throw refuse(name, `inside ${above}, a link`);
-      if (!path && type !== "5") throw refuse(name, "the home itself, as something other than a directory");
-      for (const parent of ancestors(path)) parents.add(parent);
-      links.delete(path);
-      if (type === "2") {
-        if (parents.has(path)) throw refuse(name, "a link where the archive has a directory");
-        links.set(path, target);
-      } else if (type === "1") {
-        const linked = homePath(target);
-        if ("why" in linked) throw refuse(name, `a hard link to ${linked.why}`);
-        if (linkAbove(linked.path)) throw refuse(name, "a hard link through a link");
-        // a hard link to a symbolic link is that link again, here: checked from here
-        const symbolic = links.get(linked.path);
-        if (symbolic !== undefined) links.set(path, symbolic);
-      } else if (type === "3" || type === "4") {
-        throw refuse(name, "a device");
-      } else if (![...files, "5", "6"].includes(type)) {
-        throw refuse(name, `of a kind agentenv does not import (tar type ${JSON.stringify(type)})`);
+        const where = homePath(name);
+        if ("why" in where) throw refuse(name, where.why);
+        const { path } = where;
+        const above = linkAbove(path);
+        if (above) throw refuse(name, `inside ${above}, a link`);
+        if (!path && type !== "5") throw refuse(name, "the home itself, as something other than a directory");
+        for (const parent of ancestors(path)) parents.add(parent);
+        links.delete(path);
+        if (type === "2") {
+          if (parents.has(path)) throw refuse(name, "a link where the archive has a directory");
+          links.set(path, target);
+        } else if (type === "1") {
+          const linked = homePath(target);
+          if ("why" in linked) throw refuse(name, `a hard link to ${linked.why}`);
+          if (linkAbove(linked.path)) throw refuse(name, "a hard link through a link");
+          // a hard link to a symbolic link is that link again, here: checked from here
+          const symbolic = links.get(linked.path);
+          if (symbolic !== undefined) links.set(path, symbolic);
+        } else if (type === "3" || type === "4") {
+          throw refuse(name, "a device");
+        } else if (![...files, "5", "6"].includes(type)) {
+          throw refuse(name, `of a kind agentenv does not import (tar type ${JSON.stringify(type)})`);
+        }
+        if (path === recordPath) record = undefined;
+        if (path === recordPath && files.includes(type) && size <= recordLimit) {
+          const data = await reader.read(padded);
+          if (!data) throw truncated();
+          record = data.subarray(0, size).toString("utf8");
+        } else if (!(await reader.skip(padded))) {
+          throw truncated();
+        }
       }
-      if (path === recordPath) record = undefined;
-      if (path === recordPath && files.includes(type) && size <= recordLimit) {
-        const data = await reader.read(padded);
-        if (!data) throw truncated();
-        record = data.subarray(0, size).toString("utf8");
-      } else if (!(await reader.skip(padded))) {
-        throw truncated();
-      }
+    } catch (error) {
+      if (error instanceof UserError) throw error;
+      throw new UserError(`${shown}: not a tar archive (${messageOf(error)})`, "give an archive made by agentenv env export (a .tar.gz or .tar)");
+    } finally {
+      stream.destroy();
     }
-  } catch (error) {
-    if (error instanceof UserError) throw error;
-    throw new UserError(`${shown}: not a tar archive (${messageOf(error)})`, "give an archive made by agentenv env export (a .tar.gz or .tar)");
-  } finally {
-    stream.destroy();
   }
   for (const [path, target] of links) {
     if (leavesHome(path, target, links)) throw refuse(path, `a link out of the home (to ${target})`);

@@ -304,5 +304,7 @@ export default defineCommand({
     reset,
     export: exportCommand,
     import: importCommand,
+    push: () => import("./registry-command.ts").then((m) => m.push),
+    pull: () => import("./registry-command.ts").then((m) => m.pull),
   },
 });

@@ -68,7 +68,9 @@ export type EnvSource =
   /** `env import`: the archive it came from */
   | { kind: "archive"; path: string; hash?: string }
   /** nothing but agentenv's state: a dotfiles repo fills it */
-  | { kind: "empty" };
+  | { kind: "empty" }
+  /** `env pull`: the registry reference and the manifest digest it came from */
+  | { kind: "registry"; ref: string; digest: string };
 
 export interface EnvRecord {
   version: 1;
@@ -85,6 +87,13 @@ export interface EnvRecord {
    * records: its source is then used only while its content still has the recorded hash
    */
   adopted?: string;
+  /**
+   * the registry artifact this home was last pulled from or pushed to (`env push`/`pull`):
+   * its reference, manifest digest and the digest of each part of the home it held (PARTS),
+   * and of each part as this home packs right after (LOCAL: a pulled home's times and
+   * record differ from the pusher's) — what divergence is judged against
+   */
+  synced?: { ref: string; digest: string; parts: Record<string, string>; local: Record<string, string>; at: string };
 }
 
 export function describeSource(source: EnvSource | undefined): string {
@@ -99,6 +108,8 @@ export function describeSource(source: EnvSource | undefined): string {
       return `archive ${source.path}`;
     case "empty":
       return "empty";
+    case "registry":
+      return `registry ${source.ref}`;
     default:
       return "unknown";
   }

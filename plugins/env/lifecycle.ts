@@ -10,7 +10,7 @@ import { formatBytes } from "../../core/log.ts";
 import { describeSource, envLabel, findHome, isInsideHome, touchesState, recordPath, stateDir, volumeName, type EnvRecord, type EnvSource, type Home } from "./home.ts";
 import { profileTarget } from "../profile/index.ts";
 import { confScript, type DotfilesConfig } from "./dotfiles/repo.ts";
-import { checkArchive } from "./archive.ts";
+import { checkArchive, checkArchives } from "./archive.ts";
 import { adoptRecord, beginPending, checkRecord, endPending, hostRecord, parseRecord, pendingOps, readHostRecord, removeHostRecord, removeStrayWork, withEnvLock, workDir, writeHostRecord, type PendingOp } from "./record.ts";
 import { hostUsers, registerUser } from "./session.ts";
 import { scanTemplate, writeBuiltinTemplate, type TemplateScan } from "./template.ts";
@@ -32,10 +32,11 @@ import { hasOverlay, overlayFile } from "./dotfiles/index.ts";
  * so their engine command lines), which is how what it left running is found.
  */
 
-/** What a home is filled with: a template directory (at ~/AT), or a tar archive. */
+/** What a home is filled with: a template directory (at ~/AT), a tar archive, or gzip-compressed tar layers in DIR extracted in turn (`env pull`). */
 type Content =
   | { template: TemplateScan; at?: string; activate?: boolean }
-  | { archive: string; gzip: boolean };
+  | { archive: string; gzip: boolean }
+  | { layers: string[]; dir: string };
 
 const home = containerHome;
 /** Helper containers of one command carry its nonce in this label. */
@@ -43,6 +44,7 @@ const opLabel = "agentenv.op";
 
 function contentScript(content: Content, dest: string): string[] {
   if ("archive" in content) return [`mkdir -p ${dest}`, `tar -C ${dest} -x${content.gzip ? "z" : ""}f -`];
+  if ("layers" in content) return [`mkdir -p ${dest}`, ...content.layers.map((layer) => `tar -C ${dest} --numeric-owner -xzf ${shellQuote(`/layers/${layer}`)}`)];
   const at = content.at ? `${dest}/${content.at}` : dest;
   // the copier is root: files belong to root inside, whoever owns the template outside
   return [`mkdir -p ${shellQuote(at)}`, `cp -a --no-preserve=ownership /template/. ${shellQuote(at)}/`];
@@ -50,7 +52,7 @@ function contentScript(content: Content, dest: string): string[] {
 
 /** A legacy profile's activate.sh, run once with HOME=/root (its symlinks point at ~/AT/…). */
 function activateScript(content: Content): string[] {
-  if ("archive" in content || !content.activate || !content.at) return [];
+  if (!("template" in content) || !content.activate || !content.at) return [];
   const script = shellQuote(`${home}/${content.at}/activate.sh`);
   return [`cd ${home}`, `if [ -x ${script} ]; then ${script}; elif [ -e ${script} ]; then sh ${script}; fi`];
 }
@@ -74,12 +76,16 @@ interface HelperOptions {
   nonce?: string;
   /** the test hook's name for "while this helper runs" (see crashPoint) */
   step?: string;
+  /** a host directory the helper writes into, at /out */
+  out?: string;
 }
 
 async function runHelper(ctx: BaseContext, what: string, volume: string, script: string[], options: HelperOptions = {}) {
   const { content } = options;
   const mounts: Mount[] = [{ type: "volume", source: volume, target: home, readonly: options.readonly }];
   if (content && "template" in content) mounts.push({ type: "bind", source: content.template.dir, target: "/template", readonly: true });
+  if (content && "layers" in content) mounts.push({ type: "bind", source: content.dir, target: "/layers", readonly: true });
+  if (options.out) mounts.push({ type: "bind", source: options.out, target: "/out" });
   const plan = helperPlan({ image: ctx.config.image, purpose: "env", mounts, script: ["set -e", ...script].join("\n") });
   plan.env.HOME = home;
   if (options.nonce) plan.labels[opLabel] = options.nonce;
@@ -404,33 +410,7 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
       ctx.log.start(`resetting environment ${name} from ${describeContent(content, source)}${keeps.length ? `, keeping ${keeps.join(", ")}` : ""}…`);
       const { adopted: _verified, ...kept } = old;
       const record: EnvRecord = { ...kept, source, reset: new Date().toISOString(), shell: old.shell ?? shell };
-      const script = [
-        // an earlier reset interrupted mid-swap is finished first
-        ...settleSwap,
-        ...contentScript(content, stage),
-        ...recordScript(record, stage),
-        // a kept path's parent must be a directory in the new home: checked while nothing has changed
-        ...keeps.map((k) => `mkdir -p "$(dirname ${shellQuote(`${stage}/${k}`)})" || { echo ${shellQuote(`cannot keep ${k}: the new home has a file where its parent directory would be`)} >&2; exit 1; }`),
-        keeps.length ? `printf '%s\\n' ${keeps.map(shellQuote).join(" ")} >${stage}.keep.tmp` : `: >${stage}.keep.tmp`,
-        `mv ${stage}.keep.tmp ${stage}.keep`,
-        "swap",
-        ...activateScript(content),
-      ];
-      const op: PendingOp = { op: "reset", nonce, record };
-      beginPending(ctx, name, op);
-      crashPoint("reset:journal");
-      try {
-        await runHelper(ctx, `resetting environment ${name}`, found.volume, script, { content, nonce, step: "reset:swap" });
-      } catch (error) {
-        // a staged home is abandoned (or a swap under way finished) now; the next command does it if this fails
-        await finishReset(ctx, name, op).catch(() => {});
-        throw error;
-      }
-      crashPoint("reset:swapped");
-      writeHostRecord(ctx, name, record);
-      crashPoint("reset:record");
-      endPending(ctx, name, nonce);
-      await keepToolsFlake(ctx, found);
+      await swapHome(ctx, found, nonce, content, record, keeps, `resetting environment ${name}`);
       return record;
     };
     const work = () => workDir(ctx, name, nonce);
@@ -446,6 +426,8 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
           if (!existsSync(source.path)) throw new UserError(`environment ${name} was made from ${source.path}, which no longer exists`);
           return await withSource(ctx, source.kind === "template" ? { template: source.path } : { profile: source.path }, work, reset);
         }
+        case "registry":
+          throw new UserError(`environment ${name} was pulled from ${source.ref}: there is no source on this host to reset it from`, `pull it again under a new name: agentenv env pull ${source.ref.replace(/@.*$/, "")}@${source.digest} NEW`);
         case "archive": {
           if (source.path === "(stdin)") throw new UserError(`environment ${name} was imported from stdin: there is nothing to reset it from`, "import the archive again under a new name");
           if (!existsSync(source.path)) throw new UserError(`environment ${name} was imported from ${source.path}, which no longer exists`);
@@ -459,6 +441,43 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
       removeStrayWork(ctx, name);
     }
   });
+}
+
+/**
+ * Replaces the home at FOUND by CONTENT with RECORD (whose `reset` time is new: what
+ * recovery tells the new home by), keeping KEEPS: the new home is staged inside the
+ * volume, then swapped in resumably (see swapScript) under a reset journal — a crash at any
+ * point is finished or abandoned by the next command. Callers hold the lock.
+ */
+async function swapHome(ctx: BaseContext, found: Home, nonce: string, content: Content, record: EnvRecord, keeps: readonly string[], what: string): Promise<void> {
+  const name = found.name;
+  const script = [
+    // an earlier reset interrupted mid-swap is finished first
+    ...settleSwap,
+    ...contentScript(content, stage),
+    ...recordScript(record, stage),
+    // a kept path's parent must be a directory in the new home: checked while nothing has changed
+    ...keeps.map((k) => `mkdir -p "$(dirname ${shellQuote(`${stage}/${k}`)})" || { echo ${shellQuote(`cannot keep ${k}: the new home has a file where its parent directory would be`)} >&2; exit 1; }`),
+    keeps.length ? `printf '%s\\n' ${keeps.map(shellQuote).join(" ")} >${stage}.keep.tmp` : `: >${stage}.keep.tmp`,
+    `mv ${stage}.keep.tmp ${stage}.keep`,
+    "swap",
+    ...activateScript(content),
+  ];
+  const op: PendingOp = { op: "reset", nonce, record };
+  beginPending(ctx, name, op);
+  crashPoint("reset:journal");
+  try {
+    await runHelper(ctx, what, found.volume, script, { content, nonce, step: "reset:swap" });
+  } catch (error) {
+    // a staged home is abandoned (or a swap under way finished) now; the next command does it if this fails
+    await finishReset(ctx, name, op).catch(() => {});
+    throw error;
+  }
+  crashPoint("reset:swapped");
+  writeHostRecord(ctx, name, record);
+  crashPoint("reset:record");
+  endPending(ctx, name, nonce);
+  await keepToolsFlake(ctx, found);
 }
 
 /**
@@ -796,4 +815,113 @@ async function fileHash(file: string): Promise<string> {
   const hasher = new Bun.CryptoHasher("sha256");
   for await (const chunk of Bun.file(file).stream()) hasher.update(chunk);
   return hasher.digest("hex").slice(0, 16);
+}
+
+/** One part of a home packed as a layer of its own (`env push`): PATHS under HOME less SKIP, or (no PATHS) everything the other parts do not hold. */
+export interface HomePart {
+  name: string;
+  paths?: string[];
+  skip?: string[];
+}
+
+/**
+ * Packs NAME's home into DIR as one gzip-compressed tar per part (DIR/PART.tar.gz),
+ * reproducibly — entries sorted, numeric owners, no gzip name or time — so an unchanged
+ * part is the same bytes and a registry that has it is not sent it again. EXCLUDE (paths
+ * under HOME: the overlay's files) is in no part. Registers as a reader of the home as
+ * `env export` does: rm and reset refuse meanwhile.
+ */
+export async function packHome(ctx: BaseContext, name: string, parts: readonly HomePart[], dir: string, exclude: readonly string[] = []): Promise<Home> {
+  const nonce = newNonce();
+  const { found, registration } = await withEnvLock(ctx, name, async () => {
+    const found = await requireHome(ctx, name);
+    await liveHostUsers(ctx, found);
+    return { found, registration: registerUser(ctx, found.volume, `export-${nonce}`) };
+  });
+  try {
+    const excludes = (paths: readonly string[]) => paths.map((path) => `--exclude=${shellQuote(`./${path}`)}`).join(" ");
+    const held = parts.flatMap((part) => part.paths ?? []);
+    const script = [
+      `cd ${home}`,
+      // a file that changes while tar reads it is tar's exit 1: not a failure (as in export)
+      `pack() { n=$1; shift; { if tar --sort=name --format=gnu --numeric-owner --warning=no-file-changed --anchored --no-wildcards "$@"; then s=0; else s=$?; fi; echo $s >/tmp/$n.status; } | gzip -n -6 >/out/$n.tar.gz; [ "$(cat /tmp/$n.status)" -le 1 ]; }`,
+      ...parts.flatMap((part) => {
+        const skip = excludes([...exclude, ...(part.skip ?? [])]);
+        if (!part.paths) return [`pack ${part.name} ${excludes(held)} ${skip} -cf - .`];
+        return [
+          "set --",
+          `for p in ${part.paths.map((path) => shellQuote(`./${path}`)).join(" ")}; do if [ -e "$p" ] || [ -L "$p" ]; then set -- "$@" "$p"; fi; done`,
+          `pack ${part.name} ${skip} -cf - --files-from=/dev/null "$@"`,
+        ];
+      }),
+    ];
+    await runHelper(ctx, `packing environment ${name}`, found.volume, script, { readonly: true, out: dir, nonce });
+    return found;
+  } finally {
+    registration.release();
+  }
+}
+
+/**
+ * Creates NAME from layers that FETCH downloads into the command's private work
+ * directory (`env pull`), all or nothing as `env import` (see makeHome): under NAME's
+ * lock, the layers are checked as one hostile archive (checkArchives) before anything
+ * is made (then CHECKED runs, if FETCH gave one). SHOWN names the source in messages.
+ */
+export async function importLayers(
+  ctx: BaseContext,
+  name: string,
+  shown: string,
+  fetch: (dir: string) => Promise<{ layers: string[]; record: EnvRecord; checked?: () => Promise<void> }>,
+): Promise<EnvRecord> {
+  const volume = volumeName(name);
+  return withEnvLock(ctx, name, async () => {
+    await recoverEnv(ctx, name);
+    if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
+    const nonce = newNonce();
+    try {
+      const dir = workDir(ctx, name, nonce);
+      const { layers, record, checked } = await fetch(dir);
+      await checkArchives(layers.map((layer) => ({ file: join(dir, layer), gzip: true, shown: `${shown}, layer ${layer}` })));
+      await checked?.();
+      ctx.log.start(`making environment ${name} from ${shown}…`);
+      await makeHome(ctx, name, nonce, record, { layers, dir }, `pulling ${shown} into environment ${name}`, "pull");
+      return record;
+    } finally {
+      removeStrayWork(ctx, name);
+    }
+  });
+}
+
+/**
+ * Replaces NAME's home by layers FETCH downloads into the command's work directory (`env
+ * pull` into an environment that has not changed since its last sync): refused while a
+ * session uses it (FORCE: anyway), FETCH run under NAME's lock (its own checks first), the
+ * layers checked as importLayers checks them, then swapped in as a reset swaps its new
+ * home in (resumably, under a journal).
+ */
+export async function replaceFromLayers(
+  ctx: BaseContext,
+  name: string,
+  shown: string,
+  force: boolean,
+  fetch: (dir: string, found: Home) => Promise<{ layers: string[]; record: EnvRecord; checked?: () => Promise<void> }>,
+): Promise<EnvRecord> {
+  return withEnvLock(ctx, name, async () => {
+    await recoverEnv(ctx, name);
+    const found = await requireHome(ctx, name);
+    if (!force) refuseInUse(name, await allUsers(ctx, found), `agentenv env pull ${shown} ${name}`);
+    const nonce = newNonce();
+    try {
+      const dir = workDir(ctx, name, nonce);
+      const { layers, record, checked } = await fetch(dir, found);
+      await checkArchives(layers.map((layer) => ({ file: join(dir, layer), gzip: true, shown: `${shown}, layer ${layer}` })));
+      await checked?.();
+      ctx.log.start(`replacing the home of environment ${name} with ${shown}…`);
+      await swapHome(ctx, found, nonce, { layers, dir }, record, [], `pulling ${shown} into environment ${name}`);
+      return record;
+    } finally {
+      removeStrayWork(ctx, name);
+    }
+  });
 }

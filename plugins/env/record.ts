@@ -244,6 +244,12 @@ function checkSource(value: unknown): EnvSource {
     }
     case "archive":
       return { kind: "archive", path: source.path === "(stdin)" ? "(stdin)" : checkPath(source.path), hash: hashOf(source.hash) };
+    case "registry": {
+      const { ref, digest } = source;
+      if (typeof ref !== "string" || !/^[A-Za-z0-9._:/@-]{1,512}$/.test(ref)) throw new UserError(`source ref ${JSON.stringify(ref)}: not a registry reference`);
+      if (typeof digest !== "string" || !/^sha256:[0-9a-f]{64}$/.test(digest)) throw new UserError(`source digest ${JSON.stringify(digest)}: not a manifest digest`);
+      return { kind: "registry", ref, digest };
+    }
     default:
       throw new UserError(`source kind ${JSON.stringify(source.kind)}: not one agentenv writes`);
   }

@@ -1,7 +1,7 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "pathe";
 import { usesGoldenStore } from "../../core/config.ts";
-import type { Plan } from "../../core/plan.ts";
+import { helperPlan, shellQuote, type Plan } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
 import { GoldenStore } from "./layout.ts";
 import { endStore, locateStore, mountStore, startStore } from "./session.ts";
@@ -38,4 +38,45 @@ export async function runPromoted(ctx: SessionContext, plan: Plan): Promise<numb
     await endStore(step, result);
   }
   return result.exitCode;
+}
+
+/** A helper container (PLAN) run as a step of its own with a golden-store clone at /nix (see runPromoted), from a command that is no session. */
+function asStep(ctx: BaseContext, plan: Plan): SessionContext {
+  return { ...ctx, plan, project: "/", mode: "run", state: {} };
+}
+
+/**
+ * Writes the closure of the store paths PATHS (which the golden store has) into DIR/FILE
+ * as one gzip-compressed `nix-store --export` stream — the same bytes for the same closure —
+ * in a helper container whose /nix is a golden-store clone. Resolves to the number of paths,
+ * or undefined when the golden store is not in use or the paths are not all in it.
+ */
+export async function exportClosure(ctx: BaseContext, paths: readonly string[], dir: string, file: string): Promise<number | undefined> {
+  if (!usesGoldenStore(ctx.config.store) || !paths.length) return undefined;
+  for (const path of paths) if ((await storeHasPath(ctx, path)) === false) return undefined;
+  const script = [
+    "set -e",
+    "exec 1>&2",
+    'export NIX_CONFIG="extra-experimental-features = nix-command"',
+    `closure=$(nix-store -qR ${paths.map(shellQuote).join(" ")})`,
+    `nix-store --export $closure | gzip -n -6 > ${shellQuote(`/out/${file}`)}`,
+    `echo "$closure" | wc -l > /out/${shellQuote(`${file}.count`)}`,
+  ].join("\n");
+  const plan = helperPlan({ image: ctx.config.image, purpose: "store-export", mounts: [{ type: "bind", source: dir, target: "/out" }], script });
+  const code = await runPromoted(asStep(ctx, plan), plan);
+  if (code !== 0) return undefined;
+  return Number(readFileSync(join(dir, `${file}.count`), "utf8").trim()) || undefined;
+}
+
+/**
+ * Imports DIR/FILE, a gzip-compressed `nix-store --export` stream (an `env pull`'s tools),
+ * into the golden store: `nix-store --import` in a golden-store clone, promoted like a
+ * trusted session's new paths (each one's content checked against its registration).
+ * Resolves to whether it worked.
+ */
+export async function importClosure(ctx: BaseContext, dir: string, file: string): Promise<boolean> {
+  if (!usesGoldenStore(ctx.config.store)) return false;
+  const script = ["set -e", "exec 1>&2", `gunzip -c ${shellQuote(`/in/${file}`)} | nix-store --import >/dev/null`].join("\n");
+  const plan = helperPlan({ image: ctx.config.image, purpose: "store-import", mounts: [{ type: "bind", source: dir, target: "/in", readonly: true }], script });
+  return (await runPromoted(asStep(ctx, plan), plan)) === 0;
 }

@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { authFiles, authKeys, findCredentials, parseChallenge, redact } from "../../plugins/registry/auth.ts";
-import { formatReference, parseReference } from "../../plugins/registry/client.ts";
+import { formatReference, manifestType, parseReference } from "../../plugins/registry/client.ts";
+import { artifactType, configType, parseArtifact, partAnnotation, toolsType } from "../../plugins/env/registry.ts";
 import { tempTree } from "../helpers/cli.ts";
 
 describe("registry references", () => {
@@ -95,3 +96,26 @@ describe("registry auth", () => {
   });
 });
 
+describe("env artifacts", () => {
+  const digest = (c: string) => `sha256:${c.repeat(64)}`;
+  const config = { mediaType: configType, digest: digest("c"), size: 10 };
+  const layer = (part: string, mediaType = "application/vnd.oci.image.layer.v1.tar+gzip") => ({ mediaType, digest: digest("a"), size: 5, annotations: { [partAnnotation]: part } });
+  const manifest = (extra: Record<string, unknown>) => Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: manifestType, artifactType, config, layers: [layer("home")], ...extra }));
+
+  test("a manifest from a registry is hostile: what env pull acts on, or one line why not", () => {
+    expect(parseArtifact(manifest({}), "r").layers.map((l) => l.part)).toEqual(["home"]);
+    expect(parseArtifact(manifest({ layers: [layer("home"), layer("tools", toolsType)] }), "r").tools?.mediaType).toBe(toolsType);
+    const cases: Array<[Buffer, RegExp]> = [
+      [Buffer.from("{"), /its manifest is not JSON/],
+      [manifest({ artifactType: "application/x", config: { ...config, mediaType: "application/vnd.oci.image.config.v1+json" } }), /not an agentenv environment/],
+      [manifest({ layers: [layer("home"), layer("home")] }), /two layers hold the part home/],
+      [manifest({ layers: [layer("../x")] }), /no part of a home agentenv knows/],
+      [manifest({ layers: [layer("memory")] }), /it has no home layer/],
+      [manifest({ layers: [{ ...layer("home"), digest: "sha256:zz" }] }), /layer 1 has no sha256 digest/],
+      [manifest({ layers: [{ ...layer("home"), size: -1 }] }), /layer 1 has no valid size/],
+      [manifest({ layers: [layer("home", "application/x-tar")] }), /layer home is application\/x-tar/],
+      [manifest({ config: { ...config, size: 2 << 20 } }), /its config is bigger than 1 MiB/],
+    ];
+    for (const [body, message] of cases) expect(() => parseArtifact(body, "r")).toThrow(message);
+  });
+});
