@@ -898,14 +898,15 @@ export async function importLayers(
  * pull` into an environment that has not changed since its last sync): refused while a
  * session uses it (FORCE: anyway), FETCH run under NAME's lock (its own checks first), the
  * layers checked as importLayers checks them, then swapped in as a reset swaps its new
- * home in (resumably, under a journal).
+ * home in (resumably, under a journal) — or, when FETCH gives APPLY (a merge), that runs
+ * instead, after the checks (its BASE layers checked as a home of their own).
  */
 export async function replaceFromLayers(
   ctx: BaseContext,
   name: string,
   shown: string,
   force: boolean,
-  fetch: (dir: string, found: Home) => Promise<{ layers: string[]; record: EnvRecord; checked?: () => Promise<void> }>,
+  fetch: (dir: string, found: Home) => Promise<{ layers: string[]; record: EnvRecord; checked?: () => Promise<void>; base?: string[]; apply?: () => Promise<void> }>,
 ): Promise<EnvRecord> {
   return withEnvLock(ctx, name, async () => {
     await recoverEnv(ctx, name);
@@ -914,9 +915,17 @@ export async function replaceFromLayers(
     const nonce = newNonce();
     try {
       const dir = workDir(ctx, name, nonce);
-      const { layers, record, checked } = await fetch(dir, found);
+      const { layers, record, checked, base, apply } = await fetch(dir, found);
       await checkArchives(layers.map((layer) => ({ file: join(dir, layer), gzip: true, shown: `${shown}, layer ${layer}` })));
+      // a merge's base (the artifact last synced with) is a home of its own, checked as one
+      if (base) await checkArchives(base.map((layer) => ({ file: join(dir, layer), gzip: true, shown: `${shown}'s base, layer ${layer}` })));
       await checked?.();
+      if (apply) {
+        // a merge (`--merge`): FETCH's APPLY changes the home in place, file by file
+        await apply();
+        writeHostRecord(ctx, name, record);
+        return record;
+      }
       ctx.log.start(`replacing the home of environment ${name} with ${shown}…`);
       await swapHome(ctx, found, nonce, { layers, dir }, record, [], `pulling ${shown} into environment ${name}`);
       return record;

@@ -54,10 +54,11 @@ export const pull = defineCommand({
     ref: { type: "positional", required: true, valueHint: "registry/repo[:tag|@digest]", description: "What: REGISTRY/REPOSITORY[:TAG] or REGISTRY/REPOSITORY@sha256:…" },
     name: { type: "positional", required: false, valueHint: "name", description: "The environment (default: the repository's last part); an existing one is updated only when it came from a registry and has no changes since its last pull or push" },
     force: { type: "boolean", alias: "f", description: "Update an existing environment even while sessions use it" },
+    merge: { type: "boolean", description: "An existing environment with changes since its last pull or push: merge three-way (a file changed on both sides keeps yours, theirs beside it)" },
     ...transferArgs,
   },
   async run({ args }) {
-    const options = { tlsVerify: tlsVerify(args["tls-verify"]), force: Boolean(args.force), tools: withTools(args) };
+    const options = { tlsVerify: tlsVerify(args["tls-verify"]), force: Boolean(args.force), tools: withTools(args), merge: Boolean(args.merge) };
     const ctx = await commandContext(args);
     const result = await pullEnv(ctx, args.ref, args.name, options);
     ctx.log.success(`environment ${result.name} pulled from ${result.ref} (${result.digest}, ${formatBytes(result.size)}) — use it: agentenv --env ${result.name} [DIR]`);

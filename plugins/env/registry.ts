@@ -12,6 +12,7 @@ import { readOverlay } from "./dotfiles/overlay.ts";
 import { isLocalRepo, type DotfilesConfig } from "./dotfiles/repo.ts";
 import { exportClosure, importClosure } from "../golden/api.ts";
 import { checkName, recordPath, stateDir, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
+import { applyChanges, manifestOf, mergeManifests } from "./merge.ts";
 import { importLayers, packHome, recordOf, replaceFromLayers, requireHome, type HomePart } from "./lifecycle.ts";
 import { checkRecord, readHostRecord, withEnvLock, writeHostRecord } from "./record.ts";
 
@@ -68,6 +69,8 @@ export interface TransferOptions {
   force?: boolean;
   /** false: no tools closure (push), or not imported (pull) */
   tools?: boolean;
+  /** pull into an environment with local changes: merge three-way against the artifact it last synced with */
+  merge?: boolean;
 }
 
 export interface LayerResult {
@@ -334,6 +337,55 @@ function defaultName(ref: Reference): string {
   }
 }
 
+/** The home layers of the artifact SYNCED names (what a merge is judged against), downloaded into DIR as base-N-PART.tar.gz. */
+async function downloadBase(ctx: BaseContext, synced: NonNullable<EnvRecord["synced"]>, dir: string, options: TransferOptions): Promise<string[]> {
+  const ref = parseReference(synced.ref);
+  const registry = client(ctx, ref, options);
+  registry.want(ref.repository, "pull");
+  const shown = `${ref.registry}/${ref.repository}@${synced.digest}`;
+  const manifest = await registry.getManifest(synced.digest);
+  if (!manifest) throw new UserError(`cannot merge: ${shown}, what the environment last synced with, is no longer in the registry`, "pull into a new name and compare by hand");
+  const files: string[] = [];
+  for (const layer of parseArtifact(manifest.body, shown).layers) {
+    const file = `base-${files.length}-${layer.part}.tar.gz`;
+    await registry.pullBlob(layer.digest, layer.size, join(dir, file));
+    files.push(file);
+  }
+  return files;
+}
+
+/**
+ * Merges into the home at HOME (this host's view of its volume) what changed between the
+ * BASE layers and the new LAYERS (both in DIR, already checked), three-way against the
+ * home as it is (merge.ts): a change on one side only is taken, a file changed on both
+ * keeps the home's version and gets the pulled one beside it
+ * (PATH.agentenv-conflict-REGISTRY-DATE). Files change one by one, each atomically, never
+ * through a link.
+ */
+async function mergeHome(ctx: BaseContext, name: string, home: string, dir: string, layers: string[], base: string[], otherName: string): Promise<void> {
+  const extract = (files: string[], into: string) => {
+    mkdirSync(join(dir, into), { mode: 0o700 });
+    for (const file of files) {
+      const made = Bun.spawnSync(["tar", "-C", join(dir, into), "--no-same-owner", "-p", "-xzf", join(dir, file)], { stderr: "pipe" });
+      if (made.exitCode !== 0) throw new UserError(`cannot unpack ${file} to merge it: ${made.stderr.toString().trim()}`);
+    }
+    return join(dir, into);
+  };
+  const theirs = extract(layers, "theirs");
+  const was = extract(base, "base");
+  // what no layer holds: this host's record, the session stamp, the overlay, a reset's stage
+  const overlay = new Set(overlayPaths(name));
+  const skip = (path: string) => path === recordPath || path === `${stateDir}/last-used` || overlay.has(path) || path.startsWith(".agentenv-reset");
+  const plan = mergeManifests(manifestOf(was, skip), manifestOf(home, skip), manifestOf(theirs, skip), { otherName });
+  ctx.log.start(`merging: ${plan.local.length} change(s) into environment ${name}, ${plan.conflicts.length} conflict(s)…`);
+  applyChanges(home, plan.local, theirs);
+  for (const conflict of plan.conflicts) {
+    if (conflict.kind === "both") ctx.log.warn(`conflict: ~/${conflict.path} changed here and upstream — yours kept, theirs at ~/${conflict.copy}`);
+    else if (conflict.kind === "deleted-local") ctx.log.warn(`conflict: ~/${conflict.path} deleted here, changed upstream — theirs kept`);
+    else ctx.log.warn(`conflict: ~/${conflict.path} changed here, deleted upstream — yours kept`);
+  }
+}
+
 /** The parts of NAME's home that changed since it last synced (packed now and compared with SYNCED's LOCAL). */
 async function localChanges(ctx: BaseContext, name: string, synced: NonNullable<EnvRecord["synced"]>): Promise<string[]> {
   const dir = spoolDir();
@@ -412,17 +464,23 @@ export async function pullEnv(ctx: BaseContext, refText: string, nameArg: string
     await importLayers(ctx, name, shown, (dir) => download(dir, settings));
   } else {
     const synced = existing.synced!;
-    await replaceFromLayers(ctx, name, shown, Boolean(options.force), async (dir) => {
+    await replaceFromLayers(ctx, name, shown, Boolean(options.force), async (dir, found) => {
       // under the lock: what the home holds now against what it held right after its last sync
       const changed = await localChanges(ctx, name, synced);
-      if (changed.length) {
+      const { adopted: _adopted, ...kept } = existing!;
+      if (!changed.length) return download(dir, { ...kept, source, shell: settings.shell, dotfiles: settings.dotfiles, reset: new Date().toISOString() });
+      if (!options.merge) {
         throw new UserError(
           `environment ${name} changed since it last synced with ${synced.ref} (${changed.join(", ")}): refusing to overwrite its changes`,
-          `push them first (agentenv env push ${name} ${synced.ref}), or pull into a new name (agentenv env pull ${shown} NEW)`,
+          `merge them (agentenv env pull ${shown} ${name} --merge), push them first, or pull into a new name`,
         );
       }
-      const { adopted: _adopted, ...kept } = existing!;
-      return download(dir, { ...kept, source, shell: settings.shell, dotfiles: settings.dotfiles, reset: new Date().toISOString() });
+      if (!found.readable || !found.dir) throw new UserError(`--merge needs the files of environment ${name} on this host, and its engine keeps them out of reach (a VM or remote engine)`, `pull into a new name (agentenv env pull ${shown} NEW)`);
+      const home = found.dir;
+      // the settings stay this environment's; its files get what changed upstream only
+      const fetched = await download(dir, { ...kept, source });
+      const base = await downloadBase(ctx, synced, dir, options);
+      return { ...fetched, base, apply: () => mergeHome(ctx, name, home, dir, fetched.layers, base, `${ref.registry}/${ref.repository}`) };
     });
   }
   // the home as this host packs it now: what "changed since the pull" is judged against

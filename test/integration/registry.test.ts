@@ -183,7 +183,7 @@ describe("env push / env pull", () => {
     expect((await agentenv(["env", "push", theirs, ref])).code).toBe(0);
   });
 
-  test("pull into an existing environment: updated when it has no changes since its last sync, refused when it has, or when it never came from a registry", async () => {
+  test("pull into an existing environment: updated when it has no changes since its last sync, refused when it has (--merge merges three-way), or when it never came from a registry", async () => {
     const source = envName("upstream");
     const sourceDir = await create(source);
     const ref = `${registry.address}/sync/${prefix}:main`;
@@ -208,11 +208,31 @@ describe("env push / env pull", () => {
     writeFileSync(join(sourceDir, "news.txt"), "v3\n");
     expect((await agentenv(["env", "push", source, ref])).code).toBe(0);
     const refused = await agentenv(["env", "pull", ref, local]);
-    expectOneLine(refused, `agentenv: environment ${local} changed since it last synced with ${ref} (home): refusing to overwrite its changes — push them first`);
+    expectOneLine(refused, `agentenv: environment ${local} changed since it last synced with ${ref} (home): refusing to overwrite its changes — merge them (agentenv env pull ${ref} ${local} --merge)`);
     expect(readFileSync(join(volumeDir(local), "mine.txt"), "utf8")).toBe("local work\n");
     expect(readFileSync(join(volumeDir(local), "news.txt"), "utf8")).toBe("v2\n");
     // and its push is refused too: the tag moved since it synced
     expectOneLine(await agentenv(["env", "push", local, ref]), /refusing to overwrite it/);
+
+    // --merge: both sides' changes kept; a file changed on both sides keeps ours, theirs beside it
+    writeFileSync(join(volumeDir(local), ".bashrc"), "# ours\n");
+    writeFileSync(join(sourceDir, ".bashrc"), "# theirs\n");
+    expect((await agentenv(["env", "push", source, ref])).code).toBe(0);
+    const merged = await agentenv(["env", "pull", ref, local, "--merge"]);
+    expect(merged.stderr).toContain("conflict: ~/.bashrc changed here and upstream — yours kept, theirs at ~/.bashrc.agentenv-conflict-");
+    expect(merged.code).toBe(0);
+    const home = volumeDir(local);
+    expect(readFileSync(join(home, "mine.txt"), "utf8")).toBe("local work\n");
+    expect(readFileSync(join(home, "news.txt"), "utf8")).toBe("v3\n");
+    expect(readFileSync(join(home, ".bashrc"), "utf8")).toBe("# ours\n");
+    const copies = Bun.spawnSync(["sh", "-c", `ls -a ${home} | grep '^\\.bashrc\\.agentenv-conflict-'`]).stdout.toString().trim().split("\n");
+    expect(copies).toHaveLength(1);
+    expect(readFileSync(join(home, copies[0]!), "utf8")).toBe("# theirs\n");
+    // merged with the tag's latest: its push goes through now, and upstream may pull it
+    expect((await agentenv(["env", "push", local, ref])).code).toBe(0);
+    const back = await agentenv(["env", "pull", ref, source, "--merge"]);
+    expect(back.code).toBe(0);
+    expect(readFileSync(join(sourceDir, "mine.txt"), "utf8")).toBe("local work\n");
 
     // an environment that never came from a registry is not overwritten
     const plain = envName("plain");
