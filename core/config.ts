@@ -58,6 +58,8 @@ export interface MountConfig {
 /** What an `agentenv.config.ts` (project) or `~/.config/agentenv/config.ts` (user) exports. */
 export interface AgentenvConfig {
   runtime?: RuntimeName;
+  /** sessions run on this remote machine's Podman, over SSH (a name from `agentenv host add`) */
+  host?: string;
   image?: string;
   /** what a session gets at /nix (default "golden"; see StoreMode) */
   store?: StoreMode;
@@ -105,6 +107,8 @@ export interface ConfigLayer {
 
 export interface ResolvedConfig {
   runtime?: RuntimeName;
+  /** the remote host sessions run on (core/hosts.ts); undefined: this machine */
+  host?: string;
   image: string;
   store: StoreMode;
   storeVolume: string;
@@ -175,7 +179,7 @@ function checkShape(config: AgentenvConfig, file: string): AgentenvConfig {
   const fail = (what: string) => {
     throw new UserError(`config ${file}: ${what}`);
   };
-  for (const key of ["runtime", "image", "store", "storeVolume", "userns", "profile"] as const) {
+  for (const key of ["runtime", "host", "image", "store", "storeVolume", "userns", "profile"] as const) {
     if (config[key] !== undefined && typeof config[key] !== "string") fail(`${key} must be a string`);
   }
   if (config.env !== undefined) {
@@ -266,6 +270,16 @@ export function checkVolumeName(value: string | undefined, source: string): stri
   return value;
 }
 
+/** A remote host's name (core/hosts.ts): it appears in commands, file names and `HOST:PATH`, so it is kept plain (no dots). */
+export const hostNamePattern = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+export function checkHostName(value: string, source: string): string {
+  if (!hostNamePattern.test(value)) {
+    throw new UserError(`invalid host name "${value}" (from ${source})`, "use 1–63 of a-z 0-9 _ - starting with a letter or digit");
+  }
+  return value;
+}
+
 /** An environment name: it becomes part of a volume name and a path, so it is kept plain. */
 export const envNamePattern = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
@@ -303,6 +317,7 @@ export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | 
   };
   for (const { config, name, file } of layers) {
     if (config.runtime !== undefined) resolved.runtime = checkRuntimeName(config.runtime, file ?? name);
+    if (config.host !== undefined) resolved.host = checkHostName(config.host, file ?? name);
     if (config.image) resolved.image = config.image;
     if (config.store !== undefined) resolved.store = checkStoreMode(config.store, file ?? name) ?? resolved.store;
     if (config.storeVolume) resolved.storeVolume = checkVolumeName(config.storeVolume, file ?? name) ?? resolved.storeVolume;
@@ -328,6 +343,8 @@ export function mergeLayers(layers: ConfigLayer[], env: Record<string, string | 
 
 export interface ConfigFlags {
   runtime?: string;
+  /** `--host NAME` (a remote machine) */
+  host?: string;
   image?: string;
   store?: string;
   userns?: string;
@@ -389,6 +406,7 @@ export async function loadConfig(options: {
     name: "environment",
     config: {
       runtime: checkRuntimeName(env.AGENTENV_RUNTIME, "AGENTENV_RUNTIME"),
+      host: env.AGENTENV_HOST ? checkHostName(env.AGENTENV_HOST, "AGENTENV_HOST") : undefined,
       image: env.AGENTENV_IMAGE || undefined,
       store: checkStoreMode(env.AGENTENV_STORE, "AGENTENV_STORE"),
       storeVolume: checkVolumeName(env.AGENTENV_STORE_VOLUME, "AGENTENV_STORE_VOLUME"),
@@ -400,6 +418,7 @@ export async function loadConfig(options: {
     name: "flags",
     config: {
       runtime: checkRuntimeName(options.flags?.runtime, "--runtime"),
+      host: options.flags?.host ? checkHostName(options.flags.host, "--host") : undefined,
       image: options.flags?.image || undefined,
       store: checkStoreMode(options.flags?.store, "--store"),
       userns: checkUsernsMode(options.flags?.userns, "--userns"),

@@ -1,12 +1,13 @@
 import { builtinPlugins } from "./builtins.ts";
 import { logFor } from "./commands/_shared.ts";
-import { loadConfig, type ConfigFlags } from "./config.ts";
+import { loadConfig, type ConfigFlags, type ResolvedConfig } from "./config.ts";
 import { trustNotice } from "./trust.ts";
 import { UserError, formatUserError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import { basePlan, resolveProjectDir, shellJoin, type BasePlanOptions, type Plan, type SessionMode } from "./plan.ts";
 import { callHook, callHookEach, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
+import { findHost, parseRemoteDir } from "./hosts.ts";
 import { registerSession, sweepSessions } from "./leftovers.ts";
 
 export interface SessionOptions extends ConfigFlags {
@@ -32,26 +33,33 @@ export interface PreparedSession {
 export async function loadContext(options: { project?: string; roots?: readonly string[]; flags?: ConfigFlags; log: Log }): Promise<BaseContext> {
   const config = await loadConfig({ project: options.project, roots: options.roots, flags: options.flags });
   const plugins = await loadPlugins(config, builtinPlugins());
-  return { config, plugins, runtime: createRuntime(config.runtime), log: options.log };
+  const runtime = createRuntime(config.runtime, config.host);
+  // a remote runtime says what it ships there (the image) through the command's log
+  if (config.host) (runtime as { log?: Log }).log = options.log;
+  return { config, plugins, runtime, log: options.log };
 }
 
 /**
  * The context of a command that is no project's (`env …`, `store …`, `secret …`): the
  * user's config only — no project config is looked for, trusted or not.
  */
-export function commandContext(args: { runtime?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
-  return loadContext({ flags: { runtime: args.runtime }, log: logFor(args) });
+export function commandContext(args: { runtime?: string; host?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
+  return loadContext({ flags: { runtime: args.runtime, host: args.host }, log: logFor(args) });
 }
 
 /** Config → plugins → plan → `session:mount` → `session:boot`. Spawns nothing. */
 export async function prepareSession(options: SessionOptions): Promise<PreparedSession> {
-  const project = resolveProjectDir(options.dir);
+  // `HOST:PATH`: a directory on that host, which is then the session's (no config is looked for there)
+  const remote = parseRemoteDir(options.dir, (name) => findHost(name) !== undefined);
+  if (remote && options.host && options.host !== remote.host) throw new UserError(`${options.dir} is on host ${remote.host}, but --host says ${options.host}`, "pass one of them");
+  const project = remote ? remote.path : resolveProjectDir(options.dir);
   const { config, plugins, runtime } = await loadContext({
-    project,
+    project: remote ? undefined : project,
     roots: options.up?.roots,
-    flags: { runtime: options.runtime, image: options.image, store: options.store, userns: options.userns, env: options.env, profile: options.profile, strict: options.strict },
+    flags: { runtime: options.runtime, host: remote?.host ?? options.host, image: options.image, store: options.store, userns: options.userns, env: options.env, profile: options.profile, strict: options.strict },
     log: options.log,
   });
+  if (config.host) remoteLimits(config, options.log);
   const plan = basePlan({
     project,
     mode: options.mode,
@@ -61,12 +69,29 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     up: options.up,
     name: options.name,
   });
+  if (remote) plan.labels["agentenv.project"] = `${remote.host}:${remote.path}`;
   const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode, state: {} };
   const notice = config.trust && trustNotice(config.trust);
   if (notice && options.trustNotice !== false) options.log.warn(notice);
   await callHook(plugins, "session:mount", ctx);
   await callHook(plugins, "session:boot", ctx);
   return { ctx, plugins };
+}
+
+/**
+ * What a session on a remote host has for now: the home (environments) and the golden
+ * store stay on this machine — their records are this machine's — so the session gets the
+ * image's own home and /nix, said once.
+ */
+function remoteLimits(config: ResolvedConfig, log: Log): void {
+  if (config.env.name) {
+    log.warn(`environment ${config.env.name} stays on this machine: the session on ${config.host} gets the image's home (remote homes are not supported yet)`);
+    config.env.name = undefined;
+  }
+  if (config.store !== "none") {
+    log.debug(`store ${config.store}: the golden store is this machine's; the session on ${config.host} gets the image's /nix`);
+    config.store = "none";
+  }
 }
 
 /** The engine's own failure codes (podman/docker `run`), as opposed to the command's. */

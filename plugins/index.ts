@@ -5,6 +5,7 @@ import env from "./env/index.ts";
 import golden from "./golden/index.ts";
 import nix from "./nix/index.ts";
 import profile from "./profile/index.ts";
+import remote from "./remote/index.ts";
 import secrets from "./secrets/index.ts";
 import wrap from "./wrap/index.ts";
 
@@ -13,4 +14,4 @@ import wrap from "./wrap/index.ts";
  * before golden: an untrusted project's session installs its environment's tools into the
  * golden store (plugins/env/tools.ts) before its own clone of that store is made.
  */
-export const builtinPlugins: readonly Plugin[] = [env, golden, profile, dotfiles, secrets, nix, wrap, attach];
+export const builtinPlugins: readonly Plugin[] = [env, golden, profile, dotfiles, secrets, nix, wrap, attach, remote];

@@ -16,8 +16,14 @@ export const runtimeArgs = {
   },
 } as const satisfies ArgsDef;
 
+/** `--host NAME`: the session (or command) runs on a remote machine's Podman, over SSH. */
+export const hostArgs = {
+  host: { type: "string", valueHint: "name", description: "Run on this remote host's Podman over SSH (see `agentenv host`; default: AGENTENV_HOST, then config host)" },
+} as const satisfies ArgsDef;
+
 export const sessionArgs = {
   ...runtimeArgs,
+  ...hostArgs,
   env: { type: "string", valueHint: "name", description: "Environment whose home is HOME (default: config env.default; see `agentenv env`)" },
   "no-env": { type: "boolean", description: "No environment, even if config names one: HOME is the image's, thrown away" },
   strict: { type: "boolean", description: "Do not open the session when the environment's setup (dotfiles, ~/flake.nix tools) fails" },

@@ -8,6 +8,7 @@ import { envFlag, logFor, sessionArgs, storeFlag } from "./_shared.ts";
 interface SessionArgs {
   dir?: string;
   runtime?: string;
+  host?: string;
   image?: string;
   /** citty reads `--no-store` as `store: false` */
   store?: string | boolean;
@@ -32,6 +33,7 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     mode,
     command,
     runtime: args.runtime,
+    host: args.host,
     image: args.image,
     store: storeFlag(args),
     userns,
@@ -51,7 +53,8 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     return 0;
   }
   // before anything starts (store clone, handoff): the engine would refuse it only after
-  const refusal = plan.userns === "keep-id" ? keepIdRefusal(runtime.name) : undefined;
+  // (a remote Podman alone knows whether it is rootless: its `diagnose` says so)
+  const refusal = plan.userns === "keep-id" && !prepared.ctx.config.host ? keepIdRefusal(runtime.name) : undefined;
   if (refusal) throw refusal;
   return runPrepared(prepared);
 }

@@ -23,7 +23,18 @@ export function detectRuntime(platform = process.platform): RuntimeName {
   throw new UserError("no container engine found (looked for podman and docker on PATH)", installHints.podman);
 }
 
-export function createRuntime(name: RuntimeName | undefined): Runtime {
+/**
+ * The engine sessions use: NAME (else detected) on this machine, or HOST's Podman over
+ * SSH (a host from `agentenv host add`; then NAME must be podman or unset).
+ */
+export function createRuntime(name: RuntimeName | undefined, host?: string): Runtime {
+  if (host) {
+    if (name && name !== "podman") throw new UserError(`--host ${host} runs sessions on that machine's Podman, not ${name}`, "drop --runtime (or runtime in config) for remote sessions");
+    // loaded only for a remote session: local ones do not parse it
+    const { getHost } = require("../hosts.ts") as typeof import("../hosts.ts");
+    const { RemoteRuntime } = require("./remote.ts") as typeof import("./remote.ts");
+    return new RemoteRuntime(getHost(host));
+  }
   const chosen = name ?? detectRuntime();
   const bin = Bun.which(chosen);
   if (!bin) throw new UserError(`${chosen} is not installed (not found on PATH)`, installHints[chosen]);

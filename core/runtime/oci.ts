@@ -106,13 +106,21 @@ export function execArgv(bin: string, container: string, exec: ExecOptions, comm
 
 export class OciRuntime implements Runtime {
   readonly name: RuntimeName;
-  readonly sharesHostKernel = true;
+  readonly sharesHostKernel: boolean = true;
 
   constructor(
     readonly bin: string,
     readonly dialect: OciDialect,
   ) {
     this.name = dialect.name;
+  }
+
+  /**
+   * The full command line running the engine CLI with ARGS: the local binary here; a
+   * remote runtime (./remote.ts) wraps it in ssh. TTY: the call needs a terminal.
+   */
+  engineArgv(args: readonly string[], _how: { tty?: boolean } = {}): string[] {
+    return [this.bin, ...args];
   }
 
   runArgs(plan: Plan): string[] {
@@ -160,7 +168,7 @@ export class OciRuntime implements Runtime {
   }
 
   execArgv(container: string, exec: ExecOptions, command: readonly string[]): string[] {
-    return execArgv(this.bin, container, exec, command);
+    return this.engineArgv(execArgv(this.bin, container, exec, command).slice(1), { tty: exec.tty });
   }
 
   exec(container: string, exec: ExecOptions, command: readonly string[]): Promise<number> {
@@ -169,7 +177,7 @@ export class OciRuntime implements Runtime {
 
   argv(plan: Plan): string[][] {
     const remove = this.removeArgs(plan);
-    return [[this.bin, ...this.runArgs(plan)], ...(remove ? [[this.bin, ...remove]] : [])];
+    return [this.engineArgv(this.runArgs(plan), { tty: plan.tty }), ...(remove ? [this.engineArgv(remove)] : [])];
   }
 
   async run(plan: Plan): Promise<number> {
@@ -178,7 +186,7 @@ export class OciRuntime implements Runtime {
       if (result.code !== 0) process.stderr.write(result.stderr);
       return result.code;
     }
-    const code = await attached([this.bin, ...this.runArgs(plan)]);
+    const code = await attached(this.engineArgv(this.runArgs(plan), { tty: plan.tty }));
     const remove = this.removeArgs(plan);
     if (remove) await this.call(remove);
     return code;
@@ -190,7 +198,7 @@ export class OciRuntime implements Runtime {
     // removed by a second call: if agentenv dies before it, the next session removes it (../leftovers.ts)
     const registration = remove ? await tryRegister(this.name, plan.name) : undefined;
     try {
-      const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await streamed([this.bin, ...args], io);
+      const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await streamed(this.engineArgv(args), io);
       if (remove) await this.call(remove);
       return result;
     } finally {
@@ -199,7 +207,7 @@ export class OciRuntime implements Runtime {
   }
 
   call(args: string[], options: { stdin?: Blob | string } = {}): Promise<EngineResult> {
-    return engineCall([this.bin, ...args], options);
+    return engineCall(this.engineArgv(args), options);
   }
 
   async version(): Promise<string | undefined> {
@@ -321,11 +329,11 @@ export class OciRuntime implements Runtime {
   }
 
   logsArgv(name: string): string[] {
-    return [this.bin, "logs", "-f", name];
+    return this.engineArgv(["logs", "-f", name]);
   }
 
   pullArgv(ref: string): string[] {
-    return [this.bin, "pull", ref];
+    return this.engineArgv(["pull", ref]);
   }
 
   buildArgv(request: BuildRequest): string[] {

@@ -1,0 +1,99 @@
+import { UserError } from "../../core/errors.ts";
+import { handoffTarget } from "../../core/handoff.ts";
+import { projectMountPoint } from "../../core/plan.ts";
+import { definePlugin, type SessionContext } from "../../core/plugins.ts";
+import { remoteHandoffDir, type RemoteRuntime } from "../../core/runtime/remote.ts";
+import type { Share } from "./share.ts";
+
+/**
+ * Sessions on a remote host (`--host NAME`, `HOST:PATH`): the engine is that host's
+ * Podman over SSH (core/runtime/remote.ts); this plugin maps what the plan names on this
+ * machine onto that one. The project is either a directory there (`HOST:PATH`: mounted as
+ * it is) or a local one live-shared by reverse SSHFS (./share.ts), mounted before the
+ * container starts and unmounted when it ends. Any other path of this machine a plan
+ * would bind-mount is refused in one line: it does not exist over there.
+ */
+
+interface RemoteState {
+  /** the local project shared at `mountPoint` on the remote, while the session runs */
+  local?: string;
+  mountPoint?: string;
+  share?: Share;
+}
+
+function remoteOf(ctx: { runtime: unknown; config: { host?: string } }): RemoteRuntime | undefined {
+  return ctx.config.host ? (ctx.runtime as RemoteRuntime) : undefined;
+}
+
+function stateOf(ctx: SessionContext): RemoteState {
+  return (ctx.state.remote ??= {}) as RemoteState;
+}
+
+/** Whether the session's project is a directory on the remote (`HOST:PATH`). */
+function remoteProject(ctx: SessionContext, host: string): boolean {
+  return ctx.plan.labels["agentenv.project"]?.startsWith(`${host}:`) ?? false;
+}
+
+/** `session:mount`: the remote's label; a local project's mount is pointed at its share there. */
+function mountRemote(ctx: SessionContext): void {
+  const remote = remoteOf(ctx);
+  if (!remote) return;
+  const host = remote.host.name;
+  ctx.plan.labels["agentenv.host"] = host;
+  if (ctx.mode === "up") return;
+  if (remoteProject(ctx, host)) return;
+  const project = ctx.plan.mounts.find((m) => m.type === "bind" && m.target === projectMountPoint);
+  if (!project) return;
+  const { shareMountPoint } = require("./share.ts") as typeof import("./share.ts");
+  const state = stateOf(ctx);
+  state.local = project.source;
+  state.mountPoint = shareMountPoint(ctx.plan.name);
+  project.source = state.mountPoint;
+}
+
+/** `session:boot` (after every plugin's `session:mount`): no path of this machine may reach the remote's engine. */
+function checkBinds(ctx: SessionContext): void {
+  const remote = remoteOf(ctx);
+  if (!remote) return;
+  const host = remote.host.name;
+  const state = stateOf(ctx);
+  for (const mount of ctx.plan.mounts) {
+    if (mount.type !== "bind") continue;
+    if (mount.target === projectMountPoint && (mount.source === state.mountPoint || remoteProject(ctx, host))) continue;
+    if (mount.target === handoffTarget) {
+      // a tmpfs directory there, filled from this machine's just before the run (core/runtime/remote.ts)
+      mount.source = remoteHandoffDir(ctx.plan.name);
+      continue;
+    }
+    throw new UserError(`${mount.source} (mounted at ${mount.target}) is a path on this machine: a session on ${host} cannot mount it`, `drop it from config (mounts, profile, --store host) for remote sessions`);
+  }
+}
+
+async function startRemote(ctx: SessionContext): Promise<void> {
+  const remote = remoteOf(ctx);
+  const state = stateOf(ctx);
+  if (!remote || !state.local || !state.mountPoint) return;
+  // the image first: a missing one is shipped before anything is mounted
+  await remote.ensureImage(ctx.plan.image);
+  const { openShare } = await import("./share.ts");
+  ctx.log.debug(`sharing ${state.local} with ${remote.host.name} at ${state.mountPoint} (reverse sshfs)`);
+  state.share = await openShare(remote.host, state.local, state.mountPoint, ctx.log);
+}
+
+async function exitRemote(ctx: SessionContext): Promise<void> {
+  const state = stateOf(ctx);
+  await state.share?.close();
+}
+
+export default definePlugin({
+  name: "remote",
+  hooks: {
+    "session:mount": mountRemote,
+    "session:boot": checkBinds,
+    "session:start": startRemote,
+    "session:exit": exitRemote,
+  },
+  commands: {
+    host: () => import("./command.ts").then((m) => m.default),
+  },
+});

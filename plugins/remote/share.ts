@@ -1,0 +1,123 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "pathe";
+import { UserError } from "../../core/errors.ts";
+import type { HostRecord } from "../../core/hosts.ts";
+import type { Log } from "../../core/log.ts";
+import { shellQuote } from "../../core/plan.ts";
+import { remoteCommand, remoteScript, sshArgv } from "../../core/runtime/ssh.ts";
+
+/**
+ * A local project live-shared into a session on a remote host: reverse SSHFS over the
+ * host's shared SSH connection. This machine's `sftp-server` speaks SFTP on ssh's stdin and
+ * stdout; on the remote, `sshfs -o passive` mounts it. Edits on either side are seen by
+ * the other at once; nothing is copied, nothing to sync back.
+ *
+ * A rootless Podman's containers see only mounts made inside its own user and mount
+ * namespace ("/" is not a shared mount), so there the mount is made with `podman unshare`.
+ * It lives as long as that sshfs process: the unmount at exit ends it, and so does a lost
+ * connection (sshfs ends at EOF and its mount goes with it).
+ */
+
+/** Where OpenSSH installs sftp-server: Debian/Ubuntu, Fedora/Arch, macOS (Homebrew and system). */
+const sftpServerPaths = ["/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server", "/opt/homebrew/libexec/sftp-server"];
+
+export function localSftpServer(exists: (path: string) => boolean = (p) => Bun.file(p).size > 0): string {
+  const found = sftpServerPaths.find(exists);
+  if (!found) throw new UserError("no sftp-server on this machine (it serves a local project to a remote session)", "install OpenSSH's server package here (apt-get install openssh-sftp-server), or use a project on the remote: agentenv HOST:/path");
+  return found;
+}
+
+/** The remote directory a session's live-shared project is mounted on (pure: the plan names it). */
+export function shareMountPoint(container: string): string {
+  return `/tmp/agentenv-share-${container}`;
+}
+
+/** The line sshfs's wrapper prints on stderr once the mount is there. */
+const readyLine = "agentenv-share-mounted";
+
+/**
+ * The remote half (pure): make the mount point (0700, new), then mount with `sshfs -o
+ * passive` reading SFTP on stdin — inside Podman's namespace unless the remote user is
+ * root — and say so once the mount is there. stdin is the SFTP channel, so the script goes
+ * as an argument (`remoteCommand`: read the same by every login shell).
+ */
+export function remoteShareScript(mountPoint: string, localDir: string): string {
+  const mp = shellQuote(mountPoint);
+  // a background job of a non-interactive shell gets /dev/null as stdin (dash even under
+  // `<&0`): the SFTP channel is kept on fd 3 and given back to sshfs from there
+  const mount = [
+    "exec 3<&0",
+    `sshfs -f -o passive,idmap=none :${shellQuote(localDir)} ${mp} <&3 3<&- & pid=$!`,
+    "exec 3<&-",
+    "i=0",
+    `while ! mountpoint -q ${mp}; do kill -0 $pid 2>/dev/null || exit 5; i=$((i+1)); [ $i -lt 400 ] || exit 6; sleep 0.05; done`,
+    `echo ${readyLine} >&2`,
+    "wait $pid",
+  ].join("\n");
+  return [
+    "command -v sshfs >/dev/null 2>&1 || { echo 'agentenv-share-error: no sshfs' >&2; exit 3; }",
+    `mkdir -m 700 ${mp} || exit 4`,
+    `mount=${shellQuote(mount)}`,
+    `if [ "$(id -u)" = 0 ]; then sh -c "$mount"; else podman unshare sh -c "$mount"; fi`,
+    `status=$?; rmdir ${mp} 2>/dev/null; exit $status`,
+  ].join("\n");
+}
+
+export interface Share {
+  mountPoint: string;
+  /** unmounts (remote), ends the local half, removes the mount point; idempotent */
+  close(): Promise<void>;
+}
+
+/** Mounts LOCALDIR on HOST at MOUNTPOINT; resolves once the remote sees it. */
+export async function openShare(host: HostRecord, localDir: string, mountPoint: string, log: Log): Promise<Share> {
+  const sftp = localSftpServer();
+  const work = mkdtempSync(join(tmpdir(), "agentenv-share-"));
+  const fifo = join(work, "sftp");
+  const script = remoteShareScript(mountPoint, localDir);
+  const ssh = sshArgv(host, remoteCommand(["sh", "-c", script]));
+  // ssh's stdout feeds sftp-server, sftp-server's stdout feeds ssh through a FIFO: one loop, no copy in agentenv
+  const loop = 'fifo=$1 sftp=$2 dir=$3; shift 3; mkfifo -m 600 "$fifo" || exit 1; "$@" <"$fifo" | "$sftp" -e -d "$dir" >"$fifo"';
+  const child = Bun.spawn(["sh", "-c", loop, "sh", fifo, sftp, localDir, ...ssh], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  let closed = false;
+  const stderr: string[] = [];
+  const ready = new Promise<boolean>((resolve) => {
+    void (async () => {
+      const decoder = new TextDecoder();
+      let pending = "";
+      for await (const chunk of child.stderr as ReadableStream<Uint8Array>) {
+        pending += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          if (line === readyLine) resolve(true);
+          else if (line.trim()) {
+            stderr.push(line);
+            log.debug(`share: ${line}`);
+          }
+        }
+      }
+      resolve(false);
+    })();
+  });
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    const mp = shellQuote(mountPoint);
+    await remoteScript(host, `if [ "$(id -u)" = 0 ]; then fusermount3 -u ${mp} 2>/dev/null || fusermount -u ${mp} 2>/dev/null || umount ${mp}; else podman unshare sh -c 'fusermount3 -u ${mp} 2>/dev/null || umount ${mp}'; fi; rmdir ${mp} 2>/dev/null; true`).catch(() => {});
+    const ended = await Promise.race([child.exited.then(() => true), Bun.sleep(3000).then(() => false)]);
+    if (!ended) child.kill("SIGTERM");
+    await child.exited;
+    rmSync(work, { recursive: true, force: true });
+  };
+  const mounted = await Promise.race([ready, child.exited.then(() => false), Bun.sleep(20000).then(() => false)]);
+  if (!mounted) {
+    await close();
+    const why = stderr.join(" ").trim();
+    if (/agentenv-share-error: no sshfs/.test(why)) throw new UserError(`${host.name} has no sshfs, which live-shares a local project into its sessions`, `on ${host.name}: sudo apt-get install sshfs (or use a project there: agentenv ${host.name}:/path)`);
+    throw new UserError(`could not share ${localDir} with ${host.name}${why ? `: ${why}` : ""}`, `agentenv host check ${host.name}`);
+  }
+  return { mountPoint, close };
+}
