@@ -52,13 +52,24 @@ export interface SshCallOptions {
   tty?: boolean;
 }
 
+/**
+ * The control socket of HOST's shared connection: one per way of reaching it (address,
+ * user, key, known_hosts), so a connection whose host key was checked against one
+ * known_hosts file is never reused by a record that names another (ssh's own `%C` hashes
+ * only the address and user). Short: a socket path holds ≈104 bytes.
+ */
+export function controlPath(host: HostRecord, dir = controlDir()): string {
+  const key = JSON.stringify([host.host, host.user ?? "", host.port ?? 22, host.identity ?? "", host.knownHosts ?? ""]);
+  return join(dir, new Bun.CryptoHasher("sha256").update(key).digest("hex").slice(0, 20));
+}
+
 /** The ssh options every call uses (pure). */
 export function sshOptions(host: HostRecord, dir = controlDir()): string[] {
   const options = [
     "-o", "BatchMode=yes",
     "-o", "StrictHostKeyChecking=yes",
     "-o", "ControlMaster=auto",
-    "-o", `ControlPath=${join(dir, "%C")}`,
+    "-o", `ControlPath=${controlPath(host, dir)}`,
     "-o", `ControlPersist=${controlPersistSeconds}`,
     "-o", "ConnectTimeout=10",
     "-o", "ServerAliveInterval=15",

@@ -5,7 +5,7 @@ import { loadConfig } from "../../core/config.ts";
 import { addHost, getHost, hostsFile, parseRemoteDir, parseSshUrl, readHosts, removeHost, sshUrl, type HostRecord } from "../../core/hosts.ts";
 import { factsToChecks, parseFacts } from "../../core/runtime/remote-checks.ts";
 import { RemoteRuntime } from "../../core/runtime/remote.ts";
-import { remoteCommand, sshArgv, sshProblem } from "../../core/runtime/ssh.ts";
+import { controlPath, remoteCommand, sshArgv, sshProblem } from "../../core/runtime/ssh.ts";
 import { remoteShareScript, shareMountPoint } from "../../plugins/remote/share.ts";
 import { basePlan } from "../../core/plan.ts";
 import { tempTree } from "../helpers/cli.ts";
@@ -98,8 +98,12 @@ describe("the remote command line", () => {
   test("ssh: batch mode, strict host keys, one shared connection, the host after --", () => {
     const argv = sshArgv(box, "exec true", { tty: true }, "/run/ctl");
     expect(argv.slice(0, 1)).toEqual(["ssh"]);
-    for (const option of ["BatchMode=yes", "StrictHostKeyChecking=yes", "ControlMaster=auto", "ControlPath=/run/ctl/%C", "ControlPersist=600", "UserKnownHostsFile=/keys/known", "IdentitiesOnly=yes"]) expect(argv).toContain(option);
+    for (const option of ["BatchMode=yes", "StrictHostKeyChecking=yes", "ControlMaster=auto", "ControlPersist=600", "UserKnownHostsFile=/keys/known", "IdentitiesOnly=yes"]) expect(argv).toContain(option);
     expect(argv.slice(-4)).toEqual(["-t", "--", "build.example.com", "exec true"]);
+    // one connection per way of reaching the host: another known_hosts file is another connection
+    expect(argv).toContain(`ControlPath=${controlPath(box, "/run/ctl")}`);
+    expect(controlPath(box, "/run/ctl")).toMatch(/^\/run\/ctl\/[0-9a-f]{20}$/);
+    expect(controlPath({ ...box, knownHosts: "/other" }, "/run/ctl")).not.toBe(controlPath(box, "/run/ctl"));
     expect(argv).toContain("-p");
     expect(argv[argv.indexOf("-l") + 1]).toBe("me");
     expect(sshArgv({ name: "b", host: "h", added: "" }, "x", {}, "/c")).toContain("-T");

@@ -1,0 +1,261 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "pathe";
+import { getHost } from "../../core/hosts.ts";
+import { controlPath } from "../../core/runtime/ssh.ts";
+import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
+import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engine.ts";
+
+/**
+ * A remote host as separate as this box allows: sshd on a free loopback port with a host
+ * key made here, logging in as a dedicated user (scripts/remote-test-host.sh) who has
+ * their own rootless Podman, storage and home and cannot read root's files. agentenv
+ * reaches it only through `host add` and ssh: real SSH, real Podman on both sides.
+ */
+
+const remoteUser = "agentenv-remote";
+const host = "rt-box";
+const tinyImage = "localhost/agentenv-remote-test-tiny:latest";
+const keys = tempTree({}, "agentenv-remote-keys-");
+chmodSync(keys, 0o755);
+let port = 0;
+let sshd: ReturnType<typeof Bun.spawn> | undefined;
+const env = isolatedEnv();
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A plain ssh to the remote user: no shared connection (the test's own view of the remote). */
+function onRemote(script: string): { code: number; stdout: string; stderr: string } {
+  const out = Bun.spawnSync(["ssh", "-i", join(keys, "id"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", `UserKnownHostsFile=${join(keys, "known_hosts")}`, "-o", "StrictHostKeyChecking=yes", "-p", String(port), "-l", remoteUser, "-T", "127.0.0.1", "sh"], { stdin: new Blob([script]) });
+  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
+}
+
+function run(args: string[], options: { cwd?: string; stdin?: string } = {}) {
+  return agentenv(args, { env, ...options });
+}
+
+/** A tiny image (dash and the C library): what the first-use shipping test moves. */
+function makeTinyImage(): void {
+  if (Bun.spawnSync(["podman", "image", "exists", tinyImage]).exitCode === 0) return;
+  const root = tempTree({}, "agentenv-remote-tiny-");
+  const files = ["/bin/dash", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"];
+  const tar = Bun.spawnSync(["sh", "-c", `mkdir -p ${root}/bin && ln -s dash ${root}/bin/sh && tar -C / -chf ${root}/rootfs.tar ${files.map((f) => f.slice(1)).join(" ")} && tar -C ${root} -rf ${root}/rootfs.tar bin/sh`]);
+  if (tar.exitCode !== 0) throw new Error(`tiny image: ${tar.stderr}`);
+  const imported = Bun.spawnSync(["podman", "import", "--change", "CMD /bin/sh", `${root}/rootfs.tar`, tinyImage]);
+  if (imported.exitCode !== 0) throw new Error(`tiny image: ${imported.stderr}`);
+}
+
+beforeAll(async () => {
+  await requireImage();
+  const setup = Bun.spawnSync(["bash", join(repoRoot, "scripts/remote-test-host.sh")]);
+  if (setup.exitCode !== 0) throw new Error(`scripts/remote-test-host.sh failed: ${setup.stderr.toString()}`);
+  for (const [file, type] of [["hostkey", "ed25519"], ["id", "ed25519"]]) {
+    Bun.spawnSync(["ssh-keygen", "-q", "-t", type!, "-N", "", "-f", join(keys, file!)]);
+  }
+  writeFileSync(join(keys, "authorized_keys"), readFileSync(join(keys, "id.pub")));
+  chmodSync(join(keys, "authorized_keys"), 0o644);
+  port = await freePort();
+  writeFileSync(join(keys, "known_hosts"), `[127.0.0.1]:${port} ${readFileSync(join(keys, "hostkey.pub"), "utf8").split(" ").slice(0, 2).join(" ")}\n`);
+  writeFileSync(join(keys, "empty_known_hosts"), "");
+  sshd = Bun.spawn(["/usr/sbin/sshd", "-D", "-e", "-p", String(port), "-o", "ListenAddress=127.0.0.1", "-h", join(keys, "hostkey"), "-o", "UsePAM=no", "-o", "StrictModes=no", "-o", `AuthorizedKeysFile=${join(keys, "authorized_keys")}`, "-o", "PidFile=none", "-o", `AllowUsers=${remoteUser}`], { stdout: "ignore", stderr: "ignore" });
+  for (let i = 0; i < 50 && onRemote("true").code !== 0; i++) await Bun.sleep(100);
+  makeTinyImage();
+  // first use of the tiny image is this run's
+  onRemote(`podman rmi --force ${tinyImage} >/dev/null 2>&1; true`);
+  const added = await run(["host", "add", host, `ssh://${remoteUser}@127.0.0.1:${port}`, "--identity", join(keys, "id"), "--known-hosts", join(keys, "known_hosts"), "--force"]);
+  if (added.code !== 0) throw new Error(added.stderr);
+}, 300_000);
+
+afterAll(() => {
+  if (port) onRemote("podman ps -a --filter label=agentenv.host=rt-box --format '{{.Names}}' | xargs -r podman rm --force >/dev/null 2>&1; podman rmi --force localhost/agentenv-remote-test-tiny:latest >/dev/null 2>&1; true");
+  if (port) Bun.spawnSync(["ssh", "-S", controlPath(getHost(host, env)), "-O", "exit", "box"], { stderr: "ignore" });
+  sshd?.kill();
+  Bun.spawnSync(["podman", "rmi", "--force", tinyImage], { stderr: "ignore" });
+});
+
+/** The shared connection's master: its pid, from ssh itself. */
+function masterPid(): number | undefined {
+  const out = Bun.spawnSync(["ssh", "-S", controlPath(getHost(host, env)), "-O", "check", "box"]);
+  return Number(/pid=(\d+)/.exec(out.stderr.toString())?.[1]) || undefined;
+}
+
+describe("host add / list / check / rm", () => {
+  test("a good host: every check passes, as text and JSON", async () => {
+    const list = await run(["host", "list", "--json"]);
+    expect(JSON.parse(list.stdout).find((h: { name: string }) => h.name === host)).toMatchObject({ host: "127.0.0.1", port, user: remoteUser });
+    const check = await run(["host", "check", host, "--json"]);
+    expect(check.code).toBe(0);
+    const checks = JSON.parse(check.stdout) as Array<{ name: string; status: string; detail: string }>;
+    expect(checks.map((c) => c.name)).toEqual(["ssh", "podman", "disk", "image", "arch", "sshfs"]);
+    expect(checks.find((c) => c.name === "podman")!.detail).toMatch(/rootless \(as agentenv-remote\)/);
+    expect(checks.find((c) => c.name === "ssh")!.detail).toMatch(/host key checked/);
+  }, 60_000);
+
+  test("broken hosts: wrong port, unknown host key, no Podman — each one line with its fix", async () => {
+    const dead = await freePort();
+    await run(["host", "add", "rt-dead", `ssh://${remoteUser}@127.0.0.1:${dead}`, "--identity", join(keys, "id"), "--known-hosts", join(keys, "known_hosts"), "--force"]);
+    const refused = await run(["host", "check", "rt-dead"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toMatch(/✖ ssh: cannot connect to rt-dead .*connection refused\n    fix: /);
+    await run(["host", "add", "rt-stranger", `ssh://${remoteUser}@127.0.0.1:${port}`, "--identity", join(keys, "id"), "--known-hosts", join(keys, "empty_known_hosts"), "--force"]);
+    const stranger = await run(["host", "check", "rt-stranger"]);
+    expect(stranger.code).toBe(1);
+    expect(stranger.stdout).toMatch(/host key of rt-stranger .* is not known/);
+    expect(stranger.stdout).toContain(`fix: check it and add it: ssh-keyscan -p ${port} 127.0.0.1 >> ${join(keys, "empty_known_hosts")}`);
+    // a session there fails the same way, before anything is made
+    const session = await run(["run", "--host", "rt-stranger", "--", "true"], { cwd: tempTree() });
+    expect(session.code).toBe(1);
+    expect(session.stderr).toMatch(/^agentenv: the host key of rt-stranger .* is not known/m);
+    expectNoStackTrace(session.stderr);
+    // a remote whose PATH has no podman: sshd's own SetEnv, on a second sshd of this test
+    const bare = tempTree({}, "agentenv-remote-bare-");
+    chmodSync(bare, 0o755);
+    for (const tool of ["sh", "uname", "id", "df", "awk", "cut", "tail", "test"]) Bun.spawnSync(["ln", "-s", Bun.which(tool)!, join(bare, tool)]);
+    const barePort = await freePort();
+    const bareSshd = Bun.spawn(["/usr/sbin/sshd", "-D", "-e", "-p", String(barePort), "-o", "ListenAddress=127.0.0.1", "-h", join(keys, "hostkey"), "-o", "UsePAM=no", "-o", "StrictModes=no", "-o", `AuthorizedKeysFile=${join(keys, "authorized_keys")}`, "-o", "PidFile=none", "-o", `AllowUsers=${remoteUser}`, "-o", `SetEnv=PATH=${bare}`], { stdout: "ignore", stderr: "ignore" });
+    try {
+      writeFileSync(join(keys, "bare_known_hosts"), `[127.0.0.1]:${barePort} ${readFileSync(join(keys, "hostkey.pub"), "utf8").split(" ").slice(0, 2).join(" ")}\n`);
+      await run(["host", "add", "rt-bare", `ssh://${remoteUser}@127.0.0.1:${barePort}`, "--identity", join(keys, "id"), "--known-hosts", join(keys, "bare_known_hosts"), "--force"]);
+      let bareCheck = await run(["host", "check", "rt-bare"]);
+      for (let i = 0; i < 30 && /connection refused/.test(bareCheck.stdout); i++) {
+        await Bun.sleep(100);
+        bareCheck = await run(["host", "check", "rt-bare"]);
+      }
+      expect(bareCheck.code).toBe(1);
+      expect(bareCheck.stdout).toMatch(/✖ podman: Podman is not installed on rt-bare.*\n    fix: on rt-bare: sudo apt-get install podman/);
+    } finally {
+      bareSshd.kill();
+    }
+    for (const name of ["rt-dead", "rt-stranger", "rt-bare"]) expect((await run(["host", "rm", name])).code).toBe(0);
+    expect((await run(["host", "rm", "rt-dead"])).stderr).toMatch(/no host named rt-dead/);
+    // hostile input never reaches ssh
+    const hostile = await run(["host", "add", "rt-x", "ssh://-oProxyCommand=touch@x"]);
+    expect(hostile.code).toBe(1);
+    expect(hostile.stderr).toMatch(/^agentenv: invalid SSH address/);
+  }, 60_000);
+});
+
+describe("sessions on the remote", () => {
+  test("run --host: the command's exit code, stdin, the image shipped once on first use", async () => {
+    const project = tempTree({ "in.txt": "local\n" });
+    const first = await run(["run", "--host", host, "--image", tinyImage, project, "--", "sh", "-c", "read line; echo got $line; exit 3"], { stdin: "hello\n" });
+    expect(first.stdout).toBe("got hello\n");
+    expect(first.code).toBe(3);
+    expect(first.stderr).toMatch(/image localhost\/agentenv-remote-test-tiny:latest is not on rt-box: shipping it from this machine/);
+    expect(first.stderr).toMatch(/shipped to rt-box: [\d.]+ (KiB|MiB)/);
+    expect(onRemote(`podman image exists ${tinyImage}`).code).toBe(0);
+    const again = await run(["run", "--host", host, "--image", tinyImage, project, "--", "sh", "-c", "exit 0"]);
+    expect(again.code).toBe(0);
+    expect(again.stderr).not.toMatch(/shipping/);
+    // the default image, shipped too when this remote lacks it; a flake's dev shell there
+    writeFileSync(join(project, "flake.nix"), devShellFlake);
+    const shell = await run(["run", "--host", host, project, "--", "bash", "-c", "echo shell=$HELLO_FROM_SHELL; cat /work/in.txt"]);
+    expect(shell.stdout).toContain("shell=yes\nlocal\n");
+    expect(shell.code).toBe(0);
+    expect(onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'`).stdout.trim()).toBe("");
+  }, 240_000);
+
+  test("HOST:PATH: a directory on the remote is the project", async () => {
+    const dir = onRemote("d=$(mktemp -d /tmp/agentenv-remote-proj-XXXXXX) && echo remote-content > $d/there.txt && echo $d").stdout.trim();
+    try {
+      const result = await run(["run", `${host}:${dir}`, "--", "sh", "-c", "cat /work/there.txt; echo written > /work/back.txt; exit 5"], { cwd: tempTree() });
+      expect(result.stdout).toBe("remote-content\n");
+      expect(result.code).toBe(5);
+      expect(onRemote(`cat ${dir}/back.txt`).stdout).toBe("written\n");
+      const dry = await run(["run", "--dry-run", `${host}:${dir}`, "--", "true"]);
+      expect(dry.stdout).toMatch(new RegExp(`^ssh .* -- 127\\.0\\.0\\.1 'exec podman run .* -v ${dir}:/work `));
+      const mismatch = await run(["run", "--host", "other", `${host}:${dir}`, "--", "true"]);
+      expect(mismatch.stderr).toMatch(/is on host rt-box, but --host says other/);
+    } finally {
+      onRemote(`rm -rf ${dir}`);
+    }
+  }, 60_000);
+
+  test("a local project is live-shared: each side sees the other's writes during the session; unmounted after", async () => {
+    const project = tempTree({ "from-local-before.txt": "before\n" });
+    const script = [
+      "cat /work/from-local-before.txt",
+      "echo remote-wrote > /work/from-remote.txt",
+      "i=0; while [ ! -e /work/from-local-during.txt ]; do i=$((i+1)); [ $i -lt 200 ] || exit 9; sleep 0.05; done",
+      "cat /work/from-local-during.txt",
+    ].join("; ");
+    const child = Bun.spawn([process.execPath, entry, "run", "--host", host, project, "--", "sh", "-c", script], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+    for (let i = 0; i < 300 && !existsSync(join(project, "from-remote.txt")); i++) await Bun.sleep(50);
+    expect(readFileSync(join(project, "from-remote.txt"), "utf8")).toBe("remote-wrote\n");
+    writeFileSync(join(project, "from-local-during.txt"), "local-wrote\n");
+    const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
+    expect(await child.exited).toBe(0);
+    expect(stdout).toBe("before\nlocal-wrote\n");
+    expectNoStackTrace(stderr);
+    // nothing left there: no mount in Podman's namespace, no mount point, no sshfs
+    const left = onRemote("podman unshare sh -c 'grep -c agentenv-share /proc/self/mountinfo'; ls -d /tmp/agentenv-share-agentenv-* 2>/dev/null; pgrep -u agentenv-remote -f 'sshfs.*passive' ; true");
+    expect(left.stdout.trim()).toBe("0");
+  }, 120_000);
+
+  test("a secret reaches the remote session through a tmpfs handoff and is found nowhere there afterwards", async () => {
+    const value = `s3cret-${crypto.randomUUID()}`;
+    const set = await run(["secret", "set", "RT_REMOTE_TOKEN"], { stdin: `${value}\n` });
+    expect(set.code).toBe(0);
+    try {
+      const project = tempTree();
+      // compared by its hash: the value itself must not reach the remote in any command line, this test's included
+      const hash = new Bun.CryptoHasher("sha256").update(value).digest("hex");
+      const result = await run(["run", "--host", host, project, "--", "sh", "-c", 'printf %s "$RT_REMOTE_TOKEN" | sha256sum | cut -d" " -f1; ls /run/agentenv/handoff | wc -l']);
+      expect(result.stdout).toBe(`${hash}\n0\n`);
+      expect(result.code).toBe(0);
+      const found = onRemote(`grep -rlsF -- ${value} ~ /tmp /dev/shm /var/tmp 2>/dev/null; ls -d /dev/shm/agentenv-handoff-* 2>/dev/null; true`);
+      expect(found.stdout).toBe("");
+    } finally {
+      await run(["secret", "rm", "RT_REMOTE_TOKEN"]);
+    }
+  }, 60_000);
+
+  test("Ctrl-C (SIGINT to agentenv) reaches the remote command; its exit code comes back", async () => {
+    const child = Bun.spawn([process.execPath, entry, "run", "--host", host, tempTree(), "--", "sh", "-c", 'trap "echo interrupted; exit 42" INT; echo ready; while :; do sleep 0.1; done'], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+    const reader = (child.stdout as ReadableStream<Uint8Array>).getReader();
+    let out = "";
+    while (!out.includes("ready")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += new TextDecoder().decode(value);
+    }
+    child.kill("SIGINT");
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += new TextDecoder().decode(value);
+    }
+    expect(await child.exited).toBe(42);
+    expect(out).toBe("ready\ninterrupted\n");
+  }, 60_000);
+
+  test("the SSH master killed mid-session: a clear error, nothing left there, the next command works", async () => {
+    const project = tempTree();
+    const child = Bun.spawn([process.execPath, entry, "run", "--host", host, project, "--", "sh", "-c", "echo up; sleep 60"], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+    const reader = (child.stdout as ReadableStream<Uint8Array>).getReader();
+    await reader.read();
+    const pid = masterPid();
+    expect(pid).toBeGreaterThan(0);
+    process.kill(pid!, "SIGKILL");
+    const stderr = await new Response(child.stderr).text();
+    expect(await child.exited).toBe(255);
+    expect(stderr).toMatch(/^agentenv: the SSH connection to rt-box was lost during the session \(its container agentenv-\S+ was removed\) — run the command again/m);
+    expectNoStackTrace(stderr);
+    const left = onRemote(`podman ps -a --filter label=agentenv.project=${project} --format '{{.Names}}'; podman unshare sh -c 'grep -c agentenv-share /proc/self/mountinfo'; true`);
+    expect(left.stdout.trim()).toBe("0");
+    const next = await run(["run", "--host", host, project, "--", "sh", "-c", "echo again"]);
+    expect(next.stdout).toBe("again\n");
+    expect(next.code).toBe(0);
+    expect(masterPid()).not.toBe(pid);
+  }, 120_000);
+});
+
