@@ -59,7 +59,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     flags: { runtime: options.runtime, host: remote?.host ?? options.host, image: options.image, store: options.store, userns: options.userns, env: options.env, profile: options.profile, strict: options.strict },
     log: options.log,
   });
-  if (config.host) remoteLimits(config, options.log);
+  const remoteEnv = config.host ? remoteLimits(config, options.log) : undefined;
   const plan = basePlan({
     project,
     mode: options.mode,
@@ -70,6 +70,8 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     name: options.name,
   });
   if (remote) plan.labels["agentenv.project"] = `${remote.host}:${remote.path}`;
+  // the environment's copy on that host: the remote plugin mounts it (plugins/remote)
+  if (remoteEnv) plan.labels["agentenv.env"] = remoteEnv;
   const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode, state: {} };
   const notice = config.trust && trustNotice(config.trust);
   if (notice && options.trustNotice !== false) options.log.warn(notice);
@@ -79,19 +81,19 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
 }
 
 /**
- * What a session on a remote host has for now: the home (environments) and the golden
- * store stay on this machine — their records are this machine's — so the session gets the
- * image's own home and /nix, said once.
+ * A session on a remote host: its environment is that host's copy of the home (the remote
+ * plugin mounts it, making it from this machine's on first use), not this machine's
+ * environment machinery, whose records are this machine's; the golden store stays here, so
+ * the session gets the image's /nix. Returns the environment's name.
  */
-function remoteLimits(config: ResolvedConfig, log: Log): void {
-  if (config.env.name) {
-    log.warn(`environment ${config.env.name} stays on this machine: the session on ${config.host} gets the image's home (remote homes are not supported yet)`);
-    config.env.name = undefined;
-  }
+function remoteLimits(config: ResolvedConfig, log: Log): string | undefined {
+  const env = config.env.name;
+  config.env.name = undefined;
   if (config.store !== "none") {
     log.debug(`store ${config.store}: the golden store is this machine's; the session on ${config.host} gets the image's /nix`);
     config.store = "none";
   }
+  return env;
 }
 
 /** The engine's own failure codes (podman/docker `run`), as opposed to the command's. */

@@ -306,5 +306,6 @@ export default defineCommand({
     import: importCommand,
     push: () => import("./registry-command.ts").then((m) => m.push),
     pull: () => import("./registry-command.ts").then((m) => m.pull),
+    sync: () => import("./sync.ts").then((m) => m.syncCommand),
   },
 });

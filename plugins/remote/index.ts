@@ -1,6 +1,8 @@
 import { UserError } from "../../core/errors.ts";
 import { handoffTarget } from "../../core/handoff.ts";
-import { projectMountPoint } from "../../core/plan.ts";
+import { containerHome, projectMountPoint } from "../../core/plan.ts";
+import { createRuntime } from "../../core/runtime/index.ts";
+import { envLabel, lastUsed, volumeName } from "../env/home.ts";
 import { definePlugin, type SessionContext } from "../../core/plugins.ts";
 import { remoteHandoffDir, type RemoteRuntime } from "../../core/runtime/remote.ts";
 import type { Share } from "./share.ts";
@@ -40,6 +42,12 @@ function mountRemote(ctx: SessionContext): void {
   if (!remote) return;
   const host = remote.host.name;
   ctx.plan.labels["agentenv.host"] = host;
+  const env = ctx.plan.labels[envLabel];
+  if (env) {
+    ctx.plan.mounts.push({ type: "volume", source: volumeName(env), target: containerHome });
+    ctx.plan.env.AGENTENV_ENV = env;
+    if (ctx.config.env.strict) ctx.plan.env.AGENTENV_STRICT = "1";
+  }
   if (ctx.mode === "up") return;
   if (remoteProject(ctx, host)) return;
   const project = ctx.plan.mounts.find((m) => m.type === "bind" && m.target === projectMountPoint);
@@ -72,12 +80,36 @@ function checkBinds(ctx: SessionContext): void {
 async function startRemote(ctx: SessionContext): Promise<void> {
   const remote = remoteOf(ctx);
   const state = stateOf(ctx);
-  if (!remote || !state.local || !state.mountPoint) return;
+  if (!remote) return;
   // the image first: a missing one is shipped before anything is mounted
   await remote.ensureImage(ctx.plan.image);
+  const env = ctx.plan.labels[envLabel];
+  if (env) await remoteHome(ctx, remote, env);
+  if (!state.local || !state.mountPoint) return;
   const { openShare } = await import("./share.ts");
   ctx.log.debug(`sharing ${state.local} with ${remote.host.name} at ${state.mountPoint} (reverse sshfs)`);
   state.share = await openShare(remote.host, state.local, state.mountPoint, ctx.log);
+}
+
+/**
+ * The environment's home on the remote: made from this machine's on first use (the first
+ * `env sync`), else the copy there as it is — with a word when this machine's was used
+ * since they were last synced.
+ */
+async function remoteHome(ctx: SessionContext, remote: RemoteRuntime, env: string): Promise<void> {
+  const host = remote.host.name;
+  const { lastSync, syncEnv } = await import("../env/sync.ts");
+  const synced = lastSync(host, env);
+  if (synced && (await remote.volumeExists(volumeName(env)))) {
+    const local = createRuntime(ctx.config.runtime);
+    const dir = await local.volumeMountpoint(volumeName(env)).catch(() => undefined);
+    const used = dir ? lastUsed(dir) : undefined;
+    if (used && used > synced) ctx.log.warn(`environment ${env} on ${host} is older than this machine's (used here since the last sync, ${synced}): agentenv env sync ${env} --host ${host}`);
+    return;
+  }
+  const local = createRuntime(ctx.config.runtime);
+  const image = ctx.config.image;
+  await syncEnv(env, host, { runtime: local, image, label: "this machine" }, { runtime: remote, image, label: host }, ctx.log);
 }
 
 async function exitRemote(ctx: SessionContext): Promise<void> {

@@ -144,6 +144,49 @@ describe("host add / list / check / rm", () => {
   }, 60_000);
 });
 
+describe("the environment's home on the remote", () => {
+  const name = `rt-env-${crypto.randomUUID().slice(0, 6)}`;
+  const volume = `agentenv-env-${name}`;
+  /** A shell script on one side's copy of the home (at /h), through that side's own Podman. */
+  const local = (script: string) => Bun.spawnSync(["podman", "run", "--rm", "-v", `${volume}:/h`, "--entrypoint", "sh", "localhost/agentenv:latest", "-c", script]).stdout.toString();
+  const remote = (script: string) => onRemote(`podman run --rm -v ${volume}:/h --entrypoint sh localhost/agentenv:latest -c ${JSON.stringify(script)}`).stdout;
+
+  afterAll(async () => {
+    await run(["env", "rm", name, "--force"]);
+    onRemote(`podman volume rm --force ${volume} >/dev/null 2>&1; true`);
+  });
+
+  test("made from this machine's on first use; env sync: one side's changes, both sides' (a conflict keeps both), nothing", async () => {
+    const template = tempTree({ "notes.txt": "v1\n", "keep.txt": "same\n" });
+    expect((await run(["env", "create", name, template])).code).toBe(0);
+    const first = await run(["run", "--host", host, "--env", name, tempTree(), "--", "sh", "-c", "cat ~/notes.txt; echo remote-only > ~/from-remote.txt"]);
+    expect(first.stdout).toBe("v1\n");
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(new RegExp(`environment ${name} has no copy on rt-box: making one from this machine's`));
+    // the session wrote only the remote's copy
+    expect(local("ls /h")).not.toContain("from-remote.txt");
+    // one side's change goes to the other
+    const one = await run(["env", "sync", name, "--host", host, "--json"]);
+    expect(one.code).toBe(0);
+    expect(JSON.parse(one.stdout)).toMatchObject({ toOther: 0, conflicts: [], created: false });
+    expect(local("cat /h/from-remote.txt")).toBe("remote-only\n");
+    // both sides changed one file: a conflict, both versions kept on both sides; a deletion on one side only goes over
+    local("echo local-edit > /h/notes.txt; rm /h/keep.txt");
+    remote("echo remote-edit > /h/notes.txt");
+    const both = await run(["env", "sync", name, "--host", host]);
+    expect(both.code).toBe(0);
+    expect(both.stderr).toMatch(/conflict: notes\.txt changed on both sides — this machine's kept at notes\.txt, rt-box's at notes\.txt\.agentenv-conflict-rt-box-\d{8}-\d{6}Z/);
+    for (const side of [local, remote]) {
+      expect(side("cat /h/notes.txt")).toBe("local-edit\n");
+      expect(side("cat /h/notes.txt.agentenv-conflict-rt-box-*")).toBe("remote-edit\n");
+      expect(side("ls /h/keep.txt 2>&1")).toMatch(/No such file/);
+    }
+    // nothing changed: nothing moves
+    const none = await run(["env", "sync", name, "--host", host, "--json"]);
+    expect(JSON.parse(none.stdout)).toMatchObject({ toOther: 0, toLocal: 0, conflicts: [] });
+  }, 240_000);
+});
+
 describe("sessions on the remote", () => {
   test("run --host: the command's exit code, stdin, the image shipped once on first use", async () => {
     const project = tempTree({ "in.txt": "local\n" });
