@@ -72,6 +72,15 @@ export type EnvSource =
   /** `env pull`: the registry reference and the manifest digest it came from */
   | { kind: "registry"; ref: string; digest: string };
 
+/** An environment's state in a registry: see EnvRecord.synced. */
+export interface RegistrySync {
+  ref: string;
+  digest: string;
+  parts: Record<string, string>;
+  local: Record<string, string>;
+  at: string;
+}
+
 export interface EnvRecord {
   version: 1;
   source: EnvSource;
@@ -90,10 +99,12 @@ export interface EnvRecord {
   /**
    * the registry artifact this home was last pulled from or pushed to (`env push`/`pull`):
    * its reference, manifest digest and the digest of each part of the home it held (PARTS),
-   * and of each part as this home packs right after (LOCAL: a pulled home's times and
-   * record differ from the pusher's) — what divergence is judged against
+   * and the sha256 of each part's tar as this home packs right after (LOCAL: a pulled home's
+   * times and record differ from the pusher's) — what divergence is judged against
    */
-  synced?: { ref: string; digest: string; parts: Record<string, string>; local: Record<string, string>; at: string };
+  synced?: RegistrySync;
+  /** a push under way: becomes `synced` once the tag points at its digest (a push that died in between is recognised by it) */
+  pushing?: RegistrySync;
 }
 
 export function describeSource(source: EnvSource | undefined): string {

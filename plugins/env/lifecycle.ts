@@ -227,6 +227,13 @@ export async function requireHome(ctx: BaseContext, name: string): Promise<Home>
   return found;
 }
 
+/** NAME's home when it exists (what a crashed command left of it finished or undone first), else undefined. */
+export async function existingHome(ctx: BaseContext, name: string): Promise<Home | undefined> {
+  if (pendingOps(ctx, name).length) await withEnvLock(ctx, name, () => recoverEnv(ctx, name));
+  const found = await findHome(ctx, name);
+  return found.dir ? found : undefined;
+}
+
 /**
  * This host's record of the environment. One older than host records adopts the env.json
  * its home holds (see adoptRecord): read on the host when the volume is reachable, else
@@ -827,11 +834,12 @@ export interface HomePart {
 /**
  * Packs NAME's home into DIR as one gzip-compressed tar per part (DIR/PART.tar.gz),
  * reproducibly — entries sorted, numeric owners, no gzip name or time — so an unchanged
- * part is the same bytes and a registry that has it is not sent it again. EXCLUDE (paths
- * under HOME: the overlay's files) is in no part. Registers as a reader of the home as
- * `env export` does: rm and reset refuse meanwhile.
+ * part is the same bytes and a registry that has it is not sent it again; DIR/PART.sum is
+ * the sha256 of the uncompressed tar (what "has it changed" compares: with COMPRESS false,
+ * only that is made, no archive). EXCLUDE (paths under HOME: the overlay's files) is in no
+ * part. Registers as a reader of the home as `env export` does: rm and reset refuse meanwhile.
  */
-export async function packHome(ctx: BaseContext, name: string, parts: readonly HomePart[], dir: string, exclude: readonly string[] = []): Promise<Home> {
+export async function packHome(ctx: BaseContext, name: string, parts: readonly HomePart[], dir: string, exclude: readonly string[] = [], compress = true): Promise<Home> {
   const nonce = newNonce();
   const { found, registration } = await withEnvLock(ctx, name, async () => {
     const found = await requireHome(ctx, name);
@@ -844,7 +852,11 @@ export async function packHome(ctx: BaseContext, name: string, parts: readonly H
     const script = [
       `cd ${home}`,
       // a file that changes while tar reads it is tar's exit 1: not a failure (as in export)
-      `pack() { n=$1; shift; { if tar --sort=name --format=gnu --numeric-owner --warning=no-file-changed --anchored --no-wildcards "$@"; then s=0; else s=$?; fi; echo $s >/tmp/$n.status; } | gzip -n -6 >/out/$n.tar.gz; [ "$(cat /tmp/$n.status)" -le 1 ]; }`,
+      // the tar goes to sha256sum and (COMPRESS) through gzip into the archive, read once
+      compress
+        ? `out() { ( tee /dev/fd/4 | gzip -n -6 >/out/$1.tar.gz ) 4>&1 | sha256sum | cut -d' ' -f1 >/out/$1.sum; }`
+        : `out() { sha256sum | cut -d' ' -f1 >/out/$1.sum; }`,
+      `pack() { n=$1; shift; { if tar --sort=name --format=gnu --numeric-owner --warning=no-file-changed --anchored --no-wildcards "$@"; then s=0; else s=$?; fi; echo $s >/tmp/$n.status; } | out $n; [ "$(cat /tmp/$n.status)" -le 1 ]; }`,
       ...parts.flatMap((part) => {
         const skip = excludes([...exclude, ...(part.skip ?? [])]);
         if (!part.paths) return [`pack ${part.name} ${excludes(held)} ${skip} -cf - .`];

@@ -1,19 +1,19 @@
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import pkg from "../../package.json" with { type: "json" };
 import { UserError, messageOf } from "../../core/errors.ts";
 import { formatBytes } from "../../core/log.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import type { BaseContext } from "../../core/plugins.ts";
-import { newNonce } from "../../core/volumes.ts";
-import { fileDigest, formatReference, manifestType, parseReference, RegistryClient, type Descriptor, type Reference } from "../registry/client.ts";
+import { crashPoint, newNonce } from "../../core/volumes.ts";
+import { Digester, fileDigest, formatReference, manifestType, parseReference, RegistryClient, type Descriptor, type Reference } from "../registry/client.ts";
 import { hasOverlay } from "./dotfiles/index.ts";
 import { readOverlay } from "./dotfiles/overlay.ts";
 import { isLocalRepo, type DotfilesConfig } from "./dotfiles/repo.ts";
 import { exportClosure, importClosure } from "../golden/api.ts";
-import { checkName, recordPath, stateDir, toolsStorePath, volumeName, type EnvRecord } from "./home.ts";
+import { checkName, recordPath, stateDir, toolsStorePath, type EnvRecord } from "./home.ts";
 import { applyChanges, manifestOf, mergeManifests } from "./merge.ts";
-import { importLayers, packHome, recordOf, replaceFromLayers, requireHome, type HomePart } from "./lifecycle.ts";
+import { existingHome, importLayers, packHome, recordOf, replaceFromLayers, requireHome, type HomePart } from "./lifecycle.ts";
 import { checkRecord, readHostRecord, withEnvLock, writeHostRecord } from "./record.ts";
 
 /**
@@ -129,15 +129,32 @@ function overlayPaths(name: string): string[] {
   }
 }
 
-/** Packs NAME's home into DIR (see packHome) and hashes each part: PART → its file, digest and size. */
-async function packParts(ctx: BaseContext, name: string, dir: string): Promise<Map<string, { file: string; digest: string; size: number }>> {
+/** Packs NAME's home into DIR (see packHome) and hashes each part: PART → its file, digest and size, and its tar's sha256 (SUM). */
+async function packParts(ctx: BaseContext, name: string, dir: string): Promise<Map<string, { file: string; digest: string; size: number; sum: string }>> {
   await packHome(ctx, name, homeParts, dir, overlayPaths(name));
-  const packed = new Map<string, { file: string; digest: string; size: number }>();
+  const packed = new Map<string, { file: string; digest: string; size: number; sum: string }>();
   for (const part of homeParts) {
     const file = join(dir, `${part.name}.tar.gz`);
-    packed.set(part.name, { file, ...(await fileDigest(file)) });
+    packed.set(part.name, { file, ...(await fileDigest(file)), sum: readSum(dir, part.name) });
   }
   return packed;
+}
+
+function readSum(dir: string, part: string): string {
+  const sum = readFileSync(join(dir, `${part}.sum`), "utf8").trim();
+  if (!/^[0-9a-f]{64}$/.test(sum)) throw new UserError(`packing the home's ${part} failed: no checksum came out`);
+  return sum;
+}
+
+/** The sha256 of each part's tar as NAME's home packs now (no archive made): what "changed since the last sync" compares. */
+async function partSums(ctx: BaseContext, name: string): Promise<Record<string, string>> {
+  const dir = spoolDir();
+  try {
+    await packHome(ctx, name, homeParts, dir, overlayPaths(name), false);
+    return Object.fromEntries(homeParts.map((part) => [part.name, readSum(dir, part.name)]));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** One line per blob: its part, size and what happened to it. */
@@ -167,19 +184,21 @@ export async function pushEnv(ctx: BaseContext, name: string, refText: string, o
   if (!record) throw new UserError(`environment ${name} has no record of its source (${recordPath})`, "remove it and create it again");
   const registry = client(ctx, ref, options);
   registry.want(ref.repository, "pull", "push");
-  const synced = record.synced;
+  const current = await registry.manifestDigest(ref.tag!);
+  // a push that died after moving the tag and before recording it: what it wrote is this environment's
+  const synced = record.pushing && record.pushing.ref === shown && record.pushing.digest === current ? record.pushing : record.synced;
   const refuseDiverged = (current: string) =>
     new UserError(
       `${shown} is at ${short(current)}, which environment ${name} was not ${synced ? `last synced with (${short(synced.digest)})` : "pulled from or pushed to"}: refusing to overwrite it`,
       `pull it first (agentenv env pull ${shown} ${name} --merge), or replace it: agentenv env push ${name} ${shown} --force`,
     );
-  const current = await registry.manifestDigest(ref.tag!);
   if (current && current !== synced?.digest && !options.force) throw refuseDiverged(current);
 
   const dir = spoolDir();
   try {
     ctx.log.start(`packing environment ${name}…`);
     const packed = await packParts(ctx, name, dir);
+    crashPoint("push:packed");
     const layers: Descriptor[] = [];
     const results: LayerResult[] = [];
     let transferred = 0;
@@ -228,17 +247,22 @@ export async function pushEnv(ctx: BaseContext, name: string, refText: string, o
     const manifest = Buffer.from(
       JSON.stringify({ schemaVersion: 2, mediaType: manifestType, artifactType, config: { mediaType: configType, ...configBlob }, layers, annotations }),
     );
+    crashPoint("push:uploaded");
     // checked again just before the tag moves: another push may have landed meanwhile
     const now = await registry.manifestDigest(ref.tag!);
     if (now && now !== current && !options.force) throw refuseDiverged(now);
-    const digest = await registry.putManifest(ref.tag!, manifestType, manifest);
-    transferred += manifest.length;
     const parts = Object.fromEntries(results.map((layer) => [layer.part, layer.digest]));
-    const local = Object.fromEntries([...packed].map(([part, { digest }]) => [part, digest]));
-    await withEnvLock(ctx, name, async () => {
-      const kept = readHostRecord(ctx, name) ?? record;
-      writeHostRecord(ctx, name, { ...kept, synced: { ref: shown, digest, parts, local, at: created } });
-    });
+    const local = Object.fromEntries([...packed].map(([part, { sum }]) => [part, sum]));
+    const digester = new Digester();
+    digester.update(manifest);
+    // recorded before the tag moves: a push that dies between the two is recognised as ours by the next one
+    const pushing = { ref: shown, digest: digester.digest(), parts, local, at: created };
+    const keep = (change: (kept: EnvRecord) => EnvRecord) => withEnvLock(ctx, name, async () => writeHostRecord(ctx, name, change(readHostRecord(ctx, name) ?? record)));
+    await keep((kept) => ({ ...kept, pushing }));
+    const digest = await registry.putManifest(ref.tag!, manifestType, manifest);
+    crashPoint("push:tagged");
+    transferred += manifest.length;
+    await keep(({ pushing: _done, ...kept }) => ({ ...kept, synced: { ...pushing, digest } }));
     const size = configBlob.size + results.reduce((sum, layer) => sum + layer.size, 0);
     return { name, ref: shown, digest, size, layers: results, transferred };
   } finally {
@@ -248,17 +272,11 @@ export async function pushEnv(ctx: BaseContext, name: string, refText: string, o
 
 /** Records the digests of NAME's parts as packed now as its synced state's LOCAL (after a pull: its files' times and record are this host's). */
 async function recordLocal(ctx: BaseContext, name: string): Promise<void> {
-  const dir = spoolDir();
-  try {
-    const packed = await packParts(ctx, name, dir);
-    const local = Object.fromEntries([...packed].map(([part, { digest }]) => [part, digest]));
-    await withEnvLock(ctx, name, async () => {
-      const kept = readHostRecord(ctx, name);
-      if (kept?.synced) writeHostRecord(ctx, name, { ...kept, synced: { ...kept.synced, local } });
-    });
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const local = await partSums(ctx, name);
+  await withEnvLock(ctx, name, async () => {
+    const kept = readHostRecord(ctx, name);
+    if (kept?.synced) writeHostRecord(ctx, name, { ...kept, synced: { ...kept.synced, local } });
+  });
 }
 
 /** A manifest from a registry, read as hostile input: what `env pull` acts on, or one line saying why not. */
@@ -388,13 +406,17 @@ async function mergeHome(ctx: BaseContext, name: string, home: string, dir: stri
 
 /** The parts of NAME's home that changed since it last synced (packed now and compared with SYNCED's LOCAL). */
 async function localChanges(ctx: BaseContext, name: string, synced: NonNullable<EnvRecord["synced"]>): Promise<string[]> {
-  const dir = spoolDir();
-  try {
-    const packed = await packParts(ctx, name, dir);
-    return [...packed].filter(([part, { digest }]) => synced.local[part] !== digest).map(([part]) => part);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  const sums = await partSums(ctx, name);
+  if (!Object.keys(synced.local).length) {
+    // a pull interrupted after its record and before this: the home is taken as it is now
+    ctx.log.warn(`environment ${name}: its last pull was interrupted before its state was recorded; the home as it is now counts as unchanged`);
+    await withEnvLock(ctx, name, async () => {
+      const kept = readHostRecord(ctx, name);
+      if (kept?.synced) writeHostRecord(ctx, name, { ...kept, synced: { ...kept.synced, local: sums } });
+    });
+    return [];
   }
+  return Object.entries(sums).filter(([part, sum]) => synced.local[part] !== sum).map(([part]) => part);
 }
 
 /**
@@ -410,8 +432,9 @@ export async function pullEnv(ctx: BaseContext, refText: string, nameArg: string
   const name = nameArg ? checkName(nameArg) : defaultName(ref);
   const shown = formatReference(ref);
   let existing: EnvRecord | undefined;
-  if (await ctx.runtime.volumeExists(volumeName(name))) {
-    existing = await recordOf(ctx, await requireHome(ctx, name));
+  const found = await existingHome(ctx, name);
+  if (found) {
+    existing = await recordOf(ctx, found);
     if (!existing?.synced) {
       throw new UserError(`environment ${name} already exists and did not come from a registry`, `pull into a new name (agentenv env pull ${shown} NEW), or remove it first (agentenv env rm ${name})`);
     }
@@ -426,6 +449,8 @@ export async function pullEnv(ctx: BaseContext, refText: string, nameArg: string
   const size = artifact.config.size + [...artifact.layers, ...(artifact.tools ? [artifact.tools] : [])].reduce((sum, layer) => sum + layer.size, 0);
   const results: LayerResult[] = [];
   let transferred = manifest.body.length + artifact.config.size;
+  // a push of this environment that died after moving the tag: what it wrote is what the home has
+  if (existing?.pushing && existing.pushing.ref === source.ref && existing.pushing.digest === manifest.digest) existing.synced = existing.pushing;
   if (existing?.synced?.digest === manifest.digest) {
     ctx.log.info(`environment ${name} is already at ${short(manifest.digest)}`);
     return { name, ref: shown, digest: manifest.digest, size, layers: [], transferred };
@@ -456,6 +481,7 @@ export async function pullEnv(ctx: BaseContext, refText: string, nameArg: string
         if (!(await importClosure(ctx, dir, "tools.nar.gz"))) ctx.log.warn(`${shown}: its tools could not be imported into the golden store; the first session builds them from ~/flake.nix`);
       };
     }
+    crashPoint("pull:downloaded");
     const at = new Date().toISOString();
     const parts = Object.fromEntries(results.map((layer) => [layer.part, layer.digest]));
     return { layers, record: { ...record, synced: { ref: source.ref, digest: manifest.digest, parts, local: {}, at } }, checked };
