@@ -157,9 +157,27 @@ async function partSums(ctx: BaseContext, name: string): Promise<Record<string, 
   }
 }
 
+/** Whether blobs show their progress as they move: on a terminal, unless -q. */
+function live(ctx: BaseContext): boolean {
+  return Boolean(process.stderr.isTTY) && ctx.log.level >= 3;
+}
+
+/** A blob's progress as it moves, on one line rewritten in place (a terminal only); `report` ends it. */
+function progressOf(ctx: BaseContext, part: string, verb: string): ((done: number, total: number) => void) | undefined {
+  if (!live(ctx)) return undefined;
+  let shown = 0;
+  return (done, total) => {
+    const now = Date.now();
+    if (now - shown < 100 && done < total) return;
+    shown = now;
+    process.stderr.write(`\r\x1b[K  ${part.padEnd(7)} ${verb} ${formatBytes(done)} of ${formatBytes(total)} (${total ? Math.floor((done / total) * 100) : 100}%)`);
+  };
+}
+
 /** One line per blob: its part, size and what happened to it. */
 function report(ctx: BaseContext, layer: LayerResult): void {
   const what = { uploaded: "uploaded", exists: "already in the registry", mounted: "mounted from another repository", downloaded: "downloaded" }[layer.status];
+  if (live(ctx)) process.stderr.write("\r\x1b[K");
   ctx.log.info(`  ${layer.part.padEnd(7)} ${formatBytes(layer.size).padStart(10)}  ${short(layer.digest)}  ${what}`);
 }
 
@@ -208,7 +226,7 @@ export async function pushEnv(ctx: BaseContext, name: string, refText: string, o
     ctx.log.start(`pushing environment ${name} to ${shown}…`);
     for (const part of homeParts) {
       const { file, digest, size } = packed.get(part.name)!;
-      const status = await registry.pushBlob(file, digest, size, { mountFrom });
+      const status = await registry.pushBlob(file, digest, size, { mountFrom, progress: progressOf(ctx, part.name, "uploading") });
       if (status === "uploaded") transferred += size;
       const result: LayerResult = { part: part.name, digest, size, status };
       report(ctx, result);
@@ -224,7 +242,7 @@ export async function pushEnv(ctx: BaseContext, name: string, refText: string, o
       if (count) {
         const file = join(dir, "tools.nar.gz");
         const { digest, size } = await fileDigest(file);
-        const status = await registry.pushBlob(file, digest, size, { mountFrom });
+        const status = await registry.pushBlob(file, digest, size, { mountFrom, progress: progressOf(ctx, "tools", "uploading") });
         if (status === "uploaded") transferred += size;
         const result: LayerResult = { part: "tools", digest, size, status };
         report(ctx, result);
@@ -460,7 +478,7 @@ export async function pullEnv(ctx: BaseContext, refText: string, nameArg: string
     const layers: string[] = [];
     for (const layer of artifact.layers) {
       const file = `${layers.length}-${layer.part}.tar.gz`;
-      await registry.pullBlob(layer.digest, layer.size, join(dir, file));
+      await registry.pullBlob(layer.digest, layer.size, join(dir, file), progressOf(ctx, layer.part, "downloading"));
       transferred += layer.size;
       const result: LayerResult = { part: layer.part, digest: layer.digest, size: layer.size, status: "downloaded" };
       report(ctx, result);
@@ -470,7 +488,7 @@ export async function pullEnv(ctx: BaseContext, refText: string, nameArg: string
     let checked: (() => Promise<void>) | undefined;
     const tools = artifact.tools;
     if (tools && options.tools !== false) {
-      await registry.pullBlob(tools.digest, tools.size, join(dir, "tools.nar.gz"));
+      await registry.pullBlob(tools.digest, tools.size, join(dir, "tools.nar.gz"), progressOf(ctx, "tools", "downloading"));
       transferred += tools.size;
       const result: LayerResult = { part: "tools", digest: tools.digest, size: tools.size, status: "downloaded" };
       report(ctx, result);
