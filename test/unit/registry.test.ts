@@ -119,3 +119,27 @@ describe("env artifacts", () => {
     for (const [body, message] of cases) expect(() => parseArtifact(body, "r")).toThrow(message);
   });
 });
+
+describe("layers checked as one home", () => {
+  test("an entry of a later layer under a link an earlier one made is refused; a link through another layer's link out too", async () => {
+    const { checkArchives } = await import("../../plugins/env/archive.ts");
+    const { symlinkSync } = await import("node:fs");
+    const work = tempTree();
+    const tarOf = (name: string, files: Record<string, string>, links: Record<string, string> = {}) => {
+      const root = tempTree(files);
+      for (const [path, target] of Object.entries(links)) symlinkSync(target, join(root, path));
+      const out = join(work, `${name}.tar.gz`);
+      Bun.spawnSync(["tar", "-C", root, "-czf", out, ...Object.keys(files), ...Object.keys(links)]);
+      return { file: out, gzip: true, shown: name };
+    };
+    const linkLayer = tarOf("links", {}, { ".claude": "../../etc" });
+    const under = tarOf("under", { ".claude/passwd": "x" });
+    await expect(checkArchives([linkLayer, under])).rejects.toThrow('under: the entry ".claude/passwd" is inside .claude, a link');
+    await expect(checkArchives([under])).resolves.toBeUndefined();
+    // its text stays inside (sub/y), its path leaves: sub/up is "..", made by the other layer
+    const through = tarOf("through", {}, { escape: "sub/up/../y" });
+    await expect(checkArchives([through])).resolves.toBeUndefined();
+    await expect(checkArchives([tarOf("inner", { "sub/f": "" }, { "sub/up": ".." }), through])).rejects.toThrow('the entry "escape" is a link out of the home (to sub/up/../y)');
+    await expect(checkArchives([tarOf("fine", { "a.txt": "a" }), tarOf("fine2", { "b/c.txt": "c" }, { "b/d": "c.txt" })])).resolves.toBeUndefined();
+  });
+});
