@@ -47,4 +47,4 @@ say "rootless tests as $user"
 su - "$user" -c "cd '$clone' && PATH=\"$clone/.tools/bin:\$PATH\" bun test --timeout 180000 \
   test/integration/rootless.test.ts test/integration/session.test.ts test/integration/store.test.ts \
   test/integration/env.test.ts test/integration/up.test.ts test/integration/userns.test.ts \
-  test/integration/attach.test.ts"
+  test/integration/attach.test.ts test/integration/registry.test.ts"

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 
 import { join } from "pathe";
 import { fileDigest, manifestType, parseReference, RegistryClient } from "../../plugins/registry/client.ts";
 import { artifactType, configType, partAnnotation } from "../../plugins/env/registry.ts";
-import { agentenv, isolatedHome, repoRoot, tempTree } from "../helpers/cli.ts";
+import { agentenv, isolatedHome, repoRoot, rootless, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 import { envNames, volumeDir, volumeExists } from "../helpers/envs.ts";
 import { authFile, startRegistry, type TestRegistry } from "../helpers/registry.ts";
@@ -99,8 +99,10 @@ describe("env push / env pull", () => {
     expect(pulled.code).toBe(0);
     expect(JSON.parse(pulled.stdout)).toMatchObject({ name: copy, digest: result.digest, layers: [{ part: "home", status: "downloaded" }, { part: "memory" }, { part: "state" }] });
     expect(listing(copy)).toBe(listing(name));
-    expect(listing(copy)).toContain("./bin/big-link l 777 0 ../big.bin");
-    expect(listing(copy)).toContain("./.claude d 700 0");
+    // root inside the container: on rootless Podman, the user outside
+    const owner = rootless ? process.getuid!() : 0;
+    expect(listing(copy)).toContain(`./bin/big-link l 777 ${owner} ../big.bin`);
+    expect(listing(copy)).toContain(`./.claude d 700 ${owner}`);
     const record = JSON.parse(readFileSync(join(volumeDir(copy), ".local/state/agentenv/env.json"), "utf8"));
     expect(record.source).toEqual({ kind: "registry", ref, digest: result.digest });
     const session = await agentenv(["run", "--env", copy, tempTree(), "--", "cat", "/root/.claude/projects/memory.md"]);
@@ -372,10 +374,12 @@ describe("env push / env pull", () => {
     await create(name);
     const ref = `${registry.address}/interop/${prefix}:v1`;
     const pushed = JSON.parse((await agentenv(["env", "push", name, ref, "--json"])).stdout);
-    const inspect = Bun.spawnSync(["skopeo", "inspect", "--raw", "--tls-verify=false", `docker://${ref}`]);
+    // skopeo's own auth lookup must not trip over a runtime dir this user cannot read (su, CI)
+    const skopeoEnv = { ...process.env, REGISTRY_AUTH_FILE: join(tempTree({ "auth.json": "{}" }), "auth.json") };
+    const inspect = Bun.spawnSync(["skopeo", "inspect", "--raw", "--tls-verify=false", `docker://${ref}`], { env: skopeoEnv });
     expect(inspect.exitCode).toBe(0);
     expect(JSON.parse(inspect.stdout.toString())).toMatchObject({ artifactType, config: { mediaType: configType } });
-    const copy = Bun.spawnSync(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", `docker://${ref}`, `docker://${registry.address}/copied/${prefix}:v2`]);
+    const copy = Bun.spawnSync(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", `docker://${ref}`, `docker://${registry.address}/copied/${prefix}:v2`], { env: skopeoEnv });
     expect(copy.stderr.toString()).toBe("");
     expect(copy.exitCode).toBe(0);
     const target = envName("interop-copy");
