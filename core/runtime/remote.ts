@@ -122,8 +122,8 @@ export class RemoteRuntime extends OciRuntime {
     let code: number;
     if (tty) code = await attached(argv, { signalExit: false });
     else {
-      const setsid = Bun.which("setsid");
-      const child = Bun.spawn(setsid ? [setsid, ...argv] : argv, { stdio: [interactive ? "inherit" : "ignore", "inherit", "inherit"] });
+      // detached: a session of its own (setsid), out of the terminal's process group
+      const child = Bun.spawn(argv, { stdio: [interactive ? "inherit" : "ignore", "inherit", "inherit"], detached: true });
       const forward = (signal: NodeJS.Signals) => () => {
         void this.call(["kill", "--signal", signal, container]).then((r) => {
           // not started yet, or already gone: end the ssh call itself

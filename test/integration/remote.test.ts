@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "pathe";
 import { getHost } from "../../core/hosts.ts";
 import { controlPath } from "../../core/runtime/ssh.ts";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engine.ts";
+import { freePort, remoteUser, startRemoteHost, type RemoteHost } from "../helpers/remote-host.ts";
 
 /**
  * A remote host as separate as this box allows: sshd on a free loopback port with a host
@@ -14,30 +14,15 @@ import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engi
  * reaches it only through `host add` and ssh: real SSH, real Podman on both sides.
  */
 
-const remoteUser = "agentenv-remote";
 const host = "rt-box";
 const tinyImage = "localhost/agentenv-remote-test-tiny:latest";
-const keys = tempTree({}, "agentenv-remote-keys-");
-chmodSync(keys, 0o755);
-let port = 0;
-let sshd: ReturnType<typeof Bun.spawn> | undefined;
 const env = isolatedEnv();
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+let remote: RemoteHost;
+let port = 0;
+let keys = "";
 
 /** A plain ssh to the remote user: no shared connection (the test's own view of the remote). */
-function onRemote(script: string): { code: number; stdout: string; stderr: string } {
-  const out = Bun.spawnSync(["ssh", "-i", join(keys, "id"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", `UserKnownHostsFile=${join(keys, "known_hosts")}`, "-o", "StrictHostKeyChecking=yes", "-p", String(port), "-l", remoteUser, "-T", "127.0.0.1", "sh"], { stdin: new Blob([script]) });
-  return { code: out.exitCode, stdout: out.stdout.toString(), stderr: out.stderr.toString() };
-}
+const onRemote = (script: string) => remote.onRemote(script);
 
 function run(args: string[], options: { cwd?: string; stdin?: string } = {}) {
   return agentenv(args, { env, ...options });
@@ -56,29 +41,20 @@ function makeTinyImage(): void {
 
 beforeAll(async () => {
   await requireImage();
-  const setup = Bun.spawnSync(["bash", join(repoRoot, "scripts/remote-test-host.sh")]);
-  if (setup.exitCode !== 0) throw new Error(`scripts/remote-test-host.sh failed: ${setup.stderr.toString()}`);
-  for (const [file, type] of [["hostkey", "ed25519"], ["id", "ed25519"]]) {
-    Bun.spawnSync(["ssh-keygen", "-q", "-t", type!, "-N", "", "-f", join(keys, file!)]);
-  }
-  writeFileSync(join(keys, "authorized_keys"), readFileSync(join(keys, "id.pub")));
-  chmodSync(join(keys, "authorized_keys"), 0o644);
-  port = await freePort();
-  writeFileSync(join(keys, "known_hosts"), `[127.0.0.1]:${port} ${readFileSync(join(keys, "hostkey.pub"), "utf8").split(" ").slice(0, 2).join(" ")}\n`);
+  remote = await startRemoteHost(repoRoot);
+  ({ port, keys } = remote);
   writeFileSync(join(keys, "empty_known_hosts"), "");
-  sshd = Bun.spawn(["/usr/sbin/sshd", "-D", "-e", "-p", String(port), "-o", "ListenAddress=127.0.0.1", "-h", join(keys, "hostkey"), "-o", "UsePAM=no", "-o", "StrictModes=no", "-o", `AuthorizedKeysFile=${join(keys, "authorized_keys")}`, "-o", "PidFile=none", "-o", `AllowUsers=${remoteUser}`], { stdout: "ignore", stderr: "ignore" });
-  for (let i = 0; i < 50 && onRemote("true").code !== 0; i++) await Bun.sleep(100);
   makeTinyImage();
   // first use of the tiny image is this run's
   onRemote(`podman rmi --force ${tinyImage} >/dev/null 2>&1; true`);
-  const added = await run(["host", "add", host, `ssh://${remoteUser}@127.0.0.1:${port}`, "--identity", join(keys, "id"), "--known-hosts", join(keys, "known_hosts"), "--force"]);
+  const added = await run(["host", "add", host, ...remote.addArgs, "--force"]);
   if (added.code !== 0) throw new Error(added.stderr);
 }, 300_000);
 
 afterAll(() => {
   if (port) onRemote("podman ps -a --filter label=agentenv.host=rt-box --format '{{.Names}}' | xargs -r podman rm --force >/dev/null 2>&1; podman rmi --force localhost/agentenv-remote-test-tiny:latest >/dev/null 2>&1; true");
   if (port) Bun.spawnSync(["ssh", "-S", controlPath(getHost(host, env)), "-O", "exit", "box"], { stderr: "ignore" });
-  sshd?.kill();
+  remote?.stop();
   Bun.spawnSync(["podman", "rmi", "--force", tinyImage], { stderr: "ignore" });
 });
 
@@ -119,21 +95,15 @@ describe("host add / list / check / rm", () => {
     // a remote whose PATH has no podman: sshd's own SetEnv, on a second sshd of this test
     const bare = tempTree({}, "agentenv-remote-bare-");
     chmodSync(bare, 0o755);
-    for (const tool of ["sh", "uname", "id", "df", "awk", "cut", "tail", "test"]) Bun.spawnSync(["ln", "-s", Bun.which(tool)!, join(bare, tool)]);
-    const barePort = await freePort();
-    const bareSshd = Bun.spawn(["/usr/sbin/sshd", "-D", "-e", "-p", String(barePort), "-o", "ListenAddress=127.0.0.1", "-h", join(keys, "hostkey"), "-o", "UsePAM=no", "-o", "StrictModes=no", "-o", `AuthorizedKeysFile=${join(keys, "authorized_keys")}`, "-o", "PidFile=none", "-o", `AllowUsers=${remoteUser}`, "-o", `SetEnv=PATH=${bare}`], { stdout: "ignore", stderr: "ignore" });
+    for (const tool of ["sh", "uname", "id", "df", "awk", "cut", "tail"]) Bun.spawnSync(["ln", "-s", Bun.which(tool)!, join(bare, tool)]);
+    const bareServer = await remote.extraServer([`SetEnv=PATH=${bare}`]);
     try {
-      writeFileSync(join(keys, "bare_known_hosts"), `[127.0.0.1]:${barePort} ${readFileSync(join(keys, "hostkey.pub"), "utf8").split(" ").slice(0, 2).join(" ")}\n`);
-      await run(["host", "add", "rt-bare", `ssh://${remoteUser}@127.0.0.1:${barePort}`, "--identity", join(keys, "id"), "--known-hosts", join(keys, "bare_known_hosts"), "--force"]);
-      let bareCheck = await run(["host", "check", "rt-bare"]);
-      for (let i = 0; i < 30 && /connection refused/.test(bareCheck.stdout); i++) {
-        await Bun.sleep(100);
-        bareCheck = await run(["host", "check", "rt-bare"]);
-      }
+      await run(["host", "add", "rt-bare", `ssh://${remoteUser}@127.0.0.1:${bareServer.port}`, "--identity", join(keys, "id"), "--known-hosts", bareServer.knownHosts, "--force"]);
+      const bareCheck = await run(["host", "check", "rt-bare"]);
       expect(bareCheck.code).toBe(1);
       expect(bareCheck.stdout).toMatch(/✖ podman: Podman is not installed on rt-bare.*\n    fix: on rt-bare: sudo apt-get install podman/);
     } finally {
-      bareSshd.kill();
+      bareServer.stop();
     }
     for (const name of ["rt-dead", "rt-stranger", "rt-bare"]) expect((await run(["host", "rm", name])).code).toBe(0);
     expect((await run(["host", "rm", "rt-dead"])).stderr).toMatch(/no host named rt-dead/);
