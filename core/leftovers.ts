@@ -29,7 +29,8 @@ function registryDir(): string {
   return join(agentenvDir("state"), "running");
 }
 
-function endpointOf(runtime: string): string {
+function endpointOf(runtime: string, endpoint?: string): string {
+  if (endpoint) return endpoint;
   const env = process.env;
   return runtime === "docker" ? `${env.DOCKER_HOST ?? ""}|${env.DOCKER_CONTEXT ?? ""}` : `${env.CONTAINER_HOST ?? ""}|${env.CONTAINER_CONNECTION ?? ""}`;
 }
@@ -40,9 +41,11 @@ function endpointOf(runtime: string): string {
  * (only the cleanup after a crash is lost).
  */
 export function registerSession(ctx: SessionContext): FileLock | undefined {
-  const handoff = ctx.plan.mounts.find((m) => m.target === handoffTarget)?.source ?? handoffPath(ctx.plan.name);
+  // a remote engine's handoff directory is on that machine (it removes it with the container): this one's is the local half
+  const mounted = ctx.runtime.endpoint ? undefined : ctx.plan.mounts.find((m) => m.target === handoffTarget)?.source;
+  const handoff = mounted ?? handoffPath(ctx.plan.name);
   try {
-    return registerContainer(ctx.runtime.name, ctx.plan.name, handoff);
+    return registerContainer(ctx.runtime.name, ctx.plan.name, handoff, ctx.runtime.endpoint);
   } catch (error) {
     ctx.log.debug(`could not register this session for the cleanup after a crash: ${messageOf(error)}`);
     return undefined;
@@ -53,9 +56,9 @@ export function registerSession(ctx: SessionContext): FileLock | undefined {
  * Registers CONTAINER of RUNTIME (and its HANDOFF directory) for the cleanup after a
  * crash, until the lock returned is released. Throws when the state dir is not writable.
  */
-export function registerContainer(runtime: string, container: string, handoff?: string): FileLock {
+export function registerContainer(runtime: string, container: string, handoff?: string, endpoint?: string): FileLock {
   const dir = registryDir();
-  const entry: Registration = { container, runtime, endpoint: endpointOf(runtime), handoff };
+  const entry: Registration = { container, runtime, endpoint: endpointOf(runtime, endpoint), handoff };
   const file = join(dir, `${runtime}-${container}.json`);
   const tmp = `${file}.tmp-${process.pid}`;
   let lock: FileLock | undefined;
@@ -116,10 +119,11 @@ export async function sweepSessions(ctx: BaseContext): Promise<void> {
         rmSync(file, { force: true }); // unreadable: it names nothing to clean
         continue;
       }
-      if (entry.runtime !== ctx.runtime.name || entry.endpoint !== endpointOf(ctx.runtime.name)) continue;
+      if (entry.runtime !== ctx.runtime.name || entry.endpoint !== endpointOf(ctx.runtime.name, ctx.runtime.endpoint)) continue;
       const status = await ctx.runtime.containerStatus(entry.container);
       if (status === "running") continue;
-      if (status === "stopped") await ctx.runtime.removeContainer(entry.container);
+      // a remote engine's removal also clears what the session had there (its handoff directory)
+      if (status === "stopped" || ctx.runtime.endpoint) await ctx.runtime.removeContainer(entry.container);
       if (entry.handoff) rmSync(entry.handoff, { recursive: true, force: true });
       rmSync(file, { force: true });
       ctx.log.debug(`removed what session ${entry.container} left (its agentenv died)`);

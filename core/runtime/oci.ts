@@ -107,6 +107,7 @@ export function execArgv(bin: string, container: string, exec: ExecOptions, comm
 export class OciRuntime implements Runtime {
   readonly name: RuntimeName;
   readonly sharesHostKernel: boolean = true;
+  readonly endpoint?: string;
 
   constructor(
     readonly bin: string,
@@ -196,7 +197,7 @@ export class OciRuntime implements Runtime {
     const args = this.runArgs({ ...plan, interactive: io.stdin !== undefined, tty: false });
     const remove = this.removeArgs(plan);
     // removed by a second call: if agentenv dies before it, the next session removes it (../leftovers.ts)
-    const registration = remove ? await tryRegister(this.name, plan.name) : undefined;
+    const registration = remove ? await tryRegister(this.name, plan.name, this.endpoint) : undefined;
     try {
       const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await streamed(this.engineArgv(args), io);
       if (remove) await this.call(remove);
@@ -388,10 +389,10 @@ export class OciRuntime implements Runtime {
 }
 
 /** A helper container's registration for the cleanup after a crash; none when the state dir is not writable. */
-async function tryRegister(runtime: string, container: string): Promise<{ release(): void } | undefined> {
+async function tryRegister(runtime: string, container: string, endpoint?: string): Promise<{ release(): void } | undefined> {
   try {
     const { registerContainer } = await import("../leftovers.ts");
-    return registerContainer(runtime, container);
+    return registerContainer(runtime, container, undefined, endpoint);
   } catch {
     return undefined;
   }

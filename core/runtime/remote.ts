@@ -30,12 +30,20 @@ export function remoteHandoffDir(container: string): string {
 
 export class RemoteRuntime extends OciRuntime {
   override readonly sharesHostKernel = false;
+  override readonly endpoint: string;
   /** images known to be on the remote in this process (the cache file keeps them across runs) */
   private readonly shipped = new Set<string>();
   log?: Log;
 
   constructor(readonly host: HostRecord) {
     super("podman", podmanDialect);
+    this.endpoint = `ssh:${host.name}`;
+  }
+
+  /** The container, and the handoff directory its session had there (after a crash, the sweep's only chance). */
+  override async removeContainer(name: string, options: { stopSeconds?: number } = {}): Promise<void> {
+    await super.removeContainer(name, options);
+    await this.removeRemoteDir(remoteHandoffDir(name));
   }
 
   override engineArgv(args: readonly string[], how: { tty?: boolean } = {}): string[] {

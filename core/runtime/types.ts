@@ -56,6 +56,11 @@ export interface Runtime {
   /** the engine CLI, as found on PATH */
   bin: string;
   /**
+   * which engine instance, when it is not this machine's default one (`ssh:NAME` for a
+   * remote host): what agentenv records about its containers is that instance's alone
+   */
+  endpoint?: string;
+  /**
    * false when containers run in their own VM (Apple \`container\`): a lock a container
    * takes on a bind-mounted file is not seen from the host, nor a host lock from it
    */
