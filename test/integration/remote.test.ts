@@ -5,6 +5,7 @@ import { getHost } from "../../core/hosts.ts";
 import { controlPath } from "../../core/runtime/ssh.ts";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engine.ts";
+import { terminal } from "../helpers/terminal.ts";
 import { freePort, remoteUser, startRemoteHost, type RemoteHost } from "../helpers/remote-host.ts";
 
 /**
@@ -250,6 +251,34 @@ describe("sessions on the remote", () => {
     expect(await child.exited).toBe(42);
     expect(out).toBe("ready\ninterrupted\n");
   }, 60_000);
+
+  test("a shell on a terminal (ssh -t): the prompt, Ctrl-C reaching the container, exit N returning N", async () => {
+    if (!Bun.which("tmux")) throw new Error("tmux is missing: bin/setup installs it");
+    const { tmux, waitFor } = terminal(`agentenv-remote-tty-${process.pid}`);
+    const session = `agentenv-remote-tty-${process.pid}`;
+    const dir = onRemote("mktemp -d /tmp/agentenv-remote-tty-XXXXXX").stdout.trim();
+    const resultFile = join(tempTree(), "code");
+    const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ");
+    const command = `${vars} ${process.execPath} ${entry} ${host}:${dir}; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`;
+    expect(tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", command).exitCode).toBe(0);
+    try {
+      await waitFor(/\/work/);
+      tmux("send-keys", "-t", session, "echo tty=$(tty | cut -c1-8) host=$(cat /etc/hostname | cut -c1-3)", "Enter");
+      await waitFor(/tty=\/dev\/pts/);
+      tmux("send-keys", "-t", session, "sleep 30; echo not-interrupted", "Enter");
+      await Bun.sleep(700);
+      tmux("send-keys", "-t", session, "C-c", "");
+      tmux("send-keys", "-t", session, "echo after-ctrl-c", "Enter");
+      const after = await waitFor(/^after-ctrl-c/m);
+      expect(after).not.toMatch(/^not-interrupted/m);
+      tmux("send-keys", "-t", session, "exit 6", "Enter");
+      await waitFor(/AGENTENV-DONE/);
+      expect(readFileSync(resultFile, "utf8").trim()).toBe("6");
+    } finally {
+      tmux("kill-session", "-t", session);
+      onRemote(`rm -rf ${dir}`);
+    }
+  }, 120_000);
 
   test("the SSH master killed mid-session: a clear error, nothing left there, the next command works", async () => {
     const project = tempTree();
