@@ -35,6 +35,7 @@ export function shareMountPoint(container: string): string {
 
 /** The line sshfs's wrapper prints on stderr once the mount is there. */
 const readyLine = "agentenv-share-mounted";
+const sftpLine = "agentenv-share-sftp=";
 
 /**
  * The remote half (pure): make the mount point (0700, new), then mount with `sshfs -o
@@ -78,9 +79,11 @@ export async function openShare(host: HostRecord, localDir: string, mountPoint: 
   const script = remoteShareScript(mountPoint, localDir);
   const ssh = sshArgv(host, remoteCommand(["sh", "-c", script]));
   // ssh's stdout feeds sftp-server, sftp-server's stdout feeds ssh through a FIFO: one loop, no copy in agentenv
-  const loop = 'fifo=$1 sftp=$2 dir=$3; shift 3; mkfifo -m 600 "$fifo" || exit 1; "$@" <"$fifo" | "$sftp" -e -d "$dir" >"$fifo"';
+  // sftp-server's pid is said first: ending it is how the share ends (EOF to sshfs, which unmounts and exits)
+  const loop = 'fifo=$1 sftp=$2 dir=$3; shift 3; mkfifo -m 600 "$fifo" || exit 1; "$@" <"$fifo" | "$sftp" -e -d "$dir" >"$fifo" & echo "agentenv-share-sftp=$!" >&2; wait';
   const child = Bun.spawn(["sh", "-c", loop, "sh", fifo, sftp, localDir, ...ssh], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   let closed = false;
+  let sftpPid = 0;
   const stderr: string[] = [];
   const ready = new Promise<boolean>((resolve) => {
     void (async () => {
@@ -93,6 +96,7 @@ export async function openShare(host: HostRecord, localDir: string, mountPoint: 
           const line = pending.slice(0, nl);
           pending = pending.slice(nl + 1);
           if (line === readyLine) resolve(true);
+          else if (line.startsWith(sftpLine)) sftpPid = Number(line.slice(sftpLine.length));
           else if (line.trim()) {
             stderr.push(line);
             log.debug(`share: ${line}`);
@@ -105,10 +109,22 @@ export async function openShare(host: HostRecord, localDir: string, mountPoint: 
   const close = async () => {
     if (closed) return;
     closed = true;
-    const mp = shellQuote(mountPoint);
-    await remoteScript(host, `if [ "$(id -u)" = 0 ]; then fusermount3 -u ${mp} 2>/dev/null || fusermount -u ${mp} 2>/dev/null || umount ${mp}; else podman unshare sh -c 'fusermount3 -u ${mp} 2>/dev/null || umount ${mp}'; fi; rmdir ${mp} 2>/dev/null; true`).catch(() => {});
-    const ended = await Promise.race([child.exited.then(() => true), Bun.sleep(3000).then(() => false)]);
-    if (!ended) child.kill("SIGTERM");
+    // the SFTP channel ends: sshfs there reads EOF, unmounts and exits, its script removes the
+    // mount point, and ssh ends with it — no further round trip
+    if (sftpPid > 0) {
+      try {
+        process.kill(sftpPid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+    const ended = await Promise.race([child.exited.then(() => true), Bun.sleep(5000).then(() => false)]);
+    if (!ended) {
+      // a remote that did not notice: unmount it there explicitly
+      const mp = shellQuote(mountPoint);
+      await remoteScript(host, `if [ "$(id -u)" = 0 ]; then fusermount3 -u ${mp} 2>/dev/null || fusermount -u ${mp} 2>/dev/null || umount ${mp}; else podman unshare sh -c 'fusermount3 -u ${mp} 2>/dev/null || umount ${mp}'; fi; rmdir ${mp} 2>/dev/null; true`).catch(() => {});
+      child.kill("SIGTERM");
+    }
     await child.exited;
     rmSync(work, { recursive: true, force: true });
   };
