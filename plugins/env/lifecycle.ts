@@ -1,4 +1,4 @@
-import { accessSync, closeSync, constants, createReadStream, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, readFileSync, renameSync, rmSync, statSync, statfsSync } from "node:fs";
+import { accessSync, closeSync, constants, createReadStream, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, readdirSync, readFileSync, renameSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs";
 import { createGunzip } from "node:zlib";
 import { basename, dirname, join, resolve } from "pathe";
 import { UserError, messageOf } from "../../core/errors.ts";
@@ -831,15 +831,31 @@ export interface HomePart {
   skip?: string[];
 }
 
+/** A path of the home (as tar names it: ./…) and its size, as the rest part's listing gives them. */
+export interface HomeEntry {
+  path: string;
+  size: number;
+}
+
 /**
  * Packs NAME's home into DIR as one gzip-compressed tar per part (DIR/PART.tar.gz),
  * reproducibly — entries sorted, numeric owners, no gzip name or time — so an unchanged
  * part is the same bytes and a registry that has it is not sent it again; DIR/PART.sum is
  * the sha256 of the uncompressed tar (what "has it changed" compares: with COMPRESS false,
  * only that is made, no archive). EXCLUDE (paths under HOME: the overlay's files) is in no
- * part. Registers as a reader of the home as `env export` does: rm and reset refuse meanwhile.
+ * part. SPLIT cuts the part that holds the rest into several (PART, PART.1, PART.2…) from
+ * its sorted listing, so that a change re-packs one piece of it: the home is listed in a
+ * first helper, packed in a second. Resolves to the parts made, in order. Registers as a
+ * reader of the home as `env export` does: rm and reset refuse meanwhile.
  */
-export async function packHome(ctx: BaseContext, name: string, parts: readonly HomePart[], dir: string, exclude: readonly string[] = [], compress = true): Promise<Home> {
+export async function packHome(
+  ctx: BaseContext,
+  name: string,
+  parts: readonly HomePart[],
+  dir: string,
+  options: { exclude?: readonly string[]; compress?: boolean; split?: (entries: HomeEntry[]) => HomeEntry[][] } = {},
+): Promise<{ found: Home; parts: string[] }> {
+  const { exclude = [], compress = true, split } = options;
   const nonce = newNonce();
   const { found, registration } = await withEnvLock(ctx, name, async () => {
     const found = await requireHome(ctx, name);
@@ -849,6 +865,31 @@ export async function packHome(ctx: BaseContext, name: string, parts: readonly H
   try {
     const excludes = (paths: readonly string[]) => paths.map((path) => `--exclude=${shellQuote(`./${path}`)}`).join(" ");
     const held = parts.flatMap((part) => part.paths ?? []);
+    const rest = parts.find((part) => !part.paths);
+    /** the rest part's pieces: their names, and the listing each packs (undefined: not split) */
+    let pieces: Array<{ name: string; list?: string }> | undefined;
+    if (rest && split) {
+      // glob characters in a path are matched literally by find -path
+      const pruned = [...held, ...exclude, ...(rest.skip ?? [])].map((path) => `-path ${shellQuote(`./${path}`.replace(/[[\]*?\\]/g, "\\$&"))}`);
+      const prune = pruned.length ? `\\( ${pruned.join(" -o ")} \\) -prune -o` : "";
+      const list = [`cd ${home}`, `find . -mindepth 1 ${prune} -printf '%s %p\\0' >/out/${rest.name}.entries`];
+      await runHelper(ctx, `listing environment ${name}`, found.volume, list, { readonly: true, out: dir, nonce });
+      const entries = readFileSync(join(dir, `${rest.name}.entries`), "utf8")
+        .split("\0")
+        .filter(Boolean)
+        .map((line) => ({ size: Number(line.slice(0, line.indexOf(" "))), path: line.slice(line.indexOf(" ") + 1) }))
+        // byte order, as C's sort: the same listing always cuts the same way
+        .sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+      // the home directory itself, first: its mode travels with the first piece
+      const groups = split(entries);
+      if (!groups.length) groups.push([]);
+      groups[0]!.unshift({ path: ".", size: 0 });
+      pieces = groups.map((group, i) => {
+        const piece = i ? `${rest.name}.${i}` : rest.name;
+        writeFileSync(join(dir, `${piece}.list`), group.map((entry) => `${entry.path}\0`).join(""));
+        return { name: piece, list: `/out/${piece}.list` };
+      });
+    }
     const script = [
       `cd ${home}`,
       // a file that changes while tar reads it is tar's exit 1: not a failure (as in export)
@@ -859,6 +900,8 @@ export async function packHome(ctx: BaseContext, name: string, parts: readonly H
       `pack() { n=$1; shift; { if tar --sort=name --format=gnu --numeric-owner --warning=no-file-changed --anchored --no-wildcards "$@"; then s=0; else s=$?; fi; echo $s >/tmp/$n.status; } | out $n; [ "$(cat /tmp/$n.status)" -le 1 ]; }`,
       ...parts.flatMap((part) => {
         const skip = excludes([...exclude, ...(part.skip ?? [])]);
+        // a listed piece: exactly its entries (a path gone since the listing is skipped)
+        if (!part.paths && pieces) return pieces.map((piece) => `pack ${piece.name} --no-recursion --ignore-failed-read --warning=no-failed-read --null -T ${piece.list} -cf -`);
         if (!part.paths) return [`pack ${part.name} ${excludes(held)} ${skip} -cf - .`];
         return [
           "set --",
@@ -868,7 +911,7 @@ export async function packHome(ctx: BaseContext, name: string, parts: readonly H
       }),
     ];
     await runHelper(ctx, `packing environment ${name}`, found.volume, script, { readonly: true, out: dir, nonce });
-    return found;
+    return { found, parts: parts.flatMap((part) => (!part.paths && pieces ? pieces.map((piece) => piece.name) : [part.name])) };
   } finally {
     registration.release();
   }

@@ -13,7 +13,7 @@ import { isLocalRepo, type DotfilesConfig } from "./dotfiles/repo.ts";
 import { exportClosure, importClosure } from "../golden/api.ts";
 import { checkName, recordPath, stateDir, toolsStorePath, type EnvRecord } from "./home.ts";
 import { applyChanges, manifestOf, mergeManifests } from "./merge.ts";
-import { existingHome, importLayers, packHome, recordOf, replaceFromLayers, requireHome, type HomePart } from "./lifecycle.ts";
+import { existingHome, importLayers, packHome, recordOf, replaceFromLayers, requireHome, type HomeEntry, type HomePart } from "./lifecycle.ts";
 import { checkRecord, readHostRecord, withEnvLock, writeHostRecord } from "./record.ts";
 
 /**
@@ -43,13 +43,50 @@ export const partAnnotation = "dev.agentenv.part";
 /** Where coding agents keep their memory, sessions and settings: a layer of their own (they change at another pace than dotfiles). */
 export const memoryPaths = [".claude", ".claude.json", ".codex", ".gemini", ".config/opencode", ".local/share/opencode", ".cursor"];
 
-/** The parts of a home, in the order they are extracted; the first holds everything the others do not. */
+/** The parts of a home, in the order they are extracted; the first holds everything the others do not, in pieces (splitHome). */
 export const homeParts: readonly HomePart[] = [
   { name: "home" },
   { name: "memory", paths: memoryPaths },
   // the record (env.json) is written from the artifact's settings; last-used changes every session
   { name: "state", paths: [stateDir], skip: [recordPath, `${stateDir}/last-used`] },
 ];
+
+/** The pieces the rest of a home is cut into aim at this many bytes (before compression), and at most 64 pieces. */
+const pieceTarget = 4 << 20;
+
+/** FNV-1a of a path: where pieces may end, by name alone. */
+function pathHash(path: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of Buffer.from(path)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  return hash;
+}
+
+/**
+ * Cuts the rest of a home (its sorted listing) into pieces, each a layer of its own, so a
+ * change re-uploads one piece, not the whole home. A piece ends after a path whose name
+ * hashes to 0 mod 16 once it holds the target size (4 MiB, or a 64th of the home rounded
+ * up to a power of two), or at four times the target: the cuts depend on names (and
+ * roughly on sizes), so a file that changes, appears or goes moves at most the cut of its
+ * own piece, and the others stay the same blobs.
+ */
+export function splitHome(entries: HomeEntry[]): HomeEntry[][] {
+  const total = entries.reduce((sum, entry) => sum + entry.size, 0);
+  const target = Math.max(pieceTarget, 2 ** Math.ceil(Math.log2(Math.max(1, total / 64))));
+  const pieces: HomeEntry[][] = [];
+  let piece: HomeEntry[] = [];
+  let size = 0;
+  for (const entry of entries) {
+    piece.push(entry);
+    size += entry.size;
+    if ((size >= target && pathHash(entry.path) % 16 === 0) || size >= 4 * target) {
+      pieces.push(piece);
+      piece = [];
+      size = 0;
+    }
+  }
+  if (piece.length || !pieces.length) pieces.push(piece);
+  return pieces;
+}
 
 /** The artifact's config blob. */
 export interface EnvConfig {
@@ -131,11 +168,11 @@ function overlayPaths(name: string): string[] {
 
 /** Packs NAME's home into DIR (see packHome) and hashes each part: PART → its file, digest and size, and its tar's sha256 (SUM). */
 async function packParts(ctx: BaseContext, name: string, dir: string): Promise<Map<string, { file: string; digest: string; size: number; sum: string }>> {
-  await packHome(ctx, name, homeParts, dir, overlayPaths(name));
+  const { parts } = await packHome(ctx, name, homeParts, dir, { exclude: overlayPaths(name), split: splitHome });
   const packed = new Map<string, { file: string; digest: string; size: number; sum: string }>();
-  for (const part of homeParts) {
-    const file = join(dir, `${part.name}.tar.gz`);
-    packed.set(part.name, { file, ...(await fileDigest(file)), sum: readSum(dir, part.name) });
+  for (const part of parts) {
+    const file = join(dir, `${part}.tar.gz`);
+    packed.set(part, { file, ...(await fileDigest(file)), sum: readSum(dir, part) });
   }
   return packed;
 }
@@ -150,8 +187,8 @@ function readSum(dir: string, part: string): string {
 async function partSums(ctx: BaseContext, name: string): Promise<Record<string, string>> {
   const dir = spoolDir();
   try {
-    await packHome(ctx, name, homeParts, dir, overlayPaths(name), false);
-    return Object.fromEntries(homeParts.map((part) => [part.name, readSum(dir, part.name)]));
+    const { parts } = await packHome(ctx, name, homeParts, dir, { exclude: overlayPaths(name), compress: false, split: splitHome });
+    return Object.fromEntries(parts.map((part) => [part, readSum(dir, part)]));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -224,16 +261,15 @@ export async function pushEnv(ctx: BaseContext, name: string, refText: string, o
     const lastRepo = synced ? parseReference(synced.ref) : undefined;
     const mountFrom = lastRepo && lastRepo.registry === ref.registry && lastRepo.repository !== ref.repository ? lastRepo.repository : undefined;
     ctx.log.start(`pushing environment ${name} to ${shown}…`);
-    for (const part of homeParts) {
-      const { file, digest, size } = packed.get(part.name)!;
-      const status = await registry.pushBlob(file, digest, size, { mountFrom, progress: progressOf(ctx, part.name, "uploading") });
+    for (const [part, { file, digest, size }] of packed) {
+      const status = await registry.pushBlob(file, digest, size, { mountFrom, progress: progressOf(ctx, part, "uploading") });
       if (status === "uploaded") transferred += size;
-      const result: LayerResult = { part: part.name, digest, size, status };
+      const result: LayerResult = { part, digest, size, status };
       report(ctx, result);
       results.push(result);
-      layers.push({ mediaType: layerType, digest, size, annotations: { [partAnnotation]: part.name, "org.opencontainers.image.title": `${part.name}.tar.gz` } });
+      layers.push({ mediaType: layerType, digest, size, annotations: { [partAnnotation]: part, "org.opencontainers.image.title": `${part}.tar.gz` } });
     }
-    const config: EnvConfig = { agentenv: pkg.version, settings: { shell: record.shell, dotfiles: record.dotfiles }, parts: homeParts.map((part) => part.name) };
+    const config: EnvConfig = { agentenv: pkg.version, settings: { shell: record.shell, dotfiles: record.dotfiles }, parts: [...packed.keys()] };
     // the tools' closure, so a machine that reaches no binary cache has them
     const profile = options.tools === false ? undefined : found.readable && found.dir ? toolsStorePath(found.dir) : undefined;
     if (profile) {
@@ -322,14 +358,14 @@ export function parseArtifact(body: Buffer, shown: string): { config: Descriptor
   if (configDescriptor.mediaType !== configType) throw bad(`its config is ${configDescriptor.mediaType}, not ${configType}`);
   if (configDescriptor.size > 1 << 20) throw bad("its config is bigger than 1 MiB");
   if (!Array.isArray(manifest.layers)) throw bad("its manifest lists no layers");
-  const known = new Set(homeParts.map((part) => part.name));
+  const known = (part: string) => /^home(?:\.[1-9]\d{0,3})?$/.test(part) || homeParts.some((p) => p.paths && p.name === part);
   const seen = new Set<string>();
   const layers: Array<Descriptor & { part: string }> = [];
   let tools: Descriptor | undefined;
   for (const [i, value] of manifest.layers.entries()) {
     const layer = descriptor(value, `layer ${i + 1}`);
     const part = layer.annotations?.[partAnnotation];
-    if (!part || !(known.has(part) || part === "tools")) throw bad(`layer ${i + 1} is no part of a home agentenv knows (${JSON.stringify(part ?? "none")})`);
+    if (!part || !(known(part) || part === "tools")) throw bad(`layer ${i + 1} is no part of a home agentenv knows (${JSON.stringify(part ?? "none")})`);
     if (seen.has(part)) throw bad(`two layers hold the part ${part}`);
     seen.add(part);
     const type = part === "tools" ? toolsType : layerType;

@@ -143,3 +143,34 @@ describe("layers checked as one home", () => {
     await expect(checkArchives([tarOf("fine", { "a.txt": "a" }), tarOf("fine2", { "b/c.txt": "c" }, { "b/d": "c.txt" })])).resolves.toBeUndefined();
   });
 });
+
+describe("the rest of a home, in pieces", () => {
+  const { splitHome } = require("../../plugins/env/registry.ts") as typeof import("../../plugins/env/registry.ts");
+  /** a listing as packHome gives it: sorted by bytes */
+  const sorted = <T extends { path: string }>(entries: T[]) => entries.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+  const home = (n: number, size: (i: number) => number) => sorted(Array.from({ length: n }, (_, i) => ({ path: `./src/d${Math.floor(i / 100)}/f${i}`, size: size(i) })));
+
+  test("every entry once, in order; pieces near the target; a small home is one piece", () => {
+    const entries = home(10_000, () => 10_000);
+    const pieces = splitHome(entries);
+    expect(pieces.flat()).toEqual(entries);
+    expect(pieces.length).toBeGreaterThan(10);
+    expect(pieces.length).toBeLessThanOrEqual(64);
+    for (const piece of pieces.slice(0, -1)) expect(piece.reduce((s, e) => s + e.size, 0)).toBeGreaterThanOrEqual(4 << 20);
+    expect(splitHome(home(50, () => 1000))).toHaveLength(1);
+    expect(splitHome([])).toEqual([[]]);
+    // a huge home: at most about 64 pieces
+    expect(splitHome(home(10_000, () => 10 << 20)).length).toBeLessThanOrEqual(64 * 2);
+  });
+
+  test("one file that changes size, appears or goes moves only the pieces around it", () => {
+    const before = splitHome(home(10_000, () => 10_000));
+    const changed = splitHome(home(10_000, (i) => (i === 5000 ? 30_000 : 10_000)));
+    const added = splitHome(sorted([...home(10_000, () => 10_000), { path: "./src/d50/f5000-new", size: 10_000 }]));
+    const removed = splitHome(home(10_000, () => 10_000).filter((entry) => entry.path !== "./src/d50/f5000"));
+    const same = (a: typeof before, b: typeof before) => a.filter((piece) => b.some((other) => JSON.stringify(other) === JSON.stringify(piece))).length;
+    expect(same(before, changed)).toBeGreaterThanOrEqual(before.length - 2);
+    expect(same(before, added)).toBeGreaterThanOrEqual(before.length - 2);
+    expect(same(before, removed)).toBeGreaterThanOrEqual(before.length - 2);
+  });
+});
