@@ -1,9 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { checkArchives } from "../../plugins/env/archive.ts";
 import { join } from "pathe";
 import { authFiles, authKeys, findCredentials, parseChallenge, redact } from "../../plugins/registry/auth.ts";
 import { formatReference, manifestType, parseReference } from "../../plugins/registry/client.ts";
-import { artifactType, configType, parseArtifact, partAnnotation, toolsType } from "../../plugins/env/registry.ts";
+import { artifactType, configType, parseArtifact, partAnnotation, splitHome, toolsType } from "../../plugins/env/registry.ts";
 import { tempTree } from "../helpers/cli.ts";
 
 describe("registry references", () => {
@@ -122,8 +123,6 @@ describe("env artifacts", () => {
 
 describe("layers checked as one home", () => {
   test("an entry of a later layer under a link an earlier one made is refused; a link through another layer's link out too", async () => {
-    const { checkArchives } = await import("../../plugins/env/archive.ts");
-    const { symlinkSync } = await import("node:fs");
     const work = tempTree();
     const tarOf = (name: string, files: Record<string, string>, links: Record<string, string> = {}) => {
       const root = tempTree(files);
@@ -145,7 +144,6 @@ describe("layers checked as one home", () => {
 });
 
 describe("the rest of a home, in pieces", () => {
-  const { splitHome } = require("../../plugins/env/registry.ts") as typeof import("../../plugins/env/registry.ts");
   /** a listing as packHome gives it: sorted by bytes */
   const sorted = <T extends { path: string }>(entries: T[]) => entries.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
   const home = (n: number, size: (i: number) => number) => sorted(Array.from({ length: n }, (_, i) => ({ path: `./src/d${Math.floor(i / 100)}/f${i}`, size: size(i) })));
