@@ -28,8 +28,10 @@ import { checkRecord, readHostRecord, withEnvLock, writeHostRecord } from "./rec
  * as one home, and creates the environment all or nothing (lifecycle.ts importLayers).
  *
  * Divergence: the host record keeps the artifact the environment was last pulled from or
- * pushed to (`synced`: reference, digest, each part's digest). A push over a tag that
- * points elsewhere now is refused (`--force` replaces it).
+ * pushed to (`synced`: reference, digest, each part's digest, and each part's tar sum as
+ * this home packed right after). A push over a tag that points elsewhere now is refused
+ * (`--force` replaces it); a pull over an environment that changed since is refused, or
+ * merged three-way against that artifact (`--merge`, merge.ts).
  */
 
 export const artifactType = "application/vnd.agentenv.env.v1";
