@@ -20,6 +20,8 @@ export interface SessionOptions extends ConfigFlags {
   up?: BasePlanOptions["up"];
   /** the container's name, when not one made from the project's (see basePlan) */
   name?: string;
+  /** the session may run on a remote host (`agentenv [DIR]`, `run`); other sessions (up, attach) run here whatever config's host says */
+  remote?: boolean;
   /** false: no line about the project's trust (attach: its "project" is none, and untrusted on purpose) */
   trustNotice?: false;
 }
@@ -30,8 +32,19 @@ export interface PreparedSession {
 }
 
 /** Config (for PROJECT, when the command is a project's) → plugins → engine: what a command outside a session works with. */
-export async function loadContext(options: { project?: string; roots?: readonly string[]; flags?: ConfigFlags; log: Log }): Promise<BaseContext> {
+export async function loadContext(options: {
+  project?: string;
+  roots?: readonly string[];
+  flags?: ConfigFlags;
+  log: Log;
+  /** the command runs on a remote host when config (host, AGENTENV_HOST, --host) names one; else config's host is not this command's */
+  remote?: boolean;
+}): Promise<BaseContext> {
   const config = await loadConfig({ project: options.project, roots: options.roots, flags: options.flags });
+  if (!options.remote && config.host) {
+    options.log.debug(`host ${config.host} is for sessions (agentenv [DIR], run): this command works on this machine`);
+    config.host = undefined;
+  }
   const plugins = await loadPlugins(config, builtinPlugins());
   const runtime = createRuntime(config.runtime, config.host);
   // a remote runtime says what it ships there (the image) through the command's log
@@ -44,7 +57,7 @@ export async function loadContext(options: { project?: string; roots?: readonly 
  * user's config only — no project config is looked for, trusted or not.
  */
 export function commandContext(args: { runtime?: string; host?: string; verbose?: boolean; quiet?: boolean }): Promise<BaseContext> {
-  return loadContext({ flags: { runtime: args.runtime, host: args.host }, log: logFor(args) });
+  return loadContext({ flags: { runtime: args.runtime, host: args.host }, log: logFor(args), remote: Boolean(args.host) });
 }
 
 /** Config → plugins → plan → `session:mount` → `session:boot`. Spawns nothing. */
@@ -58,6 +71,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     roots: options.up?.roots,
     flags: { runtime: options.runtime, host: remote?.host ?? options.host, image: options.image, store: options.store, userns: options.userns, env: options.env, profile: options.profile, strict: options.strict },
     log: options.log,
+    remote: options.remote || Boolean(remote),
   });
   const remoteEnv = config.host ? remoteLimits(config, options.log) : undefined;
   const plan = basePlan({

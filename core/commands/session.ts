@@ -34,6 +34,7 @@ async function session(mode: SessionMode, args: SessionArgs, command: string[]):
     command,
     runtime: args.runtime,
     host: args.host,
+    remote: true,
     image: args.image,
     store: storeFlag(args),
     userns,

@@ -178,6 +178,16 @@ describe("sessions on the remote", () => {
     expect(onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'`).stdout.trim()).toBe("");
   }, 240_000);
 
+  test("AGENTENV_HOST (like config host) sends sessions there; commands that are no session's stay on this machine", async () => {
+    const project = tempTree();
+    const plan = await agentenv(["run", "--json", project, "--", "true"], { env: { ...env, AGENTENV_HOST: host } });
+    expect(JSON.parse(plan.stdout).argv[0][0]).toBe("ssh");
+    expect(JSON.parse(plan.stdout).plan.labels["agentenv.host"]).toBe(host);
+    const list = await agentenv(["env", "list", "--json", "-v"], { env: { ...env, AGENTENV_HOST: host } });
+    expect(list.code).toBe(0);
+    expect(list.stderr).toContain(`host ${host} is for sessions (agentenv [DIR], run): this command works on this machine`);
+  }, 60_000);
+
   test("HOST:PATH: a directory on the remote is the project", async () => {
     const dir = onRemote("d=$(mktemp -d /tmp/agentenv-remote-proj-XXXXXX) && echo remote-content > $d/there.txt && echo $d").stdout.trim();
     try {
