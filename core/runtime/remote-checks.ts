@@ -37,7 +37,7 @@ export function probeScript(image?: string): string {
     "  root=$(echo \"$info\" | cut -d'|' -f2)",
     '  [ -d "$root" ] || root=$HOME',
     "  echo \"free=$(df -Pk \"$root\" | awk 'NR==2 {print $4 * 1024}')\"",
-    image ? `  podman image exists ${shellQuote(image)} && echo image=yes || echo image=no` : "",
+    image ? `  id=$(podman image inspect --format '{{.Id}}' ${shellQuote(image)} 2>/dev/null) && echo "image=yes" && echo "imageid=$id" || echo image=no` : "",
     "else echo podman=; fi",
     'command -v sshfs >/dev/null 2>&1 && echo sshfs=yes || echo sshfs=no',
     '[ -c /dev/fuse ] && [ -r /dev/fuse ] && [ -w /dev/fuse ] && echo fuse=yes || echo fuse=no',
@@ -47,7 +47,7 @@ export function probeScript(image?: string): string {
 }
 
 /** Turns the probe's facts into checks, each problem with its fix (pure). */
-export function factsToChecks(host: HostRecord, facts: Record<string, string>, local: { arch: string; image?: string }): Check[] {
+export function factsToChecks(host: HostRecord, facts: Record<string, string>, local: { arch: string; image?: string; imageId?: string }): Check[] {
   const checks: Check[] = [];
   const name = host.name;
   if (!facts.podman) {
@@ -67,9 +67,11 @@ export function factsToChecks(host: HostRecord, facts: Record<string, string>, l
     }
     if (local.image && facts.image) {
       checks.push(
-        facts.image === "yes"
-          ? { name: "image", status: "ok", detail: `${local.image} is on ${name}` }
-          : { name: "image", status: "warn", detail: `${local.image} is not on ${name} yet: the first session ships it from this machine`, fix: `agentenv run --host ${name} -- true (ships it now)` },
+        facts.image !== "yes"
+          ? { name: "image", status: "warn", detail: `${local.image} is not on ${name} yet: the first session ships it from this machine`, fix: `agentenv host check ${name} --ship (ships it now)` }
+          : local.imageId && facts.imageid && facts.imageid !== local.imageId
+            ? { name: "image", status: "warn", detail: `${local.image} on ${name} is not this machine's (${facts.imageid.slice(0, 12)} there, ${local.imageId.slice(0, 12)} here: rebuilt since it was shipped?)`, fix: `agentenv host check ${name} --ship (ships this machine's)` }
+            : { name: "image", status: "ok", detail: `${local.image} is on ${name}${local.imageId ? " (the same as this machine's)" : ""}` },
       );
     }
   }
@@ -88,6 +90,14 @@ export function factsToChecks(host: HostRecord, facts: Record<string, string>, l
 }
 
 /** `agentenv host check NAME`: SSH (host key checked), then one probe of everything else. */
+/** The local engine's id of IMAGE, when it has it (Podman, else Docker). */
+function localImageId(image: string): string | undefined {
+  const engine = Bun.which("podman") ?? Bun.which("docker");
+  if (!engine) return undefined;
+  const out = Bun.spawnSync([engine, "image", "inspect", "--format", "{{.Id}}", image], { stderr: "ignore" });
+  return out.exitCode === 0 ? out.stdout.toString().trim().replace(/^sha256:/, "") || undefined : undefined;
+}
+
 export async function hostChecks(host: HostRecord, options: { image?: string }): Promise<Check[]> {
   const result = await remoteScript(host, probeScript(options.image));
   const address = `${host.user ? `${host.user}@` : ""}${host.host}${host.port ? `:${host.port}` : ""}`;
@@ -99,6 +109,6 @@ export async function hostChecks(host: HostRecord, options: { image?: string }):
   const arch = imageArch(process.arch === "x64" ? "x86_64" : process.arch);
   return [
     { name: "ssh", status: "ok", detail: `${address} as ${facts.user}, host key checked, one shared connection` },
-    ...factsToChecks(host, facts, { arch, image: options.image }),
+    ...factsToChecks(host, { ...facts, imageid: facts.imageid?.replace(/^sha256:/, "") ?? "" }, { arch, image: options.image, imageId: options.image ? localImageId(options.image) : undefined }),
   ];
 }

@@ -209,6 +209,14 @@ export class RemoteRuntime extends OciRuntime {
     this.shipped.add(ref);
   }
 
+  /** Ships REF now, whatever the remote has (`host check --ship`: an image rebuilt here). */
+  async shipNow(ref: string): Promise<{ bytes: number; seconds: number }> {
+    const moved = await shipImage(this, ref, this.log);
+    this.rememberImage(ref, "shipped");
+    this.shipped.add(ref);
+    return moved;
+  }
+
   /** Forgets that REF is on the remote (it was not, after all). */
   forgetImage(ref: string): void {
     this.shipped.delete(ref);

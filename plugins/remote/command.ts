@@ -58,14 +58,24 @@ const check = defineCommand({
     ...nameArg,
     image: { type: "string", valueHint: "ref", description: `The image sessions there boot (default: ${defaultImage})` },
     json: { type: "boolean", description: "Print the checks as JSON" },
+    ship: { type: "boolean", description: "Ship this machine's image there first when it is missing or not the same" },
     ...globalArgs,
   },
   async run({ args }) {
     const host = getHost(args.name);
+    const image = args.image ?? process.env.AGENTENV_IMAGE ?? defaultImage;
     const { ensureControlDir } = await import("../../core/runtime/ssh.ts");
     ensureControlDir();
     const { hostChecks } = await import("../../core/runtime/remote-checks.ts");
-    const checks = await hostChecks(host, { image: args.image ?? process.env.AGENTENV_IMAGE ?? defaultImage });
+    let checks = await hostChecks(host, { image });
+    const imageCheck = checks.find((c) => c.name === "image");
+    if (args.ship && imageCheck && imageCheck.status !== "ok") {
+      const { RemoteRuntime } = await import("../../core/runtime/remote.ts");
+      const remote = new RemoteRuntime(host);
+      remote.log = createLog(args);
+      await remote.shipNow(image);
+      checks = await hostChecks(host, { image });
+    }
     if (args.json) console.log(JSON.stringify(checks, null, 2));
     else {
       const mark = { ok: "✔", warn: "⚠", fail: "✖" } as const;

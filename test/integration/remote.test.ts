@@ -178,6 +178,21 @@ describe("sessions on the remote", () => {
     expect(onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'`).stdout.trim()).toBe("");
   }, 240_000);
 
+  test("host check: an image rebuilt here since it was shipped is told apart; --ship sends this machine's", async () => {
+    // there and the same as here (shipped now, if the run test above did not), then changed here
+    expect((await run(["host", "check", host, "--image", tinyImage, "--ship"])).stdout).toContain("(the same as this machine's)");
+    const ctr = `agentenv-remote-test-commit-${process.pid}`;
+    expect(Bun.spawnSync(["podman", "run", "--name", ctr, tinyImage, "sh", "-c", "echo changed > /changed"]).exitCode).toBe(0);
+    expect(Bun.spawnSync(["podman", "commit", "-q", ctr, tinyImage]).exitCode).toBe(0);
+    Bun.spawnSync(["podman", "rm", "--force", ctr]);
+    const stale = await run(["host", "check", host, "--image", tinyImage]);
+    expect(stale.stdout).toMatch(/⚠ image: localhost\/agentenv-remote-test-tiny:latest on rt-box is not this machine's \(\w{12} there, \w{12} here: rebuilt since it was shipped\?\)\n    fix: agentenv host check rt-box --ship/);
+    const shipped = await run(["host", "check", host, "--image", tinyImage, "--ship"]);
+    expect(shipped.stderr).toMatch(/shipped to rt-box/);
+    expect(shipped.stdout).toMatch(/✔ image: localhost\/agentenv-remote-test-tiny:latest is on rt-box \(the same as this machine's\)/);
+    expect(onRemote(`podman run --rm ${tinyImage} sh -c 'read line < /changed; echo $line'`).stdout).toBe("changed\n");
+  }, 60_000);
+
   test("AGENTENV_HOST (like config host) sends sessions there; commands that are no session's stay on this machine", async () => {
     const project = tempTree();
     const plan = await agentenv(["run", "--json", project, "--", "true"], { env: { ...env, AGENTENV_HOST: host } });
