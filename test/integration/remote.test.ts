@@ -155,6 +155,11 @@ describe("the environment's home on the remote", () => {
     // nothing changed: nothing moves
     const none = await run(["env", "sync", name, "--host", host, "--json"]);
     expect(JSON.parse(none.stdout)).toMatchObject({ toOther: 0, toLocal: 0, conflicts: [] });
+    // used here since: a session there says its copy is older
+    expect((await run(["run", "--no-store", "--env", name, tempTree(), "--", "true"])).code).toBe(0);
+    const older = await run(["run", "--host", host, "--env", name, tempTree(), "--", "true"]);
+    expect(older.code).toBe(0);
+    expect(older.stderr).toMatch(new RegExp(`environment ${name} on rt-box is older than this machine's .* agentenv env sync ${name} --host rt-box`));
   }, 240_000);
 });
 
