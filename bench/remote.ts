@@ -85,5 +85,7 @@ try {
   timed([...agentenv, "env", "rm", envName, "--force"], env);
   remote.onRemote(`podman volume rm --force agentenv-env-${envName} >/dev/null 2>&1; rm -rf ${dir}; true`);
 } finally {
+  // its shared connection goes with it
+  Bun.spawnSync([...agentenv, "host", "rm", host], { env });
   remote.stop();
 }

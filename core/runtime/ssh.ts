@@ -142,6 +142,11 @@ export function remoteScript(host: HostRecord, script: string): Promise<EngineRe
   return engineCall(sshArgv(host, "sh"), { stdin: script });
 }
 
+/** Ends HOST's shared connection, if one is up (`host rm`, tests). */
+export async function closeMaster(host: HostRecord): Promise<void> {
+  await engineCall(["ssh", "-S", controlPath(host), "-O", "exit", "--", host.host]);
+}
+
 /** Whether HOST's shared connection is up (no new one is opened). */
 export async function masterAlive(host: HostRecord): Promise<boolean> {
   const result = await engineCall(["ssh", ...sshOptions(host), "-O", "check", "--", host.host]);

@@ -42,11 +42,16 @@ const list = defineCommand({
 });
 
 const rm = defineCommand({
-  meta: { name: "rm", description: "Forget a remote machine (nothing on it is touched)" },
+  meta: { name: "rm", description: "Forget a remote machine and close its shared connection (nothing on it is touched)" },
   args: { ...nameArg, ...globalArgs },
-  run({ args }) {
+  async run({ args }) {
     const name = checkHostName(args.name, "host rm");
-    if (!removeHost(name)) throw new UserError(`no host named ${name}`, "agentenv host list shows the hosts");
+    const host = readHosts().find((h) => h.name === name);
+    if (!host) throw new UserError(`no host named ${name}`, "agentenv host list shows the hosts");
+    // its shared connection goes with it
+    const { closeMaster } = await import("../../core/runtime/ssh.ts");
+    await closeMaster(host);
+    removeHost(name);
     if (!args.quiet) console.error(`host ${name} removed (its containers, volumes and images there are left as they are)`);
     return 0;
   },

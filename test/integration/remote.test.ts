@@ -54,7 +54,8 @@ beforeAll(async () => {
 
 afterAll(() => {
   if (port) onRemote("podman ps -a --filter label=agentenv.host=rt-box --format '{{.Names}}' | xargs -r podman rm --force >/dev/null 2>&1; podman rmi --force localhost/agentenv-remote-test-tiny:latest >/dev/null 2>&1; true");
-  if (port) Bun.spawnSync(["ssh", "-S", controlPath(getHost(host, env)), "-O", "exit", "box"], { stderr: "ignore" });
+  // its shared connection goes with it
+  if (port) Bun.spawnSync([process.execPath, entry, "host", "rm", host], { env: { ...process.env, ...env } });
   remote?.stop();
   Bun.spawnSync(["podman", "rmi", "--force", tinyImage], { stderr: "ignore" });
 });
@@ -106,7 +107,11 @@ describe("host add / list / check / rm", () => {
     } finally {
       bareServer.stop();
     }
+    // host rm closes the shared connection a host had (rt-bare's, from its check)
+    const bareSocket = controlPath(getHost("rt-bare", env));
+    expect(existsSync(bareSocket)).toBe(true);
     for (const name of ["rt-dead", "rt-stranger", "rt-bare"]) expect((await run(["host", "rm", name])).code).toBe(0);
+    expect(existsSync(bareSocket)).toBe(false);
     expect((await run(["host", "rm", "rt-dead"])).stderr).toMatch(/no host named rt-dead/);
     // hostile input never reaches ssh
     const hostile = await run(["host", "add", "rt-x", "ssh://-oProxyCommand=touch@x"]);
