@@ -434,7 +434,7 @@ export async function resetEnv(ctx: BaseContext, name: string, keep: string[], f
           return await withSource(ctx, source.kind === "template" ? { template: source.path } : { profile: source.path }, work, reset);
         }
         case "registry":
-          throw new UserError(`environment ${name} was pulled from ${source.ref}: there is no source on this host to reset it from`, `pull it again under a new name: agentenv env pull ${source.ref.replace(/@.*$/, "")}@${source.digest} NEW`);
+          throw new UserError(`environment ${name} was pulled from ${source.ref}: there is no source on this host to reset it from`, `pull it again under a new name: agentenv env pull ${source.ref.replace(/@.*$/, "").replace(/:[^:/]+$/, "")}@${source.digest} NEW`);
         case "archive": {
           if (source.path === "(stdin)") throw new UserError(`environment ${name} was imported from stdin: there is nothing to reset it from`, "import the archive again under a new name");
           if (!existsSync(source.path)) throw new UserError(`environment ${name} was imported from ${source.path}, which no longer exists`);

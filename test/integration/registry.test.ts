@@ -107,6 +107,10 @@ describe("env push / env pull", () => {
     expect(record.source).toEqual({ kind: "registry", ref, digest: result.digest });
     const session = await agentenv(["run", "--env", copy, tempTree(), "--", "cat", "/root/.claude/projects/memory.md"]);
     expect(session.stdout).toBe("remember this\n");
+    // env list names where it came from; a reset has no source on this host: one line
+    const listed = JSON.parse((await agentenv(["env", "list", "--json"])).stdout).find((e: { name: string }) => e.name === copy);
+    expect(listed.source).toEqual({ kind: "registry", ref, digest: result.digest });
+    expectOneLine(await agentenv(["env", "reset", copy]), `agentenv: environment ${copy} was pulled from ${ref}: there is no source on this host to reset it from — pull it again under a new name: agentenv env pull ${registry.address}/${repo}@${result.digest} NEW`);
 
     // nothing changed: no blob goes up again (only the manifest, for its new time)
     const again = await agentenv(["env", "push", name, ref, "--json"]);
