@@ -1,6 +1,5 @@
 import { mkdirSync, readFileSync } from "node:fs";
-
-import { join } from "pathe";
+import { basename, join } from "pathe";
 import { UserError, formatUserError } from "../errors.ts";
 import type { HostRecord } from "../hosts.ts";
 import { formatBytes, type Log } from "../log.ts";
@@ -10,8 +9,15 @@ import { handoffPath, handoffTarget } from "../handoff.ts";
 import { writeAtomic } from "../volumes.ts";
 import { OciRuntime, podmanDialect } from "./oci.ts";
 import { attached, engineCall, exitCodeOf } from "./process.ts";
-import { ensureControlDir, masterAlive, remoteCommand, remoteScript, sshArgv, sshFailureCode, sshProblem } from "./ssh.ts";
+import { controlPath, ensureControlDir, masterAlive, remoteCommand, remoteScript, sshArgv, sshFailureCode, sshProblem } from "./ssh.ts";
 import type { Check, EngineResult, ExecOptions } from "./types.ts";
+
+/** The remote's tmpfs: a session's handoff directory there is `remoteHandoffDir(container)`. */
+const remoteHandoffBase = "/dev/shm/agentenv-handoff-";
+
+export function remoteHandoffDir(container: string): string {
+  return `${remoteHandoffBase}${container}`;
+}
 
 /**
  * Podman on another machine, driven over SSH: the same `podman` command lines as a local
@@ -21,13 +27,6 @@ import type { Check, EngineResult, ExecOptions } from "./types.ts";
  * store uses engine volumes), the image is shipped there on first use, and a lost
  * connection is told apart from the command's own exit code.
  */
-/** The remote's tmpfs: a session's handoff directory there is `remoteHandoffDir(container)`. */
-const remoteHandoffBase = "/dev/shm/agentenv-handoff-";
-
-export function remoteHandoffDir(container: string): string {
-  return `${remoteHandoffBase}${container}`;
-}
-
 export class RemoteRuntime extends OciRuntime {
   override readonly sharesHostKernel = false;
   override readonly endpoint: string;
@@ -133,10 +132,14 @@ export class RemoteRuntime extends OciRuntime {
       // detached: a session of its own (setsid), out of the terminal's process group
       const child = Bun.spawn(argv, { stdio: [interactive ? "inherit" : "ignore", "inherit", "inherit"], detached: true });
       const forward = (signal: NodeJS.Signals) => () => {
-        void this.call(["kill", "--signal", signal, container]).then((r) => {
-          // not started yet, or already gone: end the ssh call itself
-          if (r.code !== 0) child.kill(signal);
-        });
+        void (async () => {
+          // a container still being created is waited for a moment; one that never shows (or is gone): the ssh call itself ends
+          for (let attempt = 0; attempt < 10 && child.exitCode === null; attempt++) {
+            if ((await this.call(["kill", "--signal", signal, container])).code === 0) return;
+            await Bun.sleep(200);
+          }
+          if (child.exitCode === null) child.kill(signal);
+        })();
       };
       const handlers: Array<[NodeJS.Signals, () => void]> = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((s) => [s, forward(s)]);
       for (const [signal, handler] of handlers) process.on(signal, handler);
@@ -160,8 +163,9 @@ export class RemoteRuntime extends OciRuntime {
     await this.call(["rm", "--force", "--ignore", container]).catch(() => {});
   }
 
+  /** per way of reaching the host (a name given to another machine starts a new one) */
   private cacheFile(): string {
-    return join(agentenvDir("cache"), "hosts", `${this.host.name}.json`);
+    return join(agentenvDir("cache"), "hosts", `${this.host.name}-${basename(controlPath(this.host))}.json`);
   }
 
   private cachedImages(): Record<string, string> {
@@ -211,7 +215,7 @@ export class RemoteRuntime extends OciRuntime {
 
   /** Ships REF now, whatever the remote has (`host check --ship`: an image rebuilt here). */
   async shipNow(ref: string): Promise<{ bytes: number; seconds: number }> {
-    const moved = await shipImage(this, ref, this.log);
+    const moved = await shipImage(this, ref, this.log, "is not this machine's there");
     this.rememberImage(ref, "shipped");
     this.shipped.add(ref);
     return moved;
@@ -248,7 +252,7 @@ function localEngine(): string {
 }
 
 /** `podman save REF | ssh HOST podman load`, streamed, with a progress line; resolves once the remote has it. */
-export async function shipImage(runtime: RemoteRuntime, ref: string, log?: Log): Promise<{ bytes: number; seconds: number }> {
+export async function shipImage(runtime: RemoteRuntime, ref: string, log?: Log, why = "is not on"): Promise<{ bytes: number; seconds: number }> {
   const engine = localEngine();
   const size = await engineCall([engine, "image", "inspect", "--format", "{{.Size}}", ref]);
   if (size.code !== 0) {
@@ -256,7 +260,7 @@ export async function shipImage(runtime: RemoteRuntime, ref: string, log?: Log):
   }
   const total = Number(size.stdout.trim()) || 0;
   const say = (line: string) => (log ? log.info(line) : process.stderr.write(`${line}\n`));
-  say(`image ${ref} is not on ${runtime.host.name}: shipping it from this machine (${engine.split("/").pop()} save | podman load${total ? `, ≈${formatBytes(total)}` : ""})…`);
+  say(`image ${ref} ${why === "is not on" ? `is not on ${runtime.host.name}` : `${why.replace(" there", "")} on ${runtime.host.name}`}: shipping it from this machine (${engine.split("/").pop()} save | podman load${total ? `, ≈${formatBytes(total)}` : ""})…`);
   const started = performance.now();
   const save = Bun.spawn([engine, "save", ref], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   const load = Bun.spawn(runtime.engineArgv(["load", "--quiet"]), { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
