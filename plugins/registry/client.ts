@@ -166,9 +166,15 @@ export class RegistryClient {
     let firstError: unknown;
     for (const scheme of plainAllowed ? ["https", "http"] : ["https"]) {
       try {
-        const response = await this.fetchRaw(`${scheme}://${host}/v2/`, { method: "GET" });
+        const response = await this.fetchRaw(`${scheme}://${host}/v2/`, { method: "GET", headers: { "user-agent": "agentenv" } });
         await response.arrayBuffer().catch(() => {});
         this.note("GET", "/v2/", response.status);
+        // the API's base answers 200, or 401 with its challenge; anything else (plain HTTP to
+        // an HTTPS server: 400) is not the registry speaking
+        if (response.status !== 200 && response.status !== 401) {
+          firstError ??= new Error(`${scheme}://${host}/v2/ answered ${response.status}, not as a registry`);
+          continue;
+        }
         this.base = `${scheme}://${host}`;
         if (response.status === 401) this.challenge = parseChallenge(response.headers.get("www-authenticate"));
         return this.base;

@@ -38,7 +38,7 @@ async function waitFor(url: string, process: { exitCode: number | null }, log: (
   for (let i = 0; i < 200; i++) {
     if (process.exitCode !== null) throw new Error(`the test registry exited: ${log()}`);
     try {
-      const response = await fetch(url);
+      const response = await fetch(url, { tls: { rejectUnauthorized: false } } as RequestInit);
       await response.arrayBuffer();
       return;
     } catch {
@@ -53,6 +53,8 @@ export interface RegistryOptions {
   basic?: Record<string, string>;
   /** user → password: the Bearer token flow, with a token service the test runs */
   bearer?: Record<string, string>;
+  /** HTTPS with a self-signed certificate made here */
+  tls?: boolean;
 }
 
 export async function startRegistry(options: RegistryOptions = {}): Promise<TestRegistry> {
@@ -99,10 +101,16 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
     });
     auth = `auth:\n  token:\n    realm: http://127.0.0.1:${tokenServer.port}/token\n    service: agentenv-test-registry\n    issuer: agentenv-test\n    rootcertbundle: ${join(dir, "token.crt")}\n`;
   }
+  let tls = "";
+  if (options.tls) {
+    const made = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "tls.key"), "-out", join(dir, "tls.crt"), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]);
+    if (made.exitCode !== 0) throw new Error(`openssl failed: ${made.stderr}`);
+    tls = `  tls:\n    certificate: ${join(dir, "tls.crt")}\n    key: ${join(dir, "tls.key")}\n`;
+  }
   const config = join(dir, "config.yml");
   writeFileSync(
     config,
-    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, "data")}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n  secret: agentenv-test-secret\n${auth}`,
+    `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, "data")}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${port}\n  secret: agentenv-test-secret\n${tls}${auth}`,
   );
   const logFile = join(dir, "registry.log");
   // one file descriptor for both: two opens of the file would write over each other
@@ -116,7 +124,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       return "";
     }
   };
-  await waitFor(`http://127.0.0.1:${port}/v2/`, child, log);
+  await waitFor(`${options.tls ? "https" : "http"}://127.0.0.1:${port}/v2/`, child, log);
   return {
     address: `127.0.0.1:${port}`,
     dir,

@@ -142,3 +142,23 @@ describe("registry with the Bearer token flow", () => {
     expect(`${wrong.message} ${wrong.hint}`).not.toContain("nope-Password-1");
   });
 });
+
+describe("registry over HTTPS with a self-signed certificate", () => {
+  let registry: TestRegistry;
+  beforeAll(async () => {
+    registry = await startRegistry({ tls: true });
+  });
+  afterAll(() => registry.stop());
+
+  test("refused with a hint to --tls-verify=false; accepted only when asked", async () => {
+    const blob = await fileDigest(small);
+    const checked = await failure(() => new RegistryClient(parseReference(`${registry.address}/tls/env:v1`)).blobExists(blob.digest));
+    expect(checked.message).toStartWith(`cannot reach registry ${registry.address}: `);
+    expect(checked.message).toMatch(/certificate|self.signed/i);
+    expect(checked.hint).toBe("if this is your own registry with a self-signed certificate, pass --tls-verify=false");
+    const unchecked = new RegistryClient(parseReference(`${registry.address}/tls/env:v1`), { tlsVerify: false });
+    expect(await unchecked.pushBlob(small, blob.digest, blob.size)).toBe("uploaded");
+    expect(unchecked.requests[0]).toEqual({ method: "GET", path: "/v2/", status: 200 });
+  });
+});
+

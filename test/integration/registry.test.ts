@@ -170,6 +170,23 @@ describe("env push / env pull", () => {
     for (const what of ["wrong", "anon", "unreachable", "missing"]) expect(volumeExists(`${prefix}-${what}`)).toBe(false);
   });
 
+  test("a registry with a self-signed certificate: refused in one line with the hint, used with --tls-verify=false only", async () => {
+    const tls = await startRegistry({ tls: true });
+    try {
+      const name = envName("tls");
+      await create(name);
+      const ref = `${tls.address}/tls/${prefix}:v1`;
+      expectOneLine(await agentenv(["env", "push", name, ref]), /^agentenv: cannot reach registry .*certificate.* — if this is your own registry with a self-signed certificate, pass --tls-verify=false$/i);
+      expect((await agentenv(["env", "push", name, ref, "--tls-verify=false"])).code).toBe(0);
+      const copy = envName("tls-copy");
+      expectOneLine(await agentenv(["env", "pull", ref, copy]), /pass --tls-verify=false$/);
+      expect((await agentenv(["env", "pull", ref, copy, "--tls-verify=false"])).code).toBe(0);
+      expect(listing(copy)).toBe(listing(name));
+    } finally {
+      tls.stop();
+    }
+  });
+
   test("divergence: a push over a tag that moved since this environment last synced is refused in one line; --force replaces it", async () => {
     const mine = envName("mine");
     const theirs = envName("theirs");
