@@ -195,6 +195,8 @@ const show = defineCommand({
       tools: dir ? { flake: hasFlake(dir), installedHash: stateValue(dir, "tools.hash"), profile: toolsStorePath(dir) } : undefined,
       dotfiles: record?.dotfiles ? { ...record.dotfiles, commit: dir ? stateValue(dir, "dotfiles.commit") : undefined, lastSetup: dir ? readResult(dir) : undefined } : undefined,
       overlay: overlayCount(ctx, name),
+      // the registry artifact it last pulled or pushed (env push / pull)
+      synced: record?.synced ? { ref: record.synced.ref, digest: record.synced.digest, at: record.synced.at } : undefined,
       sessions: await runningUsers(ctx, home),
     };
     if (args.json) {
@@ -215,6 +217,7 @@ const show = defineCommand({
       ...(info.dotfiles ? [["dotfiles", info.dotfiles.commit ? `~/.dotfiles at ${info.dotfiles.commit.slice(0, 12)}` : "not set up yet (the next session does)"] as [string, string]] : []),
       ...(info.dotfiles?.lastSetup ? [["setup", describeResult(info.dotfiles.lastSetup, age)] as [string, string]] : []),
       ...(info.overlay !== 0 ? [["overlay", info.overlay === undefined ? "?" : `${info.overlay} file(s)`] as [string, string]] : []),
+      ...(info.synced ? [["synced", `${info.synced.ref}@${info.synced.digest.slice(0, 19)} (${age(info.synced.at)})`] as [string, string]] : []),
       ["created", info.created ?? "?"],
       ...(info.reset ? [["reset", info.reset] as [string, string]] : []),
       ["last used", info.lastUsed ?? "never"],

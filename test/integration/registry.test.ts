@@ -107,6 +107,8 @@ describe("env push / env pull", () => {
     expect(record.source).toEqual({ kind: "registry", ref, digest: result.digest });
     const session = await agentenv(["run", "--env", copy, tempTree(), "--", "cat", "/root/.claude/projects/memory.md"]);
     expect(session.stdout).toBe("remember this\n");
+    const shown = await agentenv(["env", "show", copy]);
+    expect(shown.stdout).toMatch(new RegExp(`^synced +${ref.replace(/[.]/g, "\\.")}@${result.digest.slice(0, 19)} \\(\\d+ s ago\\)$`, "m"));
     // env list names where it came from; a reset has no source on this host: one line
     const listed = JSON.parse((await agentenv(["env", "list", "--json"])).stdout).find((e: { name: string }) => e.name === copy);
     expect(listed.source).toEqual({ kind: "registry", ref, digest: result.digest });
