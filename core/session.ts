@@ -97,14 +97,18 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
 /**
  * A session on a remote host: its environment is that host's copy of the home (the remote
  * plugin mounts it, making it from this machine's on first use), not this machine's
- * environment machinery, whose records are this machine's; the golden store stays here, so
- * the session gets the image's /nix. Returns the environment's name.
+ * environment machinery, whose records are this machine's. /nix is the image's own unless a
+ * store is asked for (config, AGENTENV_STORE, --store): then it is a clone of that host's
+ * own golden store (engine volumes there: each session copies it, so it is not the default).
+ * Returns the environment's name.
  */
 function remoteLimits(config: ResolvedConfig, log: Log): string | undefined {
   const env = config.env.name;
   config.env.name = undefined;
-  if (config.store !== "none") {
-    log.debug(`store ${config.store}: the golden store is this machine's; the session on ${config.host} gets the image's /nix`);
+  const asked = config.layers.some((layer) => layer.name !== "defaults" && layer.config.store !== undefined);
+  if (config.store === "host") throw new UserError(`--store host is this machine's nix-daemon: a session on ${config.host} cannot use it`, "use --store golden (that host's own golden store) or --store none");
+  if (!asked && config.store !== "none") {
+    log.debug(`the session on ${config.host} gets the image's /nix (--store golden: that host's own golden store)`);
     config.store = "none";
   }
   return env;

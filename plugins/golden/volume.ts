@@ -28,7 +28,8 @@ import { droppedWarnings, expectedNar, openSessionCopy, readRegistrations, regis
  *
  * The host cannot look inside, so it keeps records under ~/.local/state/agentenv/store/:
  *
- *   <runtime>-<volume>.json            the golden volume is seeded (image, when, why this strategy)
+ *   <runtime>-<volume>.json            the golden volume is seeded (image, when, why this strategy);
+ *                                      a remote host's engine is `<runtime>@ssh_<host>` (engineKey)
  *   <runtime>-<volume>.lock            flock: shared = cloning it; exclusive = seeding, promoting, reset
  *   sessions/<runtime>-<name>.json     one per session: its container and volume, mode, detached
  *   sessions/<runtime>-<name>.lock     held by the session's agentenv for the session's life
@@ -83,6 +84,14 @@ function stateDir(): string {
 
 function sessionsDir(): string {
   return join(stateDir(), "sessions");
+}
+
+/**
+ * How the records name the engine: its name, and for a remote one (a host over SSH) its
+ * endpoint too (`podman@ssh_box`), so this machine's records and each host's never meet.
+ */
+function engineKey(runtime: { name: string; endpoint?: string }): string {
+  return runtime.endpoint ? `${runtime.name}@${runtime.endpoint.replace(/[^A-Za-z0-9._-]/g, "_")}` : runtime.name;
 }
 
 /** Which engine instance: the same volume name on another socket is another volume. */
@@ -168,7 +177,7 @@ class SessionFiles {
 
 /** The golden volume recorded as seeded for this engine: sessions keep using this strategy for it. */
 export function recordedChoice(ctx: BaseContext): VolumeChoice | undefined {
-  const record = new GoldenVolume(ctx.runtime.name, ctx.config.storeVolume).record();
+  const record = new GoldenVolume(engineKey(ctx.runtime), ctx.config.storeVolume).record();
   if (!record) return undefined;
   return { strategy: volumeClone, reason: record.reason ?? `volume ${record.volume} holds a plain /nix tree (agentenv store reset starts over)` };
 }
@@ -246,7 +255,7 @@ async function ensureSeeded(ctx: BaseContext, golden: GoldenVolume, reason: stri
  * found its directory out of reach): seed it in this layout.
  */
 export async function seedVolumeStore(ctx: BaseContext, volume: string, reason: string): Promise<void> {
-  await ensureSeeded(ctx, new GoldenVolume(ctx.runtime.name, volume), reason);
+  await ensureSeeded(ctx, new GoldenVolume(engineKey(ctx.runtime), volume), reason);
 }
 
 async function createSessionVolume(ctx: BaseContext, golden: string, volume: string): Promise<void> {
@@ -358,10 +367,10 @@ function unmountFromPlan(ctx: SessionContext, volume: string): void {
  * it ends), then make its volume. A failure leaves nothing behind.
  */
 export async function startVolumeStore(ctx: SessionContext, choice: VolumeChoice): Promise<void> {
-  const golden = new GoldenVolume(ctx.runtime.name, ctx.config.storeVolume);
+  const golden = new GoldenVolume(engineKey(ctx.runtime), ctx.config.storeVolume);
   await reapDeadSessions(ctx);
   const volume = sessionVolumeName(ctx);
-  const files = SessionFiles.of(ctx.runtime.name, ctx.plan.name);
+  const files = SessionFiles.of(engineKey(ctx.runtime), ctx.plan.name);
   mkdirSync(sessionsDir(), { recursive: true });
   const lock = lockFile(files.lock, "exclusive")!;
   const record: VolumeSessionRecord = {
@@ -560,7 +569,7 @@ async function promoteSession(ctx: BaseContext, golden: GoldenVolume, record: Vo
  * another agentenv is ending it right now.
  */
 function resumeDetached(ctx: SessionContext): ActiveSession | undefined {
-  const files = SessionFiles.of(ctx.runtime.name, ctx.plan.name);
+  const files = SessionFiles.of(engineKey(ctx.runtime), ctx.plan.name);
   const record = files.record();
   if (!record?.detached) return undefined;
   let lock: FileLock | undefined;
@@ -575,7 +584,7 @@ function resumeDetached(ctx: SessionContext): ActiveSession | undefined {
 
 /** Whether a detached session of this name is recorded (so `down` ends it here, not in the layered store). */
 export function hasDetachedSession(ctx: SessionContext): boolean {
-  return SessionFiles.of(ctx.runtime.name, ctx.plan.name).record()?.detached === true;
+  return SessionFiles.of(engineKey(ctx.runtime), ctx.plan.name).record()?.detached === true;
 }
 
 /**
@@ -625,7 +634,7 @@ function sessionEntries(ctx: BaseContext, store?: string): SessionEntry[] {
   } catch {
     return [];
   }
-  const prefix = `${ctx.runtime.name}-`;
+  const prefix = `${engineKey(ctx.runtime)}-`;
   const entries: SessionEntry[] = [];
   for (const name of names) {
     if (!name.startsWith(prefix) || !name.endsWith(".json")) continue;
@@ -708,7 +717,7 @@ function isLockedQuiet(file: string): boolean {
 
 /** One line for `agentenv doctor`: where the store is and what a session's clone costs on this engine. */
 export function describeVolumeStore(ctx: BaseContext, choice: VolumeChoice): string {
-  const record = new GoldenVolume(ctx.runtime.name, ctx.config.storeVolume).record();
+  const record = new GoldenVolume(engineKey(ctx.runtime), ctx.config.storeVolume).record();
   const how = !ctx.runtime.cloneVolume
     ? `${ctx.runtime.name} cannot clone volumes, so each session copies the store through a helper container (time grows with the store)`
     : record?.cloneFallback
@@ -731,7 +740,7 @@ export interface VolumeStatus {
 
 /** `store status` for this layout: the host's records, and whether the engine has the volume. */
 export async function volumeStatus(ctx: BaseContext, choice: VolumeChoice): Promise<VolumeStatus> {
-  const golden = new GoldenVolume(ctx.runtime.name, ctx.config.storeVolume);
+  const golden = new GoldenVolume(engineKey(ctx.runtime), ctx.config.storeVolume);
   const record = golden.record();
   const sessions = sessionEntries(ctx, golden.volume)
     .filter((e) => e.record.detached || isLockedQuiet(e.files.lock))
@@ -754,7 +763,7 @@ export async function volumeStatus(ctx: BaseContext, choice: VolumeChoice): Prom
  * dead sessions' volumes, the golden volume and the records, and seeds it again.
  */
 export async function resetVolumeStore(ctx: BaseContext, choice: VolumeChoice): Promise<void> {
-  const golden = new GoldenVolume(ctx.runtime.name, ctx.config.storeVolume);
+  const golden = new GoldenVolume(engineKey(ctx.runtime), ctx.config.storeVolume);
   await golden.withLock("exclusive", async () => {
     const { dead, running } = await classify(ctx, sessionEntries(ctx, golden.volume));
     if (running.length) {

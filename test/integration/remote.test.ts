@@ -4,7 +4,7 @@ import { join } from "pathe";
 import { getHost } from "../../core/hosts.ts";
 import { controlPath } from "../../core/runtime/ssh.ts";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
-import { devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engine.ts";
+import { derivationExpr, devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engine.ts";
 import { terminal } from "../helpers/terminal.ts";
 import { freePort, remoteUser, startRemoteHost, type RemoteHost } from "../helpers/remote-host.ts";
 
@@ -165,6 +165,34 @@ describe("the environment's home on the remote", () => {
     const older = await run(["run", "--host", host, "--env", name, tempTree(), "--", "true"]);
     expect(older.code).toBe(0);
     expect(older.stderr).toMatch(new RegExp(`environment ${name} on rt-box is older than this machine's .* agentenv env sync ${name} --host rt-box`));
+  }, 240_000);
+});
+
+describe("the remote's own golden store (--store golden)", () => {
+  const nonce = crypto.randomUUID().slice(0, 8);
+  const storeVolume = `agentenv-remote-test-nix-${nonce}`;
+  const storeEnv = () => ({ ...env, AGENTENV_STORE_VOLUME: storeVolume });
+  afterAll(() => onRemote(`podman volume ls -q | grep '^${storeVolume}' | xargs -r podman volume rm --force >/dev/null 2>&1; true`));
+
+  test("seeded there on first use; a path one session builds is promoted and valid in the next; this machine's store records untouched", async () => {
+    const stateDir = join(env.HOME, ".local/state/agentenv/store");
+    const localRecords = () => (existsSync(stateDir) ? Bun.spawnSync(["ls", stateDir]).stdout.toString().split("\n").filter((f) => f.includes(storeVolume) && !f.includes("@")) : []);
+    const expr = derivationExpr(`remote-built-${nonce}`);
+    const first = await agentenv(["run", "--host", host, "--store", "golden", tempTree(), "--", "nix-build", "--no-out-link", "-E", expr], { env: storeEnv() });
+    expect(first.code).toBe(0);
+    const path = first.stdout.trim().split("\n").pop()!;
+    expect(path).toMatch(/^\/nix\/store\/[a-z0-9]{32}-remote-built-/);
+    expect(first.stderr).toMatch(/seeding the golden Nix store \(volume agentenv-remote-test-nix-/);
+    expect(first.stderr).toMatch(/golden store: promoted \d+ new store paths?/);
+    const second = await agentenv(["run", "--host", host, "--store", "golden", tempTree(), "--", "nix-store", "--check-validity", path], { env: storeEnv() });
+    expect(second.code).toBe(0);
+    // the store lives there (one golden volume, no session volume left), its records here are the host's own
+    expect(onRemote(`podman volume ls -q | grep '^${storeVolume}'`).stdout.trim()).toBe(storeVolume);
+    expect(localRecords()).toEqual([]);
+    expect(Bun.spawnSync(["podman", "volume", "exists", storeVolume]).exitCode).not.toBe(0);
+    // without --store a remote session gets the image's /nix
+    const plain = await agentenv(["run", "--host", host, tempTree(), "--", "sh", "-c", `nix-store --check-validity ${path} 2>/dev/null && echo has || echo lacks`], { env: storeEnv() });
+    expect(plain.stdout).toBe("lacks\n");
   }, 240_000);
 });
 
