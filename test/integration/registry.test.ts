@@ -172,6 +172,32 @@ describe("env push / env pull", () => {
     for (const what of ["wrong", "anon", "unreachable", "missing"]) expect(volumeExists(`${prefix}-${what}`)).toBe(false);
   });
 
+  test("the Bearer token flow: push and pull with a token the registry's token service gives for the user's credentials; neither shows", async () => {
+    const bearerPassword = "Bearer-Secret-1618";
+    const tokens = await startRegistry({ bearer: { erin: bearerPassword } });
+    try {
+      const name = envName("bearer");
+      await create(name);
+      const ref = `${tokens.address}/erin/${prefix}:v1`;
+      const env = { REGISTRY_AUTH_FILE: authFile(tokens.address, "erin", bearerPassword) };
+      const pushed = await agentenv(["env", "push", name, ref, "-v", "--json"], { env });
+      expect(pushed.code).toBe(0);
+      // one token for the whole push: the registry's debug lines show it was asked once
+      expect(pushed.stderr.match(/registry: GET \(token\) → 200/g)).toHaveLength(1);
+      const copy = envName("bearer-copy");
+      const pulled = await agentenv(["env", "pull", ref, copy, "-v"], { env });
+      expect(pulled.code).toBe(0);
+      expect(listing(copy)).toBe(listing(name));
+      for (const output of [pushed.stdout, pushed.stderr, pulled.stdout, pulled.stderr]) {
+        expect(output).not.toContain(bearerPassword);
+        expect(output).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}/); // no JWT
+      }
+      expectOneLine(await agentenv(["env", "pull", ref, envName("bearer-anon")], { env: { REGISTRY_AUTH_FILE: join(tempTree(), "none.json") } }), `agentenv: registry ${tokens.address} asks for credentials for erin/${prefix}`);
+    } finally {
+      tokens.stop();
+    }
+  });
+
   test("a registry with a self-signed certificate: refused in one line with the hint, used with --tls-verify=false only", async () => {
     const tls = await startRegistry({ tls: true });
     try {
