@@ -328,6 +328,7 @@ export async function pushEnv(ctx: BaseContext, name: string, refText: string, o
 
 /** Records the digests of NAME's parts as packed now as its synced state's LOCAL (after a pull: its files' times and record are this host's). */
 async function recordLocal(ctx: BaseContext, name: string): Promise<void> {
+  ctx.log.debug(`environment ${name}: recording the state of its new home`);
   const local = await partSums(ctx, name);
   await withEnvLock(ctx, name, async () => {
     const kept = readHostRecord(ctx, name);
