@@ -5,6 +5,7 @@ import { helperPlan, shellQuote, type Plan } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
 import { GoldenStore } from "./layout.ts";
 import { endStore, locateStore, mountStore, startStore } from "./session.ts";
+import { GoldenVolume, engineKey, seedVolumeStore } from "./volume.ts";
 
 /**
  * What another plugin may ask of the golden store. They import this file; the golden
@@ -79,4 +80,16 @@ export async function importClosure(ctx: BaseContext, dir: string, file: string)
   const script = ["set -e", "exec 1>&2", `gunzip -c ${shellQuote(`/in/${file}`)} | nix-store --import >/dev/null`].join("\n");
   const plan = helperPlan({ image: ctx.config.image, purpose: "store-import", mounts: [{ type: "bind", source: dir, target: "/in", readonly: true }], script });
   return (await runPromoted(asStep(ctx, plan), plan)) === 0;
+}
+
+/**
+ * FN with the golden store kept as an engine volume (a remote host's: the volume strategy,
+ * ./volume.ts) seeded, under that volume's exclusive lock — what seeding and promotion hold,
+ * so no session clones it meanwhile. FN gets the volume's name. `env`'s tools shipped to a
+ * remote host are imported this way.
+ */
+export async function withVolumeStore<T>(ctx: BaseContext, reason: string, fn: (volume: string) => Promise<T>): Promise<T> {
+  const volume = ctx.config.storeVolume;
+  await seedVolumeStore(ctx, volume, reason);
+  return new GoldenVolume(engineKey(ctx.runtime), volume).withLock("exclusive", () => fn(volume));
 }

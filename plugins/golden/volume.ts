@@ -90,7 +90,7 @@ function sessionsDir(): string {
  * How the records name the engine: its name, and for a remote one (a host over SSH) its
  * endpoint too (`podman@ssh_box`), so this machine's records and each host's never meet.
  */
-function engineKey(runtime: { name: string; endpoint?: string }): string {
+export function engineKey(runtime: { name: string; endpoint?: string }): string {
   return runtime.endpoint ? `${runtime.name}@${runtime.endpoint.replace(/[^A-Za-z0-9._-]/g, "_")}` : runtime.name;
 }
 

@@ -84,7 +84,12 @@ async function startRemote(ctx: SessionContext): Promise<void> {
   // the image first: a missing one is shipped before anything is mounted
   await remote.ensureImage(ctx.plan.image);
   const env = ctx.plan.labels[envLabel];
-  if (env) await remoteHome(ctx, remote, env);
+  if (env) {
+    await remoteHome(ctx, remote, env);
+    // before the golden plugin clones that host's store for the session (this plugin starts first)
+    const { shipTools } = await import("./tools.ts");
+    await shipTools(ctx, remote, env);
+  }
   if (!state.local || !state.mountPoint) return;
   const { openShare } = await import("./share.ts");
   ctx.log.debug(`sharing ${state.local} with ${remote.host.name} at ${state.mountPoint} (reverse sshfs)`);

@@ -29,7 +29,7 @@ describe("the compiled binary", () => {
     expect(result.stderr).toBe("");
     expect(result.stdout).toBe("compiled-podman\n");
     const plugins = await agentenv(["plugins", project, "--json"], { bin: [binary] });
-    expect(JSON.parse(plugins.stdout).map((p: { name: string }) => p.name)).toEqual(["env", "golden", "profile", "dotfiles", "secrets", "nix", "wrap", "attach", "remote", "stamp"]);
+    expect(JSON.parse(plugins.stdout).map((p: { name: string }) => p.name)).toEqual(["remote", "env", "golden", "profile", "dotfiles", "secrets", "nix", "wrap", "attach", "stamp"]);
   });
 
   test("creates an environment from the test-env template it carries", async () => {

@@ -175,7 +175,7 @@ describe("the remote's own golden store (--store golden)", () => {
   afterAll(() => onRemote(`podman volume ls -q | grep '^${storeVolume}' | xargs -r podman volume rm --force >/dev/null 2>&1; true`));
 
   test("seeded there on first use; a path one session builds is promoted and valid in the next; this machine's store records untouched", async () => {
-    const stateDir = join(env.HOME, ".local/state/agentenv/store");
+    const stateDir = join(env.HOME!, ".local/state/agentenv/store");
     const localRecords = () => (existsSync(stateDir) ? Bun.spawnSync(["ls", stateDir]).stdout.toString().split("\n").filter((f) => f.includes(storeVolume) && !f.includes("@")) : []);
     const expr = derivationExpr(`remote-built-${nonce}`);
     const first = await agentenv(["run", "--host", host, "--store", "golden", tempTree(), "--", "nix-build", "--no-out-link", "-E", expr], { env: storeEnv() });
@@ -190,6 +190,26 @@ describe("the remote's own golden store (--store golden)", () => {
     expect(onRemote(`podman volume ls -q | grep '^${storeVolume}'`).stdout.trim()).toBe(storeVolume);
     expect(localRecords()).toEqual([]);
     expect(Bun.spawnSync(["podman", "volume", "exists", storeVolume]).exitCode).not.toBe(0);
+    // the environment's tools: built here by a session, shipped there (only what it lacks), never built there
+    const name = `rt-tools-${nonce}`;
+    expect((await agentenv(["env", "create", name, join(repoRoot, "test/fixtures/env")], { env: storeEnv() })).code).toBe(0);
+    try {
+      const here = await agentenv(["run", "--env", name, tempTree(), "--", "sh", "-c", "hello-env; readlink -f ~/.local/state/agentenv/profile"], { env: storeEnv() });
+      expect(here.stdout).toMatch(/^hello-env v1\n\/nix\/store\//);
+      const profile = here.stdout.trim().split("\n").pop()!;
+      const there = await agentenv(["run", "--host", host, "--store", "golden", "--env", name, tempTree(), "--", "sh", "-c", "hello-env; readlink -f ~/.local/state/agentenv/profile"], { env: storeEnv() });
+      expect(there.stdout).toBe(`hello-env v1\n${profile}\n`);
+      expect(there.code).toBe(0);
+      expect(there.stderr).toMatch(new RegExp(`environment ${name}: shipping \\d+ of the \\d+ store paths of its tools to rt-box`));
+      expect(there.stderr).not.toContain("installing your tools");
+      // a second session there: nothing to ship
+      const again = await agentenv(["run", "--host", host, "--store", "golden", "--env", name, tempTree(), "--", "hello-env"], { env: storeEnv() });
+      expect(again.stdout).toBe("hello-env v1\n");
+      expect(again.stderr).not.toContain("shipping");
+    } finally {
+      await agentenv(["env", "rm", name, "--force"], { env: storeEnv() });
+      onRemote(`podman volume rm --force agentenv-env-${name} >/dev/null 2>&1; true`);
+    }
     // without --store a remote session gets the image's /nix
     const plain = await agentenv(["run", "--host", host, tempTree(), "--", "sh", "-c", `nix-store --check-validity ${path} 2>/dev/null && echo has || echo lacks`], { env: storeEnv() });
     expect(plain.stdout).toBe("lacks\n");
