@@ -26,12 +26,15 @@ import { runPromoted, withVolumeStore } from "../golden/api.ts";
  * itself, when it can).
  */
 export async function shipTools(ctx: SessionContext, remote: RemoteRuntime, env: string): Promise<void> {
-  if (!usesGoldenStore(ctx.config.store)) return;
   const host = remote.host.name;
   const local = createRuntime(ctx.config.runtime);
   const dir = await local.volumeMountpoint(volumeName(env)).catch(() => undefined);
   const profile = dir ? toolsStorePath(dir) : undefined;
   if (!profile) return;
+  if (!usesGoldenStore(ctx.config.store)) {
+    ctx.log.info(`environment ${env} has tools (~/flake.nix): they reach ${host} with --store golden (its own golden store); without it the session there builds them, if it can`);
+    return;
+  }
   const work = mkdtempSync(join(tmpdir(), "agentenv-tools-"));
   try {
     const remoteCtx = { config: ctx.config, runtime: remote, log: ctx.log, plugins: ctx.plugins };
