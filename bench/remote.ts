@@ -19,11 +19,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { startRemoteHost } from "../test/helpers/remote-host.ts";
-import { benchUser, median, timed } from "./measure.ts";
+import { benchUser, median, removeStoreVolume, timed } from "./measure.ts";
 
 const root = join(import.meta.dir, "..");
 const rounds = Number(process.env.ROUNDS ?? 20);
-const env = benchUser(`bench-remote-${process.pid}`);
+const id = `bench-remote-${process.pid}`;
+const env = benchUser(id);
 const host = "bench-box";
 
 async function compiled(): Promise<string[]> {
@@ -56,6 +57,14 @@ try {
   const home = timed([...agentenv, "run", "--host", host, "--env", envName, `${host}:${dir}`, "--", "true"], env).ms;
   const syncNothing = timed([...agentenv, "env", "sync", envName, "--host", host], env).ms;
 
+  // first use of an environment's tools there: built here by a session, shipped into the host's own golden store
+  const toolsEnv = `bench-tools-${process.pid}`;
+  timed([...agentenv, "env", "create", toolsEnv, join(root, "test/fixtures/env")], env);
+  timed([...agentenv, "run", "--env", toolsEnv, localProject, "--", "hello-env"], env);
+  const toolsRun = timed([...agentenv, "run", "--host", host, "--store", "golden", "--env", toolsEnv, `${host}:${dir}`, "--", "hello-env"], env);
+  const tools = /(\d+) store paths of its tools shipped to \S+ \(([\d.]+ MiB) compressed\)/.exec(toolsRun.stderr);
+  const toolsAgain = timed([...agentenv, "run", "--host", host, "--store", "golden", "--env", toolsEnv, `${host}:${dir}`, "--", "hello-env"], env).ms;
+
   function dryRun(project: string): string[] {
     const line = timed([...agentenv, "run", "--dry-run", "--host", host, project, "--", "true"], env).stdout.trim();
     if (line.split("\n").length !== 1 || !line.startsWith("ssh ")) throw new Error(`unexpected --dry-run output: ${line}`);
@@ -82,8 +91,13 @@ try {
   console.log(`- a local project live-shared by reverse sshfs (\`agentenv run --host H DIR -- true\`): median ${ms(sharedRun.a)} against the same raw line ${ms(sharedRun.b)} — ratio ${(sharedRun.a / sharedRun.b).toFixed(3)} (the mount and unmount are the difference)`);
   console.log(`- first use, the image: ${shipped ? `${shipped[1]} shipped in ${shipped[2]} s` : "not shipped (?)"} (\`podman save | ssh … podman load\`); the session around it ${ms(ship.ms)}`);
   console.log(`- first use, an environment of 200 files × 4 KiB: the session that made its home there ${ms(home)}; a later \`env sync\` with nothing to move ${ms(syncNothing)}`);
-  timed([...agentenv, "env", "rm", envName, "--force"], env);
-  remote.onRemote(`podman volume rm --force agentenv-env-${envName} >/dev/null 2>&1; rm -rf ${dir}; true`);
+  console.log(`- first use, an environment's tools (the input-less fixture): ${tools ? `${tools[1]} store paths, ${tools[2]} compressed` : "not shipped (?)"} moved into the host's own golden store (seeded there first); that session ${ms(toolsRun.ms)}, the next one with \`--store golden\` ${ms(toolsAgain)} (each copies the host's store for itself)`);
+  for (const name of [envName, toolsEnv]) {
+    timed([...agentenv, "env", "rm", name, "--force"], env);
+    remote.onRemote(`podman volume rm --force agentenv-env-${name} >/dev/null 2>&1; true`);
+  }
+  remote.onRemote(`podman volume ls -q | grep '^agentenv-${id}-nix' | xargs -r podman volume rm --force >/dev/null 2>&1; rm -rf ${dir}; true`);
+  await removeStoreVolume(`agentenv-${id}-nix`);
 } finally {
   // its shared connection goes with it
   Bun.spawnSync([...agentenv, "host", "rm", host], { env });

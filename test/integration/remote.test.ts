@@ -4,7 +4,7 @@ import { join } from "pathe";
 import { getHost } from "../../core/hosts.ts";
 import { controlPath } from "../../core/runtime/ssh.ts";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
-import { derivationExpr, devShellFlake, expectNoStackTrace, requireImage } from "../helpers/engine.ts";
+import { derivationExpr, devShellFlake, expectNoStackTrace, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 import { terminal } from "../helpers/terminal.ts";
 import { freePort, remoteUser, startRemoteHost, type RemoteHost } from "../helpers/remote-host.ts";
 
@@ -172,7 +172,11 @@ describe("the remote's own golden store (--store golden)", () => {
   const nonce = crypto.randomUUID().slice(0, 8);
   const storeVolume = `agentenv-remote-test-nix-${nonce}`;
   const storeEnv = () => ({ ...env, AGENTENV_STORE_VOLUME: storeVolume });
-  afterAll(() => onRemote(`podman volume ls -q | grep '^${storeVolume}' | xargs -r podman volume rm --force >/dev/null 2>&1; true`));
+  afterAll(async () => {
+    onRemote(`podman volume ls -q | grep '^${storeVolume}' | xargs -r podman volume rm --force >/dev/null 2>&1; true`);
+    // this machine's golden store of that name (the tools were built here first)
+    await removeStoreVolume(storeVolume);
+  });
 
   test("seeded there on first use; a path one session builds is promoted and valid in the next; this machine's store records untouched", async () => {
     const stateDir = join(env.HOME!, ".local/state/agentenv/store");
