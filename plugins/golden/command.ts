@@ -1,7 +1,7 @@
 import { defineCommand } from "citty";
 import { existsSync, lstatSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "pathe";
-import { globalArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts";
+import { globalArgs, hostArgs, logFor, runtimeArgs } from "../../core/commands/_shared.ts";
 import { UserError } from "../../core/errors.ts";
 import { callHook, type BaseContext } from "../../core/plugins.ts";
 import { commandContext } from "../../core/session.ts";
@@ -50,7 +50,7 @@ interface Status {
 
 const status = defineCommand({
   meta: { name: "status", description: "Show the golden store: engine, volume, clone strategy, size, paths, last promotion" },
-  args: { json: { type: "boolean", description: "Print as JSON" }, ...storeArgs },
+  args: { json: { type: "boolean", description: "Print as JSON" }, ...storeArgs, ...hostArgs },
   async run({ args }) {
     const ctx = await commandContext(args);
     const located = await locateStore(ctx);

@@ -214,6 +214,10 @@ describe("the remote's own golden store (--store golden)", () => {
       await agentenv(["env", "rm", name, "--force"], { env: storeEnv() });
       onRemote(`podman volume rm --force agentenv-env-${name} >/dev/null 2>&1; true`);
     }
+    // store status --host: that host's store, as the volume strategy sees it
+    const status = await agentenv(["store", "status", "--host", host, "--json"], { env: storeEnv() });
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ volume: storeVolume, strategy: "volume" });
     // without --store a remote session gets the image's /nix
     const plain = await agentenv(["run", "--host", host, tempTree(), "--", "sh", "-c", `nix-store --check-validity ${path} 2>/dev/null && echo has || echo lacks`], { env: storeEnv() });
     expect(plain.stdout).toBe("lacks\n");
