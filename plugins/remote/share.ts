@@ -4,7 +4,7 @@ import { join } from "pathe";
 import { UserError } from "../../core/errors.ts";
 import type { HostRecord } from "../../core/hosts.ts";
 import type { Log } from "../../core/log.ts";
-import { shellQuote } from "../../core/plan.ts";
+import { shellJoin, shellQuote } from "../../core/plan.ts";
 import { remoteCommand, remoteScript, sshArgv } from "../../core/runtime/ssh.ts";
 
 /**
@@ -26,6 +26,40 @@ export function localSftpServer(exists: (path: string) => boolean = (p) => Bun.f
   const found = sftpServerPaths.find(exists);
   if (!found) throw new UserError("no sftp-server on this machine (it serves a local project to a remote session)", "install OpenSSH's server package here (apt-get install openssh-sftp-server), or use a project on the remote: agentenv HOST:/path");
   return found;
+}
+
+/**
+ * What runs sftp-server confined to the project (Linux): a mount namespace of its own whose
+ * root is a tmpfs holding only /usr and the library links (read-only), /dev/null, the user's
+ * own passwd and group lines, and the project at its own path — so whatever the remote asks
+ * for over SFTP, it can reach nothing else of this machine. Its setup failing, it runs as
+ * is (said on stderr). Undefined where no mount namespace can be had (macOS, no `unshare`,
+ * no user namespaces): the caller runs it unconfined.
+ */
+export function confinedServer(sftp: string, dir: string, root: string, probe = (argv: string[]) => Bun.spawnSync(argv, { stderr: "ignore" }).exitCode === 0): string[] | undefined {
+  const unshare = process.platform === "linux" ? Bun.which("unshare") : null;
+  if (!unshare) return undefined;
+  // root (or root of the user namespace agentenv joined) gets a mount namespace as is; a user, one in a user namespace of its own
+  const ns = process.getuid?.() === 0 ? ["-m", "--propagation", "private"] : ["-r", "-m", "--propagation", "private"];
+  if (!probe([unshare, ...ns, "true"])) return undefined;
+  const script = [
+    'root=$1 dir=$2 sftp=$3',
+    "setup() {",
+    '  mkdir -p "$root" && mount -t tmpfs -o mode=755 agentenv-sftp "$root" || return 1',
+    '  mkdir -p "$root/usr" "$root/dev" "$root/etc" "$root$dir" || return 1',
+    '  getent passwd "$(id -u)" > "$root/etc/passwd"; getent group "$(id -g)" > "$root/etc/group"',
+    '  : > "$root/dev/null" && mount --bind /dev/null "$root/dev/null" || return 1',
+    '  for d in usr lib lib64 lib32 bin sbin; do',
+    '    if [ -L "/$d" ]; then ln -s "$(readlink "/$d")" "$root/$d" || return 1',
+    '    elif [ -d "/$d" ]; then mkdir -p "$root/$d" && mount --rbind "/$d" "$root/$d" && mount -o remount,bind,ro "$root/$d" || return 1; fi',
+    "  done",
+    '  mount --bind "$dir" "$root$dir"',
+    "}",
+    'if setup 2>/dev/null; then exec chroot "$root" "$sftp" -e -d "$dir"; fi',
+    'echo "agentenv-share-unconfined" >&2',
+    'exec "$sftp" -e -d "$dir"',
+  ].join("\n");
+  return [unshare, ...ns, "sh", "-c", script, "sh", root, dir, sftp];
 }
 
 /** The remote directory a session's live-shared project is mounted on (pure: the plan names it). */
@@ -80,8 +114,10 @@ export async function openShare(host: HostRecord, localDir: string, mountPoint: 
   const ssh = sshArgv(host, remoteCommand(["sh", "-c", script]));
   // ssh's stdout feeds sftp-server, sftp-server's stdout feeds ssh through a FIFO: one loop, no copy in agentenv
   // sftp-server's pid is said first: ending it is how the share ends (EOF to sshfs, which unmounts and exits)
-  const loop = 'fifo=$1 sftp=$2 dir=$3; shift 3; mkfifo -m 600 "$fifo" || exit 1; "$@" <"$fifo" | "$sftp" -e -d "$dir" >"$fifo" & echo "agentenv-share-sftp=$!" >&2; wait';
-  const child = Bun.spawn(["sh", "-c", loop, "sh", fifo, sftp, localDir, ...ssh], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const server = confinedServer(sftp, localDir, join(work, "root")) ?? [sftp, "-e", "-d", localDir];
+  if (server[0] === sftp) log.debug("share: sftp-server runs unconfined here (no mount namespace to give it): the remote can ask it for any file you can read");
+  const pipeline = `${shellJoin(ssh)} <"$1" | ${shellJoin(server)} >"$1" & echo "agentenv-share-sftp=$!" >&2; wait`;
+  const child = Bun.spawn(["sh", "-c", `mkfifo -m 600 "$1" || exit 1; ${pipeline}`, "sh", fifo], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   let closed = false;
   let sftpPid = 0;
   const stderr: string[] = [];
@@ -97,6 +133,7 @@ export async function openShare(host: HostRecord, localDir: string, mountPoint: 
           pending = pending.slice(nl + 1);
           if (line === readyLine) resolve(true);
           else if (line.startsWith(sftpLine)) sftpPid = Number(line.slice(sftpLine.length));
+          else if (line === "agentenv-share-unconfined") log.warn(`sftp-server could not be confined to ${localDir} here: ${host.name} can ask it for any file you can read`);
           else if (line.trim()) {
             stderr.push(line);
             log.debug(`share: ${line}`);

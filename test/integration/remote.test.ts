@@ -6,6 +6,8 @@ import { controlPath } from "../../core/runtime/ssh.ts";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { derivationExpr, devShellFlake, expectNoStackTrace, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 import { terminal } from "../helpers/terminal.ts";
+import { confinedServer, localSftpServer } from "../../plugins/remote/share.ts";
+import { shellJoin } from "../../core/plan.ts";
 import { freePort, remoteUser, startRemoteHost, type RemoteHost } from "../helpers/remote-host.ts";
 
 /**
@@ -284,6 +286,24 @@ describe("sessions on the remote", () => {
       onRemote(`rm -rf ${dir}`);
     }
   }, 60_000);
+
+  test("the local sftp-server serving a shared project is confined to it: nothing else of this machine is reachable over SFTP", () => {
+    const project = tempTree({ "in.txt": "inside\n" });
+    const outside = tempTree({ "secret.txt": "outside\n" });
+    const work = tempTree();
+    const server = confinedServer(localSftpServer(), project, join(work, "root"));
+    expect(server?.[0]).toMatch(/unshare$/);
+    // a client speaking SFTP straight to it, as a hostile remote could
+    const batch = join(work, "batch");
+    writeFileSync(batch, [`-get ${outside}/secret.txt ${work}/stolen`, "-get /etc/hostname " + `${work}/hostname`, `-put ${batch} /usr/planted`, `get ${project}/in.txt ${work}/got`, `put ${batch} ${project}/written`].join("\n") + "\n");
+    const out = Bun.spawnSync(["sftp", "-b", batch, "-D", shellJoin(server!)], { stderr: "pipe" });
+    expect(out.exitCode).toBe(0);
+    expect(readFileSync(join(work, "got"), "utf8")).toBe("inside\n");
+    expect(existsSync(join(project, "written"))).toBe(true);
+    for (const leaked of ["stolen", "hostname"]) expect(existsSync(join(work, leaked))).toBe(false);
+    expect(existsSync("/usr/planted")).toBe(false);
+    expect(out.stderr.toString()).toMatch(/not found/);
+  });
 
   test("a local project is live-shared: each side sees the other's writes during the session; unmounted after", async () => {
     const project = tempTree({ "from-local-before.txt": "before\n" });
