@@ -1,6 +1,6 @@
 import { defineCommand } from "citty";
 import { existsSync } from "node:fs";
-import { globalArgs, logFor, repeatedFlag, runtimeArgs } from "../../core/commands/_shared.ts";
+import { globalArgs, hostArgs, logFor, repeatedFlag, runtimeArgs } from "../../core/commands/_shared.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { commandContext } from "../../core/session.ts";
 import { formatBytes } from "../../core/log.ts";
@@ -137,9 +137,10 @@ const stateNotes: Record<Exclude<EnvState, "ready">, string> = {
 };
 
 const list = defineCommand({
-  meta: { name: "list", description: "List environments: name, source, created, last used, size" },
-  args: { ...jsonArg, ...commonArgs },
+  meta: { name: "list", description: "List environments: name, source, created, last used, size (--host H: the copies on that host)" },
+  args: { ...jsonArg, ...commonArgs, ...hostArgs },
   async run({ args }) {
+    if (args.host) return (await import("./sync.ts")).listCopies(args.host, Boolean(args.json), logFor(args));
     const ctx = await commandContext(args);
     const volumes = await ctx.runtime.volumeList(envLabel);
     const infos: EnvInfo[] = [];

@@ -12,7 +12,7 @@ import { helperPlan, shellQuote } from "../../core/plan.ts";
 import type { Runtime } from "../../core/runtime/types.ts";
 import { writeAtomic } from "../../core/volumes.ts";
 import { checkArchive } from "./archive.ts";
-import { checkName, envLabel, volumeName } from "./home.ts";
+import { checkName, envLabel, envNameOf, volumeName } from "./home.ts";
 import { manifestOf, mergeManifests, neededFrom, type Change, type Manifest, type MergePlan } from "./merge.ts";
 
 /**
@@ -164,6 +164,25 @@ export async function syncEnv(name: string, host: string, local: Side, remote: S
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * `env list --host H`: the environments' copies on host H (volumes labelled agentenv.env
+ * there) and when each was last synced with this machine's.
+ */
+export async function listCopies(host: string, json: boolean, log: Log): Promise<number> {
+  const remote = createRuntime(undefined, host);
+  (remote as { log?: Log }).log = log;
+  const volumes = await remote.volumeList(envLabel);
+  const rows = volumes
+    .map((v) => v.name)
+    .filter((volume) => envNameOf(volume) !== volume)
+    .sort()
+    .map((volume) => ({ name: envNameOf(volume), volume, lastSync: lastSync(host, envNameOf(volume)) ?? null }));
+  if (json) console.log(JSON.stringify(rows, null, 2));
+  else if (!rows.length) log.info(`no environment has a copy on ${host} yet (the first --env session there, or env sync, makes one)`);
+  else for (const row of rows) console.log(`${row.name}\t${row.lastSync ? `synced ${row.lastSync}` : "never synced from here"}`);
+  return 0;
 }
 
 export const syncCommand = defineCommand({

@@ -162,6 +162,9 @@ describe("the environment's home on the remote", () => {
     // nothing changed: nothing moves
     const none = await run(["env", "sync", name, "--host", host, "--json"]);
     expect(JSON.parse(none.stdout)).toMatchObject({ toOther: 0, toLocal: 0, conflicts: [] });
+    // env list --host: the copies there, and when each was last synced from here
+    const copies = JSON.parse((await run(["env", "list", "--host", host, "--json"])).stdout) as Array<{ name: string; lastSync: string | null }>;
+    expect(copies.find((c) => c.name === name)?.lastSync).toMatch(/^\d{4}-\d\d-\d\dT/);
     // used here since: a session there says its copy is older
     expect((await run(["run", "--no-store", "--env", name, tempTree(), "--", "true"])).code).toBe(0);
     const older = await run(["run", "--host", host, "--env", name, tempTree(), "--", "true"]);
