@@ -246,6 +246,10 @@ describe("sessions on the remote", () => {
     const shell = await run(["run", "--host", host, project, "--", "bash", "-c", "echo shell=$HELLO_FROM_SHELL; cat /work/in.txt"]);
     expect(shell.stdout).toContain("shell=yes\nlocal\n");
     expect(shell.code).toBe(0);
+    // `agentenv --host H DIR` with a script piped in: the shell reads it, its exit code comes back
+    const piped = await run(["--host", host, project], { stdin: "echo via-shell=$HELLO_FROM_SHELL\nexit 4\n" });
+    expect(piped.stdout).toContain("via-shell=yes\n");
+    expect(piped.code).toBe(4);
     expect(onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'`).stdout.trim()).toBe("");
   }, 240_000);
 
