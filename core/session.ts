@@ -74,6 +74,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     remote: options.remote || Boolean(remote),
   });
   const remoteEnv = config.host ? remoteLimits(config, options.log) : undefined;
+  if (remote) untrustRemoteProject(config, `${remote.host}:${remote.path}`, options.log);
   const plan = basePlan({
     project,
     mode: options.mode,
@@ -87,7 +88,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
   // the environment's copy on that host: the remote plugin mounts it (plugins/remote)
   if (remoteEnv) plan.labels["agentenv.env"] = remoteEnv;
   const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode, state: {} };
-  const notice = config.trust && trustNotice(config.trust);
+  const notice = config.trust && !remote && trustNotice(config.trust);
   if (notice && options.trustNotice !== false) options.log.warn(notice);
   await callHook(plugins, "session:mount", ctx);
   await callHook(plugins, "session:boot", ctx);
@@ -112,6 +113,21 @@ function remoteLimits(config: ResolvedConfig, log: Log): string | undefined {
     config.store = "none";
   }
   return env;
+}
+
+/**
+ * A project on a remote host (`HOST:PATH`) is not trusted: trust is recorded for a
+ * project's files on this machine, and these are not here. Its sessions get no secrets and
+ * keep nothing in a golden store, as an untrusted project here; a project on this machine,
+ * shared with `--host`, keeps its own trust.
+ */
+function untrustRemoteProject(config: ResolvedConfig, project: string, log: Log): void {
+  config.trust = { project, trusted: false };
+  if (config.store === "golden") {
+    config.store = "ephemeral";
+    config.trust.storeWithheld = true;
+  }
+  log.warn(`${project} is a project on another machine: no secrets, and its store changes are not kept (trust is for projects on this machine: share one with --host to use yours)`);
 }
 
 /** The engine's own failure codes (podman/docker `run`), as opposed to the command's. */
