@@ -296,6 +296,27 @@ describe("sessions on the remote", () => {
     }
   }, 60_000);
 
+  test("a remote without sshfs: a local project is refused in one line naming what to install there, nothing left", async () => {
+    // everything of the remote's PATH but sshfs, on a second sshd of this test
+    const bin = tempTree({}, "agentenv-remote-nosshfs-");
+    chmodSync(bin, 0o755);
+    Bun.spawnSync(["sh", "-c", `for f in /usr/bin/* /usr/sbin/*; do [ "$(basename "$f")" = sshfs ] || ln -sf "$f" ${bin}/; done`]);
+    const server = await remote.extraServer([`SetEnv=PATH=${bin}`]);
+    try {
+      await run(["host", "add", "rt-nosshfs", `ssh://${remoteUser}@127.0.0.1:${server.port}`, "--identity", join(keys, "id"), "--known-hosts", server.knownHosts, "--force"]);
+      const check = await run(["host", "check", "rt-nosshfs"]);
+      expect(check.stdout).toMatch(/⚠ sshfs: no sshfs on rt-nosshfs: .*\n    fix: on rt-nosshfs: sudo apt-get install sshfs/);
+      const result = await run(["run", "--host", "rt-nosshfs", tempTree(), "--", "true"]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/^agentenv: rt-nosshfs has no sshfs, which live-shares a local project into its sessions — on rt-nosshfs: sudo apt-get install sshfs/m);
+      expectNoStackTrace(result.stderr);
+      expect(onRemote("ls -d /tmp/agentenv-share-agentenv-* 2>/dev/null; podman ps -a --filter label=agentenv.host=rt-nosshfs --format '{{.Names}}'").stdout.trim()).toBe("");
+    } finally {
+      await run(["host", "rm", "rt-nosshfs"]);
+      server.stop();
+    }
+  }, 60_000);
+
   test("the local sftp-server serving a shared project is confined to it: nothing else of this machine is reachable over SFTP", () => {
     const project = tempTree({ "in.txt": "inside\n" });
     const outside = tempTree({ "secret.txt": "outside\n" });
