@@ -233,10 +233,11 @@ const show = defineCommand({
 });
 
 const rm = defineCommand({
-  meta: { name: "rm", description: "Remove an environment and everything in its home (export it first to keep a copy)" },
-  args: { ...nameArg, force: { type: "boolean", alias: "f", description: "Remove it even while sessions use it (they are stopped)" }, ...commonArgs },
+  meta: { name: "rm", description: "Remove an environment and everything in its home (export it first to keep a copy); --host H: only its copy on that host" },
+  args: { ...nameArg, force: { type: "boolean", alias: "f", description: "Remove it even while sessions use it (they are stopped)" }, ...commonArgs, ...hostArgs },
   async run({ args }) {
     const name = checkName(args.name);
+    if (args.host) return (await import("./sync.ts")).removeCopy(name, args.host, Boolean(args.force), logFor(args));
     const ctx = await commandContext(args);
     const also = await removeEnv(ctx, name, Boolean(args.force));
     ctx.log.success(`environment ${name} removed${also.length ? `, with ${also.join(" and ")}` : ""}`);

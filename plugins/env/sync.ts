@@ -185,6 +185,23 @@ export async function listCopies(host: string, json: boolean, log: Log): Promise
   return 0;
 }
 
+/**
+ * `env rm NAME --host H`: the environment's copy on host H, and the record of their last
+ * sync (the next session there makes a new copy from this machine's). This machine's home
+ * is not touched. Refused while a session there uses it, unless FORCE (which stops them).
+ */
+export async function removeCopy(name: string, host: string, force: boolean, log: Log): Promise<number> {
+  const remote = createRuntime(undefined, host);
+  const volume = volumeName(name);
+  if (!(await remote.volumeExists(volume))) throw new UserError(`environment ${name} has no copy on ${host}`, `agentenv env list --host ${host} shows the copies there`);
+  const users = (await remote.volumeUsers(volume)).filter((u) => u.running);
+  if (users.length && !force) throw new UserError(`environment ${name} is in use on ${host} (${users.map((u) => u.name).join(", ")})`, "end those sessions first, or pass --force (it stops them)");
+  await remote.volumeRemove(volume);
+  rmSync(baseFile(host, name), { force: true });
+  log.success(`the copy of environment ${name} on ${host} removed (this machine's is as it was)`);
+  return 0;
+}
+
 export const syncCommand = defineCommand({
   meta: { name: "sync", description: "Reconcile an environment's home with its copy on a remote host, three-way: sync NAME --host H" },
   args: {

@@ -170,6 +170,11 @@ describe("the environment's home on the remote", () => {
     const older = await run(["run", "--host", host, "--env", name, tempTree(), "--", "true"]);
     expect(older.code).toBe(0);
     expect(older.stderr).toMatch(new RegExp(`environment ${name} on rt-box is older than this machine's .* agentenv env sync ${name} --host rt-box`));
+    // env rm --host: only the copy there goes
+    expect((await run(["env", "rm", name, "--host", host])).code).toBe(0);
+    expect(onRemote(`podman volume exists ${volume}`).code).not.toBe(0);
+    expect(local("cat /h/notes.txt")).toBe("local-edit\n");
+    expect((await run(["env", "rm", name, "--host", host])).stderr).toMatch(/has no copy on rt-box/);
   }, 240_000);
 });
 
