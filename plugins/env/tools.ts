@@ -5,7 +5,6 @@ import { withFileLock } from "../../core/linux.ts";
 import { containerHome, helperPlan } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
 import { writeAtomic } from "../../core/volumes.ts";
-import { runPromoted, storeHasPath } from "../golden/api.ts";
 import { envLabel, readHomeBytes, stateValue, toolsStorePath, type Home } from "./home.ts";
 import { hostToolsDir } from "./record.ts";
 
@@ -31,6 +30,9 @@ interface ToolsFlake {
   /** as the entrypoint hashes them: sha256 of flake.nix then flake.lock, hex */
   hash: string;
 }
+
+/** The golden store's API, loaded only when a tools step is considered: a trusted session's exit, which keeps the flake's copy, needs none of it (nor its SQLite). */
+const goldenApi = () => import("../golden/api.ts");
 
 const flakeLimit = 1 << 20;
 const lockLimit = 16 << 20;
@@ -95,7 +97,7 @@ export async function keepToolsFlake(ctx: BaseContext, home: Home): Promise<void
 async function installed(ctx: BaseContext, dir: string, flake: ToolsFlake): Promise<boolean> {
   if (stateValue(dir, "tools.hash") !== flake.hash) return false;
   const path = toolsStorePath(dir);
-  return path !== undefined && (await storeHasPath(ctx, path)) !== false;
+  return path !== undefined && (await (await goldenApi()).storeHasPath(ctx, path)) !== false;
 }
 
 /**
@@ -143,7 +145,7 @@ export async function prepareTools(ctx: SessionContext, home: Home): Promise<voi
     plan.extraArgs = [...ctx.config.extraRunArgs];
     if (ctx.plan.userns) plan.userns = ctx.plan.userns;
     try {
-      const code = await runPromoted(ctx, plan);
+      const code = await (await goldenApi()).runPromoted(ctx, plan);
       if (code !== 0) ctx.log.warn(`environment ${home.name}: installing its tools failed (exit ${code}); this session builds them and keeps nothing`);
     } catch (error) {
       ctx.log.warn(`environment ${home.name}: could not install its tools before the session: ${messageOf(error)}`);
