@@ -26,6 +26,13 @@ export interface SessionContext extends BaseContext {
    * inside another (a step of its own) starts with an empty one.
    */
   state: Record<string, unknown>;
+  /**
+   * Each plugin's part of the session's record, under its name (`ctx.saved.golden`): plain
+   * JSON, written to agentenv's state dir once `session:start` is done — so nothing secret,
+   * no handles. A session ended by a later agentenv (`down` of an `up` container) gets it
+   * back here, with an empty `state`: what its `session:exit` needs goes here.
+   */
+  saved: Record<string, unknown>;
 }
 
 export interface VolumeSpec {

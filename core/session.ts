@@ -8,7 +8,7 @@ import { basePlan, resolveProjectDir, shellJoin, type BasePlanOptions, type Plan
 import { callHook, callHookEach, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
 import { findHost, parseRemoteDir } from "./hosts.ts";
-import { registerSession, sweepSessions } from "./leftovers.ts";
+import { recordSession, sweepSessions, type HeldRecord, type RecordedSession } from "./record.ts";
 
 export interface SessionOptions extends ConfigFlags {
   dir: string;
@@ -62,13 +62,15 @@ export function commandContext(args: { runtime?: string; host?: string; verbose?
 
 /** Config → plugins → plan → `session:mount` → `session:boot`. Spawns nothing. */
 export async function prepareSession(options: SessionOptions): Promise<PreparedSession> {
-  // `HOST:PATH`: a directory on that host, which is then the session's (no config is looked for there)
-  const remote = parseRemoteDir(options.dir, (name) => findHost(name) !== undefined);
+  // `HOST:PATH`: a directory on that host, which is then the session's (no config is looked for there);
+  // so are the roots of an `up` container on a host (`up --host`: plugins/wrap)
+  const upThere = options.mode === "up" && options.remote && options.host ? { host: options.host, path: options.dir } : undefined;
+  const remote = upThere ?? parseRemoteDir(options.dir, (name) => findHost(name) !== undefined);
   if (remote && options.host && options.host !== remote.host) throw new UserError(`${options.dir} is on host ${remote.host}, but --host says ${options.host}`, "pass one of them");
   const project = remote ? remote.path : resolveProjectDir(options.dir);
   const { config, plugins, runtime } = await loadContext({
     project: remote ? undefined : project,
-    roots: options.up?.roots,
+    roots: remote ? undefined : options.up?.roots,
     flags: { runtime: options.runtime, host: remote?.host ?? options.host, image: options.image, store: options.store, userns: options.userns, env: options.env, profile: options.profile, strict: options.strict },
     log: options.log,
     remote: options.remote || Boolean(remote),
@@ -87,7 +89,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
   if (remote) plan.labels["agentenv.project"] = `${remote.host}:${remote.path}`;
   // the environment's copy on that host: the remote plugin mounts it (plugins/remote)
   if (remoteEnv) plan.labels["agentenv.env"] = remoteEnv;
-  const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode, state: {} };
+  const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode, state: {}, saved: {} };
   const notice = config.trust && !remote && trustNotice(config.trust);
   if (notice && options.trustNotice !== false) options.log.warn(notice);
   await callHook(plugins, "session:mount", ctx);
@@ -133,12 +135,16 @@ function untrustRemoteProject(config: ResolvedConfig, project: string, log: Log)
 /** The engine's own failure codes (podman/docker `run`), as opposed to the command's. */
 const engineFailureCodes = new Set([125]);
 
-/** `session:start`, plugin by plugin, each added to STARTED before it is called (so its `session:exit` runs even if it throws). */
-async function startPlugins(plugins: readonly LoadedPlugin[], ctx: SessionContext, started: LoadedPlugin[]): Promise<void> {
+/**
+ * `session:start`, plugin by plugin, each added to STARTED before it is called (so its
+ * `session:exit` runs even if it throws); then the session's record gets what they saved.
+ */
+async function startPlugins(plugins: readonly LoadedPlugin[], ctx: SessionContext, started: LoadedPlugin[], record: HeldRecord | undefined): Promise<void> {
   for (const plugin of plugins) {
     started.push(plugin);
     await callHook([plugin], "session:start", ctx);
   }
+  record?.update(ctx);
 }
 
 /** `session:exit` for the plugins that started, every one of them; failures are reported, not thrown. */
@@ -153,15 +159,15 @@ export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<nu
   let engineFailure: string | undefined;
   // what sessions whose agentenv was killed left (a stopped container, a handoff directory) goes first
   await sweepSessions(ctx);
-  const registration = registerSession(ctx);
+  const record = recordSession(ctx);
   try {
-    await startPlugins(plugins, ctx, started);
+    await startPlugins(plugins, ctx, started, record);
     ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
     result.exitCode = await ctx.runtime.run(ctx.plan);
     if (engineFailureCodes.has(result.exitCode)) engineFailure = await ctx.runtime.diagnose(ctx.plan);
   } finally {
     await exitPlugins(started, ctx, result);
-    registration?.release();
+    record?.release();
   }
   if (engineFailure) throw new UserError(engineFailure, undefined, result.exitCode);
   return result.exitCode;
@@ -169,15 +175,18 @@ export async function runPrepared({ ctx, plugins }: PreparedSession): Promise<nu
 
 /**
  * Starts a prepared `detach` session (`agentenv up`) and returns once `ready` resolves;
- * its `session:exit` runs later, in whichever agentenv ends it (`endDetached`). When
- * it does not start or `ready` throws, the container goes and `session:exit` runs now.
+ * its record stays, and its `session:exit` runs later, in whichever agentenv ends it
+ * (`endDetached`). When it does not start or `ready` throws, the container goes and
+ * `session:exit` runs now.
  */
 export async function startDetached({ ctx, plugins }: PreparedSession, ready: () => Promise<void>): Promise<void> {
   let started = false;
   let created = false;
   const startedPlugins: LoadedPlugin[] = [];
+  // without it no later agentenv could end the session: required
+  const record = recordSession(ctx, true)!;
   try {
-    await startPlugins(plugins, ctx, startedPlugins);
+    await startPlugins(plugins, ctx, startedPlugins, record);
     ctx.log.debug(`$ ${ctx.runtime.argv(ctx.plan).map(shellJoin).join("\n$ ")}`);
     const code = await ctx.runtime.run(ctx.plan);
     // a failed run made nothing to remove, or the name is someone else's container
@@ -193,15 +202,21 @@ export async function startDetached({ ctx, plugins }: PreparedSession, ready: ()
     if (!started) {
       if (created) await ctx.runtime.removeContainer(ctx.plan.name).catch(() => {});
       await exitPlugins(startedPlugins, ctx, { exitCode: 1 });
+      record.release();
+    } else {
+      record.keep();
     }
   }
 }
 
 /**
- * Ends a detached session whose container is already gone: `session:exit` with the plan
- * it started with, in a new process (plugins find their state on disk by `plan.name`).
+ * Ends a detached session whose container is already gone: `session:exit` with what its
+ * record says — the plan and config it started with, each plugin's saved part — run by
+ * BASE's plugins (code is not data: today's) in a new process, whose `ctx.state` is empty.
  */
-export async function endDetached(base: BaseContext, plan: Plan, project: string): Promise<void> {
-  const ctx: SessionContext = { ...base, plan, project, mode: "up", state: {} };
+export async function endDetached(base: BaseContext, session: Pick<RecordedSession, "plan" | "project" | "config" | "plugins">): Promise<void> {
+  if (!session.plan) return;
+  const config = session.config ? { ...session.config, layers: base.config.layers } : base.config;
+  const ctx: SessionContext = { ...base, config, plan: session.plan, project: session.project ?? "/", mode: "up", state: {}, saved: session.plugins ?? {} };
   await exitPlugins(base.plugins, ctx, { exitCode: 0 });
 }

@@ -196,7 +196,7 @@ export class OciRuntime implements Runtime {
   async capture(plan: Plan, io: { stdin?: string; stdout?: string } = {}): Promise<EngineResult> {
     const args = this.runArgs({ ...plan, interactive: io.stdin !== undefined, tty: false });
     const remove = this.removeArgs(plan);
-    // removed by a second call: if agentenv dies before it, the next session removes it (../leftovers.ts)
+    // removed by a second call: if agentenv dies before it, the next session removes it (../record.ts)
     const registration = remove ? await tryRegister(this.name, plan.name, this.endpoint) : undefined;
     try {
       const result = io.stdin === undefined && io.stdout === undefined ? await this.call(args) : await streamed(this.engineArgv(args), io);
@@ -391,7 +391,7 @@ export class OciRuntime implements Runtime {
 /** A helper container's registration for the cleanup after a crash; none when the state dir is not writable. */
 async function tryRegister(runtime: string, container: string, endpoint?: string): Promise<{ release(): void } | undefined> {
   try {
-    const { registerContainer } = await import("../leftovers.ts");
+    const { registerContainer } = await import("../record.ts");
     return registerContainer(runtime, container, undefined, endpoint);
   } catch {
     return undefined;

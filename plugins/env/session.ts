@@ -16,6 +16,12 @@ interface SessionState {
   lock?: Registration;
 }
 
+/** The env plugin's part of the session's record (`ctx.saved.env`): which environment's home it mounted. */
+interface SavedEnv {
+  name: string;
+  volume: string;
+}
+
 /** The env plugin's state in a session (`ctx.state.env`). */
 function stateOf(ctx: SessionContext): SessionState | undefined {
   return ctx.state.env as SessionState | undefined;
@@ -189,6 +195,7 @@ export async function startEnv(ctx: SessionContext): Promise<void> {
       state.record = hostRecord(ctx, home);
     }
     state.home = home.dir ? home : await findHome(ctx, name);
+    ctx.saved.env = { name, volume: state.home.volume } satisfies SavedEnv;
     if (!writable) return;
     try {
       const others = hostUsers(ctx, volume, ctx.plan.name).filter((user) => !user.startsWith("export-"));
@@ -208,11 +215,23 @@ export async function startEnv(ctx: SessionContext): Promise<void> {
 
 export async function endEnv(ctx: SessionContext): Promise<void> {
   const state = stateOf(ctx);
-  if (!state?.lock) return;
+  if (!state) return endDetachedEnv(ctx);
+  if (!state.lock) return;
   // what a trusted session leaves in ~/flake.nix is the user's: later untrusted sessions build it
   if (ctx.config.trust?.trusted && state.home.dir) await (await import("./tools.ts")).keepToolsFlake(ctx, state.home);
   crashPoint("session:exit");
   state.lock.release();
+}
+
+/**
+ * The end of a detached session (`down` of an `up` container), whose record names its
+ * environment: a trusted one's ~/flake.nix is the user's, as at a session's exit.
+ */
+async function endDetachedEnv(ctx: SessionContext): Promise<void> {
+  const saved = ctx.saved.env as SavedEnv | undefined;
+  if (!saved || !ctx.config.trust?.trusted) return;
+  const home = await findHome(ctx, saved.name);
+  if (home.dir && home.volume === saved.volume) await (await import("./tools.ts")).keepToolsFlake(ctx, home);
 }
 
 /** `store:roots`: every environment's installed tools survive `agentenv store gc`, mounted or not. */

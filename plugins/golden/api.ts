@@ -29,7 +29,7 @@ export async function storeHasPath(ctx: BaseContext, path: string): Promise<bool
  * whatever the caller's session may keep. Resolves to the container's exit code.
  */
 export async function runPromoted(ctx: SessionContext, plan: Plan): Promise<number> {
-  const step: SessionContext = { ...ctx, config: { ...ctx.config, store: "golden" }, plan, mode: "run", state: {} };
+  const step: SessionContext = { ...ctx, config: { ...ctx.config, store: "golden" }, plan, mode: "run", state: {}, saved: {} };
   const result = { exitCode: 1 };
   await mountStore(step);
   try {
@@ -43,7 +43,7 @@ export async function runPromoted(ctx: SessionContext, plan: Plan): Promise<numb
 
 /** A helper container (PLAN) run as a step of its own with a golden-store clone at /nix (see runPromoted), from a command that is no session. */
 function asStep(ctx: BaseContext, plan: Plan): SessionContext {
-  return { ...ctx, plan, project: "/", mode: "run", state: {} };
+  return { ...ctx, plan, project: "/", mode: "run", state: {}, saved: {} };
 }
 
 /**

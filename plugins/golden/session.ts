@@ -6,7 +6,7 @@ import { formatBytes } from "../../core/log.ts";
 import { helperPlan, shellQuote } from "../../core/plan.ts";
 import type { BaseContext, SessionContext, VolumeSpec } from "../../core/plugins.ts";
 import { crashPoint, ensureVolume, volumeDir, writeAtomic } from "../../core/volumes.ts";
-import { chooseStrategy, isVolumeChoice, layeredStrategy, volumeChoiceWithoutEngine, type CloneStrategy, type StrategyChoice, type VolumeChoice } from "./clone.ts";
+import { chooseStrategy, isVolumeChoice, layeredStrategy, overlayClone, volumeChoiceWithoutEngine, type CloneStrategy, type StrategyChoice, type VolumeChoice } from "./clone.ts";
 import { GoldenStore, markerName, type SessionRecord, type StoreMarker } from "./layout.ts";
 import { droppedWarnings, lastId, openReadOnly } from "./nixdb.ts";
 import { promote, rebuild } from "./promote.ts";
@@ -100,6 +100,18 @@ interface SessionState {
   volume?: boolean;
 }
 
+/**
+ * The golden plugin's part of the session's record (`ctx.saved.golden`): which store its
+ * clone came from and how it was made, so a later agentenv ends it there (`down`) without
+ * locating the store again from config.
+ */
+interface SavedStore {
+  volume: string;
+  /** the layered store's directory (overlay clones) */
+  root?: string;
+  clone: "overlay" | "volume";
+}
+
 /** The golden plugin's state in a session (`ctx.state.golden`). */
 function stateOf(ctx: SessionContext): SessionState | undefined {
   return ctx.state.golden as SessionState | undefined;
@@ -123,6 +135,7 @@ async function startVolume(ctx: SessionContext, state: SessionState, choice: Vol
   if (mount) mountVolumeStore(ctx);
   state.volume = true;
   await startVolumeStore(ctx, choice);
+  ctx.saved.golden = { volume: state.located.volume, clone: "volume" } satisfies SavedStore;
 }
 
 /**
@@ -239,6 +252,7 @@ export async function startStore(ctx: SessionContext): Promise<void> {
     throw new UserError(`could not clone the golden store for this session: ${messageOf(error)}`, "use --store none to run without it");
   }
   state.active = { store, strategy, record, lock };
+  ctx.saved.golden = { volume: state.located.volume, root, clone: "overlay" } satisfies SavedStore;
   crashPoint("store:cloned");
 }
 
@@ -249,7 +263,8 @@ export async function startStore(ctx: SessionContext): Promise<void> {
 export async function endStore(ctx: SessionContext, _result: { exitCode: number }): Promise<void> {
   const state = stateOf(ctx);
   // a detached session ended by a new agentenv (`down`) has no state here: its record says which kind it is
-  if (state?.volume || (!state && ctx.mode === "up" && hasDetachedSession(ctx))) return endVolumeStore(ctx);
+  const saved = ctx.saved.golden as SavedStore | undefined;
+  if (state?.volume || (!state && ctx.mode === "up" && (saved ? saved.clone === "volume" : hasDetachedSession(ctx)))) return endVolumeStore(ctx);
   const active = state?.active ?? (ctx.mode === "up" ? await resumeDetached(ctx) : undefined);
   if (!active) return;
   const { store, strategy, record, lock } = active;
@@ -292,8 +307,9 @@ export async function endStore(ctx: SessionContext, _result: { exitCode: number 
  * or another agentenv is ending it right now.
  */
 async function resumeDetached(ctx: SessionContext): Promise<ActiveSession | undefined> {
-  const { root, choice } = await locateStore(ctx);
-  const strategy = layeredStrategy(choice);
+  const saved = ctx.saved.golden as SavedStore | undefined;
+  // where its record says it cloned from (an older agentenv's record: where config says the store is)
+  const { root, strategy } = saved?.root ? { root: saved.root, strategy: overlayClone } : await locateStore(ctx).then((located) => ({ root: located.root, strategy: layeredStrategy(located.choice) }));
   if (!root || !strategy) return undefined;
   const store = new GoldenStore(root);
   const record = store.session(ctx.plan.name);

@@ -38,7 +38,7 @@ export async function shipTools(ctx: SessionContext, remote: RemoteRuntime, env:
   const work = mkdtempSync(join(tmpdir(), "agentenv-tools-"));
   try {
     const remoteCtx = { config: ctx.config, runtime: remote, log: ctx.log, plugins: ctx.plugins };
-    const localCtx: SessionContext = { ...ctx, config: { ...ctx.config, host: undefined, store: "golden" }, runtime: local, state: {} };
+    const localCtx: SessionContext = { ...ctx, config: { ...ctx.config, host: undefined, store: "golden" }, runtime: local, state: {}, saved: {} };
     // 1. the closure, from this machine's golden store
     const listed = helperPlan({
       image: ctx.config.image,

@@ -5,18 +5,21 @@ import { UserError, messageOf } from "../../core/errors.ts";
 import { handoffPath, handoffTarget } from "../../core/handoff.ts";
 import { isLocked, lockFile } from "../../core/linux.ts";
 import { agentenvDir } from "../../core/paths.ts";
-import { basePlan, type Plan } from "../../core/plan.ts";
+import { basePlan, shellQuote, type Plan } from "../../core/plan.ts";
+import { remoteHandoffDir, type RemoteRuntime } from "../../core/runtime/remote.ts";
+import { remoteScript } from "../../core/runtime/ssh.ts";
 import type { BaseContext } from "../../core/plugins.ts";
+import { readRecord, recordFile } from "../../core/record.ts";
 import { endDetached, loadContext, prepareSession, startDetached } from "../../core/session.ts";
-import { crashPoint, writeAtomic } from "../../core/volumes.ts";
+import { crashPoint } from "../../core/volumes.ts";
 import { isUnder } from "../../core/trust.ts";
 
 /**
  * One long-running container per environment (`agentenv up`): the environment's home,
  * a clone of the golden store, and the roots at their own paths. Processes join it with
  * the engine's `exec`. What the host keeps about it:
- *   - a state file (agentenv's state dir, `up/RUNTIME-NAME.json`): its roots and the plan
- *     it started from, so `down` ends it as it began, in another process;
+ *   - its session's record (core/record.ts): the plan and config it started with and each
+ *     plugin's saved part, so `down` ends it as it began, in another process;
  *   - its handoff directory (tmpfs): secrets.env for agentenv-exec, `up` (written by
  *     agentenv-keepalive once the home is set up, removed when it stops) and `roots/`,
  *     one empty file per root, named by the path with "/" as ":". Wrappers test these
@@ -36,6 +39,7 @@ export interface EnvContainer {
   stateFile: string;
 }
 
+/** What `up`, `exec`, `ps` and `down` read of an environment container's record. */
 export interface UpState {
   name: string;
   runtime: RuntimeName;
@@ -47,12 +51,10 @@ export interface UpState {
   /** the directory whose config it started with */
   project: string;
   plan: Plan;
-  /**
-   * the config it started with, resolved (its layers left out: code is not data): `down`
-   * ends it with these settings — the golden store volume, the environment… — whatever
-   * the config files say by then
-   */
+  /** the config it started with, resolved: `down` ends it with these settings, whatever the config files say by then */
   config?: Omit<ResolvedConfig, "layers">;
+  /** each plugin's saved part (`ctx.saved`) */
+  plugins?: Record<string, unknown>;
 }
 
 /** The environment container's name: `agentenv-up-ENV`, `agentenv-up` with no environment. */
@@ -63,22 +65,43 @@ function upContainerName(env: string | undefined): string {
 /** ENV "" or undefined: the container with no environment. */
 export function envContainer(ctx: BaseContext, env: string | undefined): EnvContainer {
   const name = upContainerName(env || undefined);
-  const stateFile = join(agentenvDir("state"), "up", `${ctx.runtime.name}-${name}.json`);
+  const stateFile = recordFile(ctx.runtime.name, name, ctx.runtime.endpoint);
   // where it started is where it is: the handoff path depends on XDG_RUNTIME_DIR, which may differ now
-  const started = readState(stateFile)?.plan.mounts.find((m) => m.target === handoffTarget)?.source;
+  const started = readState(stateFile, ctx.runtime.name, name)?.plan.mounts.find((m) => m.target === handoffTarget)?.source;
   return { name, env: env || undefined, runtime: ctx.runtime.name, hostLocks: ctx.runtime.sharesHostKernel, handoff: started ?? handoffPath(name), stateFile };
 }
 
-function readState(file: string): UpState | undefined {
+/** The up container's state from its session record (or from an older agentenv's `up/` state file). */
+function readState(file: string, runtime: string, name: string): UpState | undefined {
+  const record = readRecord(file);
+  if (!record) return legacyState(runtime, name);
+  const plan = record?.plan;
+  if (record?.mode !== "up" || !plan) return undefined;
+  return {
+    name: record.container,
+    runtime: record.runtime as RuntimeName,
+    env: plan.labels["agentenv.env"],
+    roots: rootsLabel(plan.labels),
+    store: plan.labels["agentenv.store"] ?? record.config?.store ?? "none",
+    started: plan.labels["agentenv.started"] ?? record.started ?? "",
+    project: record.project ?? "/",
+    plan,
+    config: record.config,
+    plugins: record.plugins,
+  };
+}
+
+/** A container started by agentenv before sessions were records kept its state in `up/`. */
+function legacyState(runtime: string, name: string): UpState | undefined {
   try {
-    return JSON.parse(readFileSync(file, "utf8")) as UpState;
+    return JSON.parse(readFileSync(join(agentenvDir("state"), "up", `${runtime}-${name}.json`), "utf8")) as UpState;
   } catch {
     return undefined;
   }
 }
 
 export function readUpState(c: EnvContainer): UpState | undefined {
-  return readState(c.stateFile);
+  return readState(c.stateFile, c.runtime, c.name);
 }
 
 /** The marker file of ROOT in a handoff directory. */
@@ -89,6 +112,12 @@ export function rootMarker(handoff: string, root: string): string {
 /** agentenv-keepalive writes the ready file once the home is set up, and removes it when stopped. */
 function isReady(c: EnvContainer): boolean {
   return existsSync(join(c.handoff, "up"));
+}
+
+/** On a remote host: whether the ready file is in the container's handoff directory there (one call over the shared connection). */
+function readyThere(runtime: RemoteRuntime, name: string): () => Promise<boolean> {
+  const file = shellQuote(`${remoteHandoffDir(name)}/up`);
+  return async () => (await remoteScript(runtime.host, `test -e ${file}`)).code === 0;
 }
 
 /** It also holds a lock on the ready file for as long as the container lives (seen only with host locks). */
@@ -207,12 +236,11 @@ async function startContainer(ctx: BaseContext, c: EnvContainer, options: UpOpti
     started: new Date().toISOString(),
     project,
     plan,
-    config: withoutLayers(prepared.ctx.config),
   };
   plan.labels["agentenv.started"] = state.started;
   ctx.log.start(`starting ${c.name} (environment ${c.env ?? "none"}; roots ${options.roots.join(", ")})…`);
+  // the session's record (core/record.ts) is what `down` ends it by
   await startDetached(prepared, () => waitReady(ctx, c, options.quiet));
-  writeAtomic(c.stateFile, `${JSON.stringify(state, null, 2)}\n`);
   return state;
 }
 
@@ -232,16 +260,18 @@ async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Pr
     let ended = false;
     void logs.exited.then(() => (ended = true));
     // the ready file is written fresh by this container: the start removed any old one
-    const ready = () => (c.hostLocks ? isAlive(c) : isReady(c));
-    for (let round = 0; !ready(); round++) {
+    // (on a remote host it is there, in the handoff directory on its tmpfs: asked over the shared connection)
+    const there = ctx.config.host ? readyThere(ctx.runtime as RemoteRuntime, c.name) : undefined;
+    const ready = async () => (there ? there() : c.hostLocks ? isAlive(c) : isReady(c));
+    for (let round = 0; !(await ready()); round++) {
       if (interrupted) throw new UserError(`interrupted while ${c.name} was starting: it was removed`, undefined, 130);
       // the log stream ends with the container, or at once with a log driver that keeps none;
       // Apple container's `logs --follow` may outlive it, so there it is asked every second
-      if ((ended || !c.hostLocks) && round % 40 === 0 && (await ctx.runtime.containerStatus(c.name)) !== "running" && !ready()) {
+      if ((ended || !c.hostLocks) && round % (there ? 5 : 40) === 0 && (await ctx.runtime.containerStatus(c.name)) !== "running" && !(await ready())) {
         const exitCode = (await ctx.runtime.inspectContainer(c.name).catch(() => undefined))?.exitCode;
         throw new UserError(`${c.name} stopped while setting up the environment (exit ${exitCode ?? "?"})`, "see its output above; fix the setup, or run without --strict");
       }
-      await Bun.sleep(25);
+      await Bun.sleep(there ? 200 : 25);
     }
   } finally {
     process.off("SIGINT", onSignal);
@@ -262,22 +292,19 @@ export async function endContainer(ctx: BaseContext, c: EnvContainer): Promise<v
   crashPoint("down:removed");
   if (state) {
     // the config it started with decides what its end does (a golden store promotes)
-    const current = await loadContext({ project: state.project, flags: { runtime: state.runtime, store: state.store, env: state.env ?? "" }, log: ctx.log }).catch((error) => {
+    // on a remote host (its roots there: no config of this machine's is theirs), with that host's engine
+    const host = state.config?.host;
+    const current = await loadContext({ project: host ? undefined : state.project, flags: { runtime: state.runtime, store: state.store, env: state.env ?? "", host }, log: ctx.log, remote: Boolean(host) }).catch((error) => {
       ctx.log.warn(`the config of ${state.project} does not load any more (${messageOf(error)}): ending ${c.name} with the current one`);
       return ctx;
     });
-    // today's plugins run its end, with the settings it started with (older state files lack them)
-    const base = state.config ? { ...current, config: { ...state.config, layers: current.config.layers } } : current;
-    await endDetached(base, state.plan, state.project);
+    // today's plugins end it as its record says (older state files lack the config and the plugins' parts)
+    await endDetached(current, state);
     crashPoint("down:ended");
   }
   rmSync(c.handoff, { recursive: true, force: true });
   rmSync(c.stateFile, { force: true });
-}
-
-function withoutLayers(config: ResolvedConfig): Omit<ResolvedConfig, "layers"> {
-  const { layers: _layers, ...rest } = config;
-  return rest;
+  rmSync(join(agentenvDir("state"), "up", `${c.runtime}-${c.name}.json`), { force: true });
 }
 
 export function writeRootMarkers(handoff: string, roots: readonly string[]): void {

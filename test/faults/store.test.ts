@@ -185,7 +185,7 @@ describe("kill -9 in the golden store", () => {
       expect({ i, code: built.code, stderr: built.stderr }).toMatchObject({ i, code: 0 });
       return readFileSync(join(roots, "out"), "utf8").trim();
     };
-    const stateFile = join(stateDir(), "up", `podman-${container}.json`);
+    const stateFile = join(stateDir(), "running", `podman-${container}.json`);
     await upAndBuild("steps");
     const handoffDir = (JSON.parse(readFileSync(stateFile, "utf8")) as { plan: { mounts: Array<{ source: string; target: string }> } }).plan.mounts.find((m) => m.target === "/run/agentenv/handoff")!.source;
     const { result, steps } = await stepsOf(["down", "--env", name], { env, cwd: roots });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "pathe";
-import { agentenv, repoRoot, sh, tempTree, testStoreVolume } from "../helpers/cli.ts";
+import { agentenv, isolatedHome, repoRoot, sh, tempTree, testStoreVolume } from "../helpers/cli.ts";
 import { derivationExpr, devShellFlake, expectNoStackTrace, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /**
@@ -12,6 +12,9 @@ import { derivationExpr, devShellFlake, expectNoStackTrace, removeStoreVolume, r
 const fixture = join(repoRoot, "test", "fixtures", "env");
 const env = `t${process.pid}-up`;
 const container = `agentenv-up-${env}`;
+const stateDir = join(isolatedHome, ".local", "state", "agentenv");
+/** The container's session record (core/record.ts). */
+const recordFile = join(stateDir, "running", `podman-${container}.json`);
 
 const git = (dir: string, ...args: string[]) => sh(["git", "-C", dir, "-c", "user.name=t", "-c", "user.email=t@t", ...args]);
 
@@ -67,6 +70,24 @@ describe("up / exec / down / ps", () => {
     }
   });
 
+  test("down ends the session its record describes: a trusted container's ~/flake.nix edits are kept as the environment's tools", async () => {
+    const dir = project();
+    const toolsCopy = join(stateDir, "envs", `podman-${env}.tools`, "flake.nix");
+    try {
+      expect((await agentenv(["up", "--env", env, "--roots", dir])).code).toBe(0);
+      const marker = `# edited in ${container} ${crypto.randomUUID()}`;
+      const edit = await agentenv(["exec", "--env", env, "--", "sh", "-c", `echo '${marker}' >> ~/flake.nix`], { cwd: dir });
+      expect(edit.code).toBe(0);
+      expect(existsSync(toolsCopy) ? readFileSync(toolsCopy, "utf8") : "").not.toContain(marker);
+      // the project's config now says nothing; the record says whose session it was
+      expect((await agentenv(["down", "--env", env], { cwd: dir })).code).toBe(0);
+      expect(readFileSync(toolsCopy, "utf8")).toContain(marker);
+    } finally {
+      await agentenv(["down", "--env", env]);
+      await agentenv(["env", "reset", env]);
+    }
+  });
+
   test("a command that exits 255 while its container stops is run once, never again", async () => {
     const dir = project();
     // a wrapper around the real podman (named as such): right after an exec that ended with
@@ -99,6 +120,15 @@ describe("up / exec / down / ps", () => {
       expect(mounts.find((m) => m.Destination === dir)?.Source).toBe(dir);
       // the secret is not in the container's configuration
       expect(sh(["podman", "inspect", container]).stdout).not.toContain("s3cret-value");
+      // the session is one record: the final plan, the config it resolved, each plugin's saved part — and no secret
+      const recordText = readFileSync(recordFile, "utf8");
+      expect(recordText).not.toContain("s3cret-value");
+      const record = JSON.parse(recordText) as { mode: string; project: string; plan: { name: string; labels: Record<string, string> }; config: { store: string }; plugins: Record<string, Record<string, unknown>> };
+      expect(record).toMatchObject({ mode: "up", project: dir, plan: { name: container, labels: { "agentenv.roots": JSON.stringify([dir]), "agentenv.env": env } }, config: { store: "golden" } });
+      expect(record.plugins.env).toEqual({ name: env, volume: `agentenv-env-${env}` });
+      expect(record.plugins.golden).toMatchObject({ volume: testStoreVolume, clone: "overlay" });
+      expect(statSync(recordFile).mode & 0o077).toBe(0);
+      expect(existsSync(join(stateDir, "up", `podman-${container}.json`))).toBe(false);
 
       const ps = JSON.parse((await agentenv(["ps", "--json"])).stdout) as Array<Record<string, unknown>>;
       expect(ps.find((row) => row.name === container)).toMatchObject({ env, status: "running", roots: [dir] });
@@ -121,6 +151,7 @@ describe("up / exec / down / ps", () => {
       expect(stopped.stderr).toContain("promoted 1 new store path");
       expect(stopped.code).toBe(0);
       expect(containerExists()).toBe(false);
+      expect(existsSync(recordFile)).toBe(false);
       expect(JSON.parse((await agentenv(["ps", "--json"])).stdout).some((row: { name: string }) => row.name === container)).toBe(false);
       // the path outlived the container: a new session of the golden store has it
       const check = await agentenv(["run", dir, "--no-env", "--", "nix-store", "--check-validity", path]);

@@ -15,7 +15,7 @@ async function context(plugins: Plugin[]): Promise<SessionContext> {
   const project = tempTree();
   const config = await loadConfig({ project, env: { HOME: project } });
   const plan = basePlan({ project, mode: "run", command: [], config, stdinIsTTY: true });
-  return { config, plan, runtime, log: createLog({ quiet: true }), plugins: await loadPlugins(config, plugins), project, mode: "run", state: {} };
+  return { config, plan, runtime, log: createLog({ quiet: true }), plugins: await loadPlugins(config, plugins), project, mode: "run", state: {}, saved: {} };
 }
 
 beforeAll(() => requireImage());

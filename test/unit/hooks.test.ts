@@ -18,6 +18,7 @@ async function contextFor(project: string) {
     project,
     mode: "run",
     state: {},
+    saved: {},
   };
   return { config, ctx };
 }
