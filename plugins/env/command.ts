@@ -181,10 +181,20 @@ function overlayCount(ctx: BaseContext, name: string): number | undefined {
 }
 
 const show = defineCommand({
-  meta: { name: "show", description: "Show one environment: source, dates, size, shell, tools, sessions using it" },
-  args: { ...nameArg, ...jsonArg, ...commonArgs },
+  meta: { name: "show", description: "Show one environment: source, dates, size, shell, tools, sessions using it (--host H: its copy on that host and their last sync)" },
+  args: {
+    ...nameArg,
+    ...jsonArg,
+    ...commonArgs,
+    host: { type: "string", valueHint: "name", description: "Show its copy on this remote host (agentenv host list) instead: when it was made there, its last sync with this machine's, sessions there" },
+  },
   async run({ args }) {
     const name = checkName(args.name);
+    if (args.host) {
+      // this machine's engine too: whether its home was used since the last sync
+      const here = await commandContext({ runtime: args.runtime, verbose: args.verbose, quiet: args.quiet });
+      return (await import("./sync.ts")).showCopy(name, args.host, Boolean(args.json), here.runtime, here.log);
+    }
     const ctx = await commandContext(args);
     const home = await requireHome(ctx, name);
     const record = await recordOf(ctx, home);

@@ -5,14 +5,16 @@ import { commandContext } from "../../core/session.ts";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
+import { envNamePattern } from "../../core/config.ts";
 import { UserError } from "../../core/errors.ts";
 import type { Log } from "../../core/log.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { helperPlan, shellQuote } from "../../core/plan.ts";
+import type { RemoteRuntime } from "../../core/runtime/remote.ts";
 import type { Runtime } from "../../core/runtime/types.ts";
 import { writeAtomic } from "../../core/volumes.ts";
 import { checkArchive } from "./archive.ts";
-import { checkName, envLabel, envNameOf, volumeName } from "./home.ts";
+import { checkName, envLabel, envNameOf, lastUsed, volumeName } from "./home.ts";
 import { manifestOf, mergeManifests, neededFrom, type Change, type Manifest, type MergePlan } from "./merge.ts";
 
 /**
@@ -176,12 +178,100 @@ export async function listCopies(host: string, json: boolean, log: Log): Promise
   const volumes = await remote.volumeList(envLabel);
   const rows = volumes
     .map((v) => v.name)
-    .filter((volume) => envNameOf(volume) !== volume)
+    // a name the remote made up (a path, escapes) is no environment of ours
+    .filter((volume) => envNameOf(volume) !== volume && envNamePattern.test(envNameOf(volume)))
     .sort()
     .map((volume) => ({ name: envNameOf(volume), volume, lastSync: lastSync(host, envNameOf(volume)) ?? null }));
   if (json) console.log(JSON.stringify(rows, null, 2));
   else if (!rows.length) log.info(`no environment has a copy on ${host} yet (the first --env session there, or env sync, makes one)`);
   else for (const row of rows) console.log(`${row.name}\t${row.lastSync ? `synced ${row.lastSync}` : "never synced from here"}`);
+  return 0;
+}
+
+/** Text the remote answered, as one printable line: a hostile engine there could send terminal escapes. */
+function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?");
+}
+
+/** The record of NAME's last sync with HOST: when, and how many files both sides had then. */
+export function syncRecord(host: string, name: string): { at: string; files: number } | undefined {
+  try {
+    const data = JSON.parse(readFileSync(baseFile(host, name), "utf8")) as { synced?: unknown; manifest?: unknown };
+    if (typeof data.synced !== "string" || Number.isNaN(Date.parse(data.synced))) return undefined;
+    const files = data.manifest && typeof data.manifest === "object" ? Object.keys(data.manifest).length : 0;
+    return { at: data.synced, files };
+  } catch {
+    return undefined;
+  }
+}
+
+export interface CopyInfo {
+  name: string;
+  host: string;
+  volume: string;
+  /** when the engine there made the volume (as it says: the remote's clock) */
+  created?: string;
+  /** the record of their last sync, kept on this machine; null: never synced from here */
+  lastSync: { at: string; files: number } | null;
+  /** this machine's home: whether it exists, and whether it was used since the last sync */
+  here: { exists: boolean; usedSinceSync?: boolean };
+  /** containers there using the copy now */
+  sessions: string[];
+}
+
+/**
+ * `env show NAME --host H`: the environment's copy on host H — its volume there, when it
+ * was made, the record of their last sync (kept here), whether this machine's home was used
+ * since, and the containers there using it. What the remote answers is shown, never
+ * trusted: dates must parse, names must be names.
+ */
+export async function showCopy(name: string, host: string, json: boolean, local: Runtime, log: Log): Promise<number> {
+  const remote = createRuntime(undefined, host) as RemoteRuntime;
+  remote.log = log;
+  const volume = volumeName(name);
+  const inspect = await remote.callChecked(["volume", "inspect", "--format", '{{.CreatedAt.UTC.Format "2006-01-02T15:04:05Z07:00"}}', volume]);
+  if (inspect.code !== 0) {
+    if (!/no such volume|no volume with name/i.test(inspect.stderr)) throw new UserError(`podman on ${host} could not inspect volume ${volume}: ${printable(inspect.stderr.trim().split("\n").pop() ?? `exit ${inspect.code}`)}`, `agentenv host check ${host}`);
+    throw new UserError(`environment ${name} has no copy on ${host}`, `agentenv env list --host ${host} shows the copies there (the first --env ${name} session there, or env sync ${name} --host ${host}, makes one)`);
+  }
+  const stamp = inspect.stdout.trim();
+  const created = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/.test(stamp) && !Number.isNaN(Date.parse(stamp)) ? stamp : undefined;
+  const sessions = (await remote.volumeUsers(volume)).filter((u) => u.running).map((u) => (/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(u.name) ? u.name : printable(u.name)));
+  const record = syncRecord(host, name) ?? null;
+  const dir = await local.volumeMountpoint(volume).catch(() => undefined);
+  const exists = dir !== undefined || (await local.volumeExists(volume).catch(() => false));
+  const used = dir ? lastUsed(dir) : undefined;
+  const info: CopyInfo = {
+    name,
+    host,
+    volume,
+    created,
+    lastSync: record,
+    here: { exists, ...(exists && record ? { usedSinceSync: used !== undefined && used > record.at } : {}) },
+    sessions,
+  };
+  if (json) {
+    console.log(JSON.stringify(info, null, 2));
+    return 0;
+  }
+  const synced = record ? `${record.at} (${record.files} file${record.files === 1 ? "" : "s"} on both sides then; the record is on this machine)` : `never synced from here — agentenv env sync ${name} --host ${host}`;
+  const here = !exists
+    ? `no environment ${name} on this machine (env sync needs one)`
+    : info.here.usedSinceSync
+      ? `used since the last sync: ${host}'s copy is older — agentenv env sync ${name} --host ${host}`
+      : record
+        ? "not used since the last sync"
+        : "has never been synced with this copy";
+  const rows: Array<[string, string]> = [
+    ["name", name],
+    ["host", host],
+    ["volume", `${volume} (on ${host})`],
+    ["created", created ?? "?"],
+    ["synced", synced],
+    ["here", here],
+    ["sessions", sessions.length ? sessions.join(", ") : `none running on ${host}`],
+  ];
+  for (const [key, value] of rows) console.log(`${key.padEnd(9)} ${value}`);
   return 0;
 }
 

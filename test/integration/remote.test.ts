@@ -175,9 +175,20 @@ describeRemote("the environment's home on the remote", () => {
     expect(JSON.parse(none.stdout)).toMatchObject({ toOther: 0, toLocal: 0, conflicts: [] });
     // env list --host: the copies there, and when each was last synced from here
     const copies = JSON.parse((await run(["env", "list", "--host", host, "--json"])).stdout) as Array<{ name: string; lastSync: string | null }>;
-    expect(copies.find((c) => c.name === name)?.lastSync).toMatch(/^\d{4}-\d\d-\d\dT/);
-    // used here since: a session there says its copy is older
+    const synced = copies.find((c) => c.name === name)?.lastSync;
+    expect(synced).toMatch(/^\d{4}-\d\d-\d\dT/);
+    // env show --host: that copy, and the record of their last sync (the files both had then: notes.txt, its conflict copy, from-remote.txt and agentenv's own state)
+    const shown = await run(["env", "show", name, "--host", host, "--json"]);
+    expect(shown.code).toBe(0);
+    const copy = JSON.parse(shown.stdout);
+    expect(copy).toMatchObject({ name, host, volume, lastSync: { at: synced }, here: { exists: true, usedSinceSync: false }, sessions: [] });
+    expect(copy.lastSync.files).toBe(Number(remote("find /h -type f -o -type l | wc -l").trim()));
+    expect(Date.parse(copy.created)).toBeGreaterThan(Date.now() - 600_000);
+    // used here since: a session there says its copy is older, and env show --host says so too
     expect((await run(["run", "--no-store", "--env", name, tempTree(), "--", "true"])).code).toBe(0);
+    const showOlder = await run(["env", "show", name, "--host", host]);
+    expect(showOlder.stdout).toMatch(new RegExp(`^synced +${synced} \\(\\d+ files on both sides then`, "m"));
+    expect(showOlder.stdout).toMatch(new RegExp(`^here +used since the last sync: rt-box's copy is older — agentenv env sync ${name} --host rt-box$`, "m"));
     const older = await run(["run", "--host", host, "--env", name, tempTree(), "--", "true"]);
     expect(older.code).toBe(0);
     expect(older.stderr).toMatch(new RegExp(`environment ${name} on rt-box is older than this machine's .* agentenv env sync ${name} --host rt-box`));
@@ -186,6 +197,14 @@ describeRemote("the environment's home on the remote", () => {
     expect(onRemote(`podman volume exists ${volume}`).code).not.toBe(0);
     expect(local("cat /h/notes.txt")).toBe("local-edit\n");
     expect((await run(["env", "rm", name, "--host", host])).stderr).toMatch(/has no copy on rt-box/);
+    // env show --host: no copy there, an unknown host — one line each, exit 1
+    const gone = await run(["env", "show", name, "--host", host]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(new RegExp(`^agentenv: environment ${name} has no copy on rt-box — agentenv env list --host rt-box shows the copies there`, "m"));
+    const nohost = await run(["env", "show", name, "--host", "rt-nope"]);
+    expect(nohost.code).toBe(1);
+    expect(nohost.stderr).toMatch(/^agentenv: no host named rt-nope — add it: agentenv host add rt-nope/m);
+    for (const out of [gone, nohost]) expectNoStackTrace(out.stderr);
   }, 240_000);
 });
 
