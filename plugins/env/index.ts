@@ -21,6 +21,8 @@ export default definePlugin({
       if (ctx.config.env.name) await (await session()).endEnv(ctx);
     },
     async "store:roots"(ctx, roots) {
+      // a remote or VM engine's homes are not directories here: their profiles are read there
+      if (!ctx.runtime.sharesHostKernel) return (await import("./roots.ts")).engineRoots(ctx, roots);
       await (await session()).envRoots(ctx, roots);
     },
   },

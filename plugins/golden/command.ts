@@ -11,7 +11,7 @@ import { liveClosure, rebuild, storeStats } from "./promote.ts";
 import { formatBytes } from "../../core/log.ts";
 import { isVolumeChoice, layeredStrategy, type VolumeChoice } from "./clone.ts";
 import { deadSessions, locateStore } from "./session.ts";
-import { resetVolumeStore, volumeStatus as readVolumeStatus } from "./volume.ts";
+import { gcVolumeStore, resetVolumeStore, volumeStatus as readVolumeStatus } from "./volume.ts";
 
 const storeArgs = {
   ...runtimeArgs,
@@ -182,15 +182,22 @@ const gc = defineCommand({
     "dry-run": { type: "boolean", description: "Only list what would be deleted" },
     json: { type: "boolean", description: "Print the result as JSON" },
     ...storeArgs,
+    host: { type: "string", valueHint: "name", description: "Collect the golden store of this remote host (agentenv host list) instead: an engine volume there, collected in a helper container there" },
   },
   async run({ args }) {
     const ctx = await commandContext(args);
     const located = await locateStore(ctx);
     if (isVolumeChoice(located.choice)) {
-      throw new UserError(
-        `store gc is not supported yet for a golden store kept as an engine volume (${ctx.runtime.name}; ${located.choice.reason})`,
-        "agentenv store reset --yes starts it over from the image",
-      );
+      // an engine volume (a remote host's, a VM's): Nix collects it in a helper container there, with the roots plugins name
+      const roots = new Set<string>();
+      await callHook(ctx.plugins, "store:roots", ctx, roots);
+      const named = new Set([...roots].map((r) => storePathOf(r)).filter((r): r is string => r !== undefined));
+      if (!args["dry-run"]) ctx.log.start(`collecting the golden store ${located.volume}${args.host ? ` on ${args.host}` : ""}…`);
+      const report = await gcVolumeStore(ctx, named, Boolean(args["dry-run"]));
+      if (args.json) console.log(JSON.stringify(report, null, 2));
+      else if (report.wouldDelete !== undefined) console.log(report.wouldDelete === 0 ? `nothing to collect (${report.live} live paths)` : `would delete ${report.wouldDelete} of ${report.live + report.wouldDelete} paths (${report.live} live)`);
+      else console.log(`deleted ${report.deleted} store paths, ${formatBytes(report.freedBytes)} freed; ${report.live} live paths kept`);
+      return 0;
     }
     const store = await requireStore(ctx);
     const roots = ownRoots(store);
@@ -229,17 +236,19 @@ const reset = defineCommand({
   args: {
     yes: { type: "boolean", alias: "y", description: "Do not ask for confirmation" },
     ...storeArgs,
+    host: { type: "string", valueHint: "name", description: "Reset the golden store of this remote host (agentenv host list) instead, seeded there from the image there" },
   },
   async run({ args }) {
     const ctx = await commandContext(args);
     const located = await locateStore(ctx);
     if (isVolumeChoice(located.choice)) {
-      if (!args.yes && !confirmReset(`Delete the golden store ${located.volume} and seed it again from ${ctx.config.image}?`)) {
+      const where = args.host ? ` on ${args.host}` : "";
+      if (!args.yes && !confirmReset(`Delete the golden store ${located.volume}${where} and seed it again from ${ctx.config.image}?`)) {
         console.log("cancelled");
         return 1;
       }
       await resetVolumeStore(ctx, located.choice);
-      ctx.log.success(`golden store ${located.volume} seeded from ${ctx.config.image}`);
+      ctx.log.success(`golden store ${located.volume}${where} seeded from ${ctx.config.image}`);
       return 0;
     }
     // a store without its marker (a reset killed midway, a seed that died) is still checked

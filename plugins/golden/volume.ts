@@ -758,6 +758,78 @@ export async function volumeStatus(ctx: BaseContext, choice: VolumeChoice): Prom
   };
 }
 
+export interface VolumeGcReport {
+  /** distinct store paths Nix counted as roots (the store's own, and those passed in) */
+  roots: number;
+  live: number;
+  deleted: number;
+  /** with dryRun: what would go */
+  wouldDelete?: number;
+  freedBytes: number;
+}
+
+/**
+ * `store gc` for this layout, in a helper container with the golden volume at /nix: ROOTS
+ * (what plugins name, e.g. environments' profiles; only `/nix/store/<name>` paths) become
+ * symlinks in a gcroots directory of the helper's own, removed when it ends, beside the
+ * store's own roots (/nix/var/nix/gcroots, profiles); then `nix-store --gc` (`--print-dead`
+ * with DRY_RUN). Under the exclusive lock: no session clones or promotes meanwhile; running
+ * sessions have volumes of their own and are unaffected. The helper's answer is checked
+ * (numbers only), whoever's engine it ran on.
+ */
+export async function gcVolumeStore(ctx: BaseContext, roots: ReadonlySet<string>, dryRun: boolean): Promise<VolumeGcReport> {
+  const golden = new GoldenVolume(engineKey(ctx.runtime), ctx.config.storeVolume);
+  const where = ctx.config.host ? ` on ${ctx.config.host}` : "";
+  const notSeeded = () =>
+    new UserError(
+      `the golden store (volume ${golden.volume})${where} does not exist yet`,
+      `the first session with --store golden seeds it: agentenv run${ctx.config.host ? ` --host ${ctx.config.host}` : ""} --store golden . -- true`,
+    );
+  if (!golden.record()) throw notSeeded();
+  const script = [
+    "set -e",
+    `if [ ! -e /nix/${seedMarker} ]; then [ -z "$(ls -A /nix)" ] && exit ${EMPTY}; exit ${UNSEEDED}; fi`,
+    'export NIX_CONFIG="extra-experimental-features = nix-command" LC_ALL=C',
+    "extra=/nix/var/nix/gcroots/agentenv-gc-$(hostname)-$$",
+    'rm -rf "$extra"; mkdir -p "$extra"',
+    "trap 'rm -rf \"$extra\"' EXIT",
+    "n=0",
+    'while read -r path; do case $path in /nix/store/?*) ln -s "$path" "$extra/$n"; n=$((n + 1)) ;; esac; done',
+    "before=$(nix path-info --all | wc -l)",
+    "bytes=$(du -sb /nix/store | cut -f1)",
+    "roots=$(nix-store --gc --print-roots | sed 's/^.* -> //' | grep '^/nix/store/' | sort -u | wc -l)",
+    "dead=$(nix-store --gc --print-dead | grep -c '^/nix/store/' || true)",
+    `if [ ${dryRun ? 1 : 0} = 1 ] || [ "$dead" = 0 ]; then echo "gc $roots $before $dead - -"; exit 0; fi`,
+    "nix-store --gc >/dev/null",
+    'echo "gc $roots $before $(nix path-info --all | wc -l) $bytes $(du -sb /nix/store | cut -f1)"',
+  ].join("\n");
+  const list = mkdtempSync(join(tmpdir(), "agentenv-gc-"));
+  try {
+    const rootsFile = join(list, "roots");
+    writeFileSync(rootsFile, [...roots].filter((r) => /^\/nix\/store\/[^/\s]+$/.test(r)).map((r) => `${r}\n`).join(""));
+    return await golden.withLock("exclusive", async () => {
+      const plan = helperPlan({ image: ctx.config.image, purpose: "gc-store", mounts: [{ type: "volume", source: golden.volume, target: "/nix" }], script });
+      const result = await ctx.runtime.capture(plan, { stdin: rootsFile });
+      if (result.code === EMPTY || result.code === UNSEEDED) {
+        golden.forget();
+        throw notSeeded();
+      }
+      if (result.code !== 0) throw new UserError(`store gc${where} failed: ${lastLines(result.stderr) || `exit ${result.code}`}`);
+      const answer = /^gc (\d+) (\d+) (\d+) (\d+|-) (\d+|-)$/m.exec(result.stdout);
+      if (!answer) throw new UserError(`store gc${where}: the helper container gave no result it could read`);
+      const [rootCount, before, third, bytesBefore, bytesAfter] = answer.slice(1).map((n) => (n === "-" ? undefined : Number(n)));
+      if (bytesBefore === undefined || bytesAfter === undefined) {
+        // a dry run, or nothing to collect: THIRD is the number of dead paths
+        const dead = Math.min(third!, before!);
+        return { roots: rootCount!, live: before! - dead, deleted: 0, wouldDelete: dead, freedBytes: 0 };
+      }
+      return { roots: rootCount!, live: third!, deleted: Math.max(0, before! - third!), freedBytes: Math.max(0, bytesBefore - bytesAfter) };
+    });
+  } finally {
+    rmSync(list, { recursive: true, force: true });
+  }
+}
+
 /**
  * `store reset` for this layout: refuses while sessions use the store; otherwise removes
  * dead sessions' volumes, the golden volume and the records, and seeds it again.
@@ -769,6 +841,13 @@ export async function resetVolumeStore(ctx: BaseContext, choice: VolumeChoice): 
     if (running.length) {
       for (const { lock } of dead) lock.release();
       throw new UserError(`the golden store is in use by ${running.length} session(s): ${running.map((e) => e.record.container).join(", ")}`, "end them first");
+    }
+    // a container the engine runs with it now (another machine's agentenv cloning it, say) would be killed by its removal
+    const users = (await ctx.runtime.volumeUsers(golden.volume).catch(() => [])).filter((u) => u.running);
+    if (users.length) {
+      for (const { lock } of dead) lock.release();
+      const where = ctx.config.host ? ` on ${ctx.config.host}` : "";
+      throw new UserError(`the golden store${where} is in use by ${users.length} container(s): ${users.map((u) => u.name.replace(/[^\w.-]/g, "?")).join(", ")}`, "end them first");
     }
     await removeDead(ctx, dead);
     golden.forget();

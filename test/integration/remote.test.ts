@@ -250,6 +250,27 @@ describeRemote("the remote's own golden store (--store golden)", () => {
       const again = await agentenv(["run", "--host", host, "--store", "golden", "--env", name, tempTree(), "--", "hello-env"], { env: storeEnv() });
       expect(again.stdout).toBe("hello-env v1\n");
       expect(again.stderr).not.toContain("shipping");
+      // store gc --host: that host's store, collected there; the path built there is no root's, the tools are (its copy of the home's profile)
+      const valid = async (p: string) => (await agentenv(["run", "--host", host, "--store", "ephemeral", tempTree(), "--", "sh", "-c", `nix-store --check-validity ${p} 2>/dev/null && echo valid || echo gone`], { env: storeEnv() })).stdout.trim();
+      const dry = await agentenv(["store", "gc", "--host", host, "--dry-run", "--json"], { env: storeEnv() });
+      expect(dry.code).toBe(0);
+      expect(JSON.parse(dry.stdout)).toMatchObject({ deleted: 0, freedBytes: 0 });
+      expect(JSON.parse(dry.stdout).wouldDelete).toBeGreaterThan(0);
+      expect(await valid(path)).toBe("valid");
+      const gc = await agentenv(["store", "gc", "--host", host, "--json"], { env: storeEnv() });
+      expect(gc.code).toBe(0);
+      const report = JSON.parse(gc.stdout);
+      expect(report.deleted).toBeGreaterThan(0);
+      expect(report.live).toBeGreaterThan(0);
+      expect(await valid(path)).toBe("gone");
+      expect(await valid(profile)).toBe("valid");
+      const hello = await agentenv(["run", "--host", host, "--store", "golden", "--env", name, tempTree(), "--", "hello-env"], { env: storeEnv() });
+      expect(hello.stdout).toBe("hello-env v1\n");
+      expect(hello.stderr).not.toContain("shipping");
+      expect((await agentenv(["store", "gc", "--host", host], { env: storeEnv() })).stdout).toMatch(/^nothing to collect \(\d+ live paths\)$/m);
+      // nothing of the helper's left among the store's roots there, nothing of that host's in this machine's store records
+      expect(onRemote(`podman run --rm -v ${storeVolume}:/nix --entrypoint sh localhost/agentenv:latest -c 'ls /nix/var/nix/gcroots'`).stdout).not.toContain("agentenv-gc");
+      expect(localRecords()).toEqual([]);
     } finally {
       await agentenv(["env", "rm", name, "--force"], { env: storeEnv() });
       onRemote(`podman volume rm --force agentenv-env-${name} >/dev/null 2>&1; true`);
@@ -261,6 +282,49 @@ describeRemote("the remote's own golden store (--store golden)", () => {
     // without --store a remote session gets the image's /nix
     const plain = await agentenv(["run", "--host", host, tempTree(), "--", "sh", "-c", `nix-store --check-validity ${path} 2>/dev/null && echo has || echo lacks`], { env: storeEnv() });
     expect(plain.stdout).toBe("lacks\n");
+  }, 400_000);
+
+  test("store reset --host: asks (--yes off a terminal), refuses while a session uses that store, then seeds it again there; bad hosts are one line", async () => {
+    const seeded = async () => JSON.parse((await agentenv(["store", "status", "--host", host, "--json"], { env: storeEnv() })).stdout).seeded?.seeded as string | undefined;
+    // a path built there, promoted: the reset throws it away
+    const built = await agentenv(["run", "--host", host, "--store", "golden", tempTree(), "--", "nix-build", "--no-out-link", "-E", derivationExpr(`reset-${nonce}`)], { env: storeEnv() });
+    expect(built.code).toBe(0);
+    const path = built.stdout.trim().split("\n").pop()!;
+    const before = await seeded();
+    expect(before).toMatch(/^\d{4}-/);
+    const here = async () => JSON.parse((await agentenv(["store", "status", "--json"], { env: storeEnv() })).stdout).seeded;
+    const hereBefore = await here();
+    const refused = await agentenv(["store", "reset", "--host", host], { env: storeEnv() });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim()).toBe("agentenv: store reset deletes every path in the golden store: pass --yes to confirm");
+    // a session there using the store: refused, as locally
+    const session = Bun.spawn([process.execPath, entry, "run", "--host", host, "--store", "golden", tempTree(), "--", "sh", "-c", "echo up; sleep 60"], { env: { ...process.env, ...storeEnv() }, stdout: "pipe", stderr: "pipe" });
+    try {
+      await (session.stdout as ReadableStream<Uint8Array>).getReader().read();
+      const busy = await agentenv(["store", "reset", "--host", host, "--yes"], { env: storeEnv() });
+      expect(busy.code).toBe(1);
+      expect(busy.stderr).toMatch(/^agentenv: the golden store is in use by 1 session\(s\): agentenv-\S+ — end them first$/m);
+    } finally {
+      session.kill("SIGTERM");
+      await session.exited;
+    }
+    const reset = await agentenv(["store", "reset", "--host", host, "--yes"], { env: storeEnv() });
+    expect(reset.code).toBe(0);
+    expect(reset.stderr).toContain(`seeding the golden Nix store (volume ${storeVolume})`);
+    expect(reset.stderr).toContain(`golden store ${storeVolume} on rt-box seeded from localhost/agentenv:latest`);
+    expect(Date.parse((await seeded())!)).toBeGreaterThan(Date.parse(before!));
+    const after = await agentenv(["run", "--host", host, "--store", "ephemeral", tempTree(), "--", "sh", "-c", `nix-store --check-validity ${path} 2>/dev/null && echo valid || echo gone`], { env: storeEnv() });
+    expect(after.stdout).toBe("gone\n");
+    expect(after.stderr).not.toContain("seeding");
+    // this machine's store of that name (the tools were built in it) is not touched
+    expect(await here()).toEqual(hereBefore);
+    expect(hereBefore).toBeDefined();
+    for (const args of [["store", "gc", "--host", "rt-nope"], ["store", "reset", "--host", "rt-nope", "--yes"]]) {
+      const bad = await agentenv(args, { env: storeEnv() });
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/^agentenv: no host named rt-nope — add it: agentenv host add rt-nope/);
+      expectNoStackTrace(bad.stderr);
+    }
   }, 240_000);
 });
 
