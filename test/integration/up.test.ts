@@ -88,6 +88,29 @@ describe("up / exec / down / ps", () => {
     }
   });
 
+  test("a plugin's saved part of the record reaches its session:exit in down, its state of the up process does not", async () => {
+    const out = join(realpathSync(tempTree()), "exit.json");
+    const plugin = `import { writeFileSync } from "node:fs";
+export default { plugins: [{ name: "probe", hooks: {
+  "session:start"(ctx) { ctx.state.probe = { handle: "live" }; ctx.saved.probe = { container: ctx.plan.name, pid: process.pid }; },
+  "session:exit"(ctx) { writeFileSync(${JSON.stringify(out)}, JSON.stringify({ saved: ctx.saved.probe ?? null, state: ctx.state.probe ?? null, pid: process.pid, mode: ctx.mode })); },
+} }] };
+`;
+    const dir = project({ "agentenv.config.ts": plugin });
+    try {
+      expect((await agentenv(["up", "--env", env, "--roots", dir], { cwd: dir })).code).toBe(0);
+      const saved = (JSON.parse(readFileSync(recordFile, "utf8")) as { plugins: Record<string, { container: string; pid: number }> }).plugins.probe!;
+      expect(saved.container).toBe(container);
+      expect(existsSync(out)).toBe(false);
+      expect((await agentenv(["down", "--env", env], { cwd: dir })).code).toBe(0);
+      const exit = JSON.parse(readFileSync(out, "utf8")) as { saved: { pid: number }; state: unknown; pid: number; mode: string };
+      expect(exit).toMatchObject({ saved, state: null, mode: "up" });
+      expect(exit.pid).not.toBe(saved.pid);
+    } finally {
+      await agentenv(["down", "--env", env]);
+    }
+  });
+
   test("a command that exits 255 while its container stops is run once, never again", async () => {
     const dir = project();
     // a wrapper around the real podman (named as such): right after an exec that ended with
