@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { tempTree } from "../helpers/cli.ts";
-import { requireImage } from "../helpers/engine.ts";
+import { DockerApi, requireImage } from "../helpers/engine.ts";
 import { expectNothingHalfMade, podman, removeVolumes, run, stateDir, volumeDir, volumeName, type Run } from "./harness.ts";
 
 
@@ -77,22 +76,13 @@ describe.concurrent("two commands at once", () => {
 });
 
 describe("two `env create` of one name on the Docker runtime (its `volume create` says yes to an existing name)", () => {
-  const socket = join(tmpdir(), `agentenv-faults-docker-${process.pid}.sock`);
-  const docker = { DOCKER_HOST: `unix://${socket}`, AGENTENV_RUNTIME: "docker" };
-  let service: ReturnType<typeof Bun.spawn> | undefined;
+  const api = new DockerApi("faults-docker-race");
+  const docker = api.env;
 
-  beforeAll(async () => {
-    if (!Bun.which("docker")) throw new Error("the docker CLI is missing: .ci/run installs it (apt-get install docker.io)");
-    service = Bun.spawn(["podman", "system", "service", "--time=0", `unix://${socket}`], { stdout: "ignore", stderr: "ignore" });
-    for (let i = 0; i < 100; i++) {
-      if (Bun.spawnSync(["docker", "version"], { env: { ...process.env, ...docker } }).exitCode === 0) return;
-      await Bun.sleep(100);
-    }
-    throw new Error("podman's Docker API socket did not come up");
-  }, slow);
+  beforeAll(() => api.start(), slow);
 
   afterAll(() => {
-    service?.kill();
+    api.stop();
   });
 
   test("exactly one home is made, and the loser neither fills nor removes it: on one host (its lock) and on two (the volume's nonce)", async () => {

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { entry, isolatedEnv, tempTree } from "../helpers/cli.ts";
 import { handoffPath } from "../../core/handoff.ts";
-import { leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
+import { DockerApi, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 import { expectNothingHalfMade, fixture, podman, removeVolumes, run, stateDir, volumeDir, volumeExists, volumeName } from "./harness.ts";
 
 /**
@@ -37,24 +37,17 @@ async function listed(name: string): Promise<{ json?: Listed; line?: string }> {
 }
 
 /** The real docker CLI against Podman's Docker API, on a socket of this file's own (see test/integration/docker.test.ts). */
-const socket = join(tmpdir(), `agentenv-faults-docker-${process.pid}.sock`);
-const docker = { DOCKER_HOST: `unix://${socket}`, AGENTENV_RUNTIME: "docker" };
-let service: ReturnType<typeof Bun.spawn> | undefined;
+const api = new DockerApi("faults-docker");
+const docker = api.env;
 
 beforeAll(async () => {
   await requireImage();
-  if (!Bun.which("docker")) throw new Error("the docker CLI is missing: .ci/run installs it (apt-get install docker.io)");
-  service = Bun.spawn(["podman", "system", "service", "--time=0", `unix://${socket}`], { stdout: "ignore", stderr: "ignore" });
-  for (let i = 0; i < 100; i++) {
-    if (Bun.spawnSync(["docker", "version"], { env: { ...process.env, ...docker } }).exitCode === 0) return;
-    await Bun.sleep(100);
-  }
-  throw new Error("podman's Docker API socket did not come up");
+  await api.start();
 }, slow);
 
 afterAll(async () => {
   await run(["secret", "rm", "LEFTOVER_SECRET"]);
-  service?.kill();
+  api.stop();
   removeVolumes(prefix);
 });
 

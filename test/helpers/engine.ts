@@ -1,5 +1,7 @@
 import { expect } from "bun:test";
 import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "pathe";
 import { defaultImage } from "../../core/config.ts";
 
 /**
@@ -59,4 +61,31 @@ export async function removeStoreVolume(name: string, engine = "podman"): Promis
 /** A Nix expression for a derivation that needs nothing but /bin/sh (no nixpkgs here). */
 export function derivationExpr(name: string, script = "echo $name > $out"): string {
   return `derivation { name = "${name}"; system = "x86_64-linux"; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; args = [ "-c" ${JSON.stringify(script)} ]; }`;
+}
+
+/**
+ * The real docker CLI against Podman's Docker-compatible API, on a socket of the caller's
+ * own (no Docker engine runs on these machines). `env` points agentenv and the CLI at it.
+ */
+export class DockerApi {
+  readonly env: { DOCKER_HOST: string; AGENTENV_RUNTIME: "docker" };
+  private service: ReturnType<typeof Bun.spawn> | undefined;
+
+  constructor(name: string) {
+    this.env = { DOCKER_HOST: `unix://${join(tmpdir(), `agentenv-${name}-${process.pid}.sock`)}`, AGENTENV_RUNTIME: "docker" };
+  }
+
+  async start(): Promise<void> {
+    if (!Bun.which("docker")) throw new Error("the docker CLI is missing: .ci/run installs it (apt-get install docker.io)");
+    this.service = Bun.spawn(["podman", "system", "service", "--time=0", this.env.DOCKER_HOST], { stdout: "ignore", stderr: "ignore" });
+    for (let i = 0; i < 100; i++) {
+      if (Bun.spawnSync(["docker", "version"], { env: { ...process.env, ...this.env } }).exitCode === 0) return;
+      await Bun.sleep(100);
+    }
+    throw new Error("podman's Docker API socket did not come up");
+  }
+
+  stop(): void {
+    this.service?.kill();
+  }
 }

@@ -1,33 +1,25 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { agentenv, tempTree } from "../helpers/cli.ts";
-import { derivationExpr, devShellFlake, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
+import { DockerApi, derivationExpr, devShellFlake, leftoverContainers, removeStoreVolume, requireImage } from "../helpers/engine.ts";
 
 /**
  * The Docker runtime drives the real `docker` CLI. No Docker engine runs on these
  * machines, so the CLI talks to Podman's Docker-compatible API on a private socket.
  */
-const socket = join(tmpdir(), `agentenv-docker-${process.pid}.sock`);
-const env = { DOCKER_HOST: `unix://${socket}`, AGENTENV_RUNTIME: "docker" };
-let service: ReturnType<typeof Bun.spawn> | undefined;
+const api = new DockerApi("docker");
+const env = api.env;
 
 beforeAll(async () => {
   await requireImage();
-  if (!Bun.which("docker")) throw new Error("the docker CLI is missing: .ci/run installs it (apt-get install docker.io)");
-  service = Bun.spawn(["podman", "system", "service", "--time=0", `unix://${socket}`], { stdout: "ignore", stderr: "ignore" });
-  for (let i = 0; i < 100; i++) {
-    if (Bun.spawnSync(["docker", "version"], { env: { ...process.env, ...env } }).exitCode === 0) return;
-    await Bun.sleep(100);
-  }
-  throw new Error("podman's Docker API socket did not come up");
+  await api.start();
 });
 
 const storeVolume = `agentenv-test-docker-store-${process.pid}`;
 
 afterAll(async () => {
-  service?.kill();
+  api.stop();
   await removeStoreVolume(storeVolume);
 });
 
@@ -74,7 +66,7 @@ describe("the Docker runtime against Podman's Docker API", () => {
   });
 
   test("a daemon that is not running is named, with how to start it", async () => {
-    const result = await agentenv(["run", tempTree(), "--", "true"], { env: { ...env, DOCKER_HOST: `unix://${socket}.absent` } });
+    const result = await agentenv(["run", tempTree(), "--", "true"], { env: { ...env, DOCKER_HOST: `${env.DOCKER_HOST}.absent` } });
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain("agentenv: docker is not working");
     expect(result.stderr).toContain("start the Docker daemon, or point DOCKER_HOST at a running engine");
