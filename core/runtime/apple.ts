@@ -439,7 +439,7 @@ export class AppleContainerRuntime implements Runtime {
   async diagnose(plan: Plan): Promise<string | undefined> {
     const service = await this.systemStatus();
     if (service.status !== "running") return "the container system service is not running — run `container system start`";
-    if (!(await this.imageExists(plan.image))) return `image ${plan.image} not found in Apple container — run \`agentenv image build\``;
+    if (!(await this.imageExists(plan.image))) return `image ${plan.image} not found in Apple container — run \`agentenv image build\` (or \`agentenv image pull REF\` for one pushed from another machine)`;
     return undefined;
   }
 }

@@ -377,7 +377,7 @@ export class OciRuntime implements Runtime {
       return `${this.name} is not working (${why}) — ${this.dialect.startHint}`;
     }
     if (!(await this.imageExists(plan.image))) {
-      return `image ${plan.image} not found in ${this.name} — run \`agentenv image build\``;
+      return `image ${plan.image} not found in ${this.name} — run \`agentenv image build\` (or \`agentenv image pull REF\` for one pushed from another machine)`;
     }
     if (plan.userns === "keep-id") {
       // `run` and the shell check a local Podman before starting; `up` and a remote one get here

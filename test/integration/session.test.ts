@@ -110,7 +110,7 @@ describe("bad input: one clear line, non-zero, nothing left behind", () => {
     const project = tempTree();
     const result = await agentenv(["run", "--image", "localhost/agentenv-missing:none", project, "--", "true"]);
     expect(result.code).toBe(125);
-    expect(result.stderr).toContain("agentenv: image localhost/agentenv-missing:none not found in podman — run `agentenv image build`");
+    expect(result.stderr).toContain("agentenv: image localhost/agentenv-missing:none not found in podman — run `agentenv image build` (or `agentenv image pull REF` for one pushed from another machine)\n");
     expect(leftoverContainers(project)).toEqual([]);
   });
 
