@@ -1,13 +1,13 @@
 import { builtinPlugins } from "./builtins.ts";
 import { logFor } from "./commands/_shared.ts";
 import { loadConfig, type ConfigFlags, type ResolvedConfig } from "./config.ts";
-import { trustNotice } from "./trust.ts";
+import { readRemoteTrust, remoteTrust, trustNotice } from "./trust.ts";
 import { UserError, formatUserError } from "./errors.ts";
 import type { Log } from "./log.ts";
 import { basePlan, resolveProjectDir, shellJoin, type BasePlanOptions, type Plan, type SessionMode } from "./plan.ts";
 import { callHook, callHookEach, loadPlugins, type BaseContext, type LoadedPlugin, type SessionContext } from "./plugins.ts";
 import { createRuntime } from "./runtime/index.ts";
-import { findHost, parseRemoteDir } from "./hosts.ts";
+import { findHost, parseRemoteDir, sshUrl } from "./hosts.ts";
 import { recordSession, sweepSessions, type HeldRecord, type RecordedSession } from "./record.ts";
 
 export interface SessionOptions extends ConfigFlags {
@@ -76,7 +76,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     remote: options.remote || Boolean(remote),
   });
   const remoteEnv = config.host ? remoteLimits(config, options.log) : undefined;
-  if (remote) untrustRemoteProject(config, `${remote.host}:${remote.path}`, options.log);
+  if (remote) remoteProjectTrust(config, remote, options.log);
   const plan = basePlan({
     project,
     mode: options.mode,
@@ -118,18 +118,25 @@ function remoteLimits(config: ResolvedConfig, log: Log): string | undefined {
 }
 
 /**
- * A project on a remote host (`HOST:PATH`) is not trusted: trust is recorded for a
- * project's files on this machine, and these are not here. Its sessions get no secrets and
- * keep nothing in a golden store, as an untrusted project here; a project on this machine,
- * shared with `--host`, keeps its own trust.
+ * A project on a remote host (`HOST:PATH`): none of its files is read here, so its config
+ * is never loaded, trusted or not. It is trusted only when `agentenv trust HOST:PATH`
+ * recorded that path (or a parent) on that host reached at the address it has now
+ * (core/trust.ts): its sessions then get secrets and keep their store changes, in that
+ * host's own golden store. Otherwise they get no secrets and keep nothing, as an untrusted
+ * project here. A project on this machine, shared with `--host`, keeps its own trust.
  */
-function untrustRemoteProject(config: ResolvedConfig, project: string, log: Log): void {
-  config.trust = { project, trusted: false };
+function remoteProjectTrust(config: ResolvedConfig, remote: { host: string; path: string }, log: Log): void {
+  const url = sshUrl(findHost(remote.host)!);
+  const { trust, was } = remoteTrust(remote.host, url, remote.path, readRemoteTrust());
+  config.trust = trust;
+  if (trust.trusted) return log.debug(`${remote.host}:${remote.path} is trusted (agentenv trust ${trust.project}); its config there is not loaded`);
   if (config.store === "golden") {
     config.store = "ephemeral";
-    config.trust.storeWithheld = true;
+    trust.storeWithheld = true;
   }
-  log.warn(`${project} is a project on another machine: no secrets, and its store changes are not kept (trust is for projects on this machine: share one with --host to use yours)`);
+  const project = `${remote.host}:${remote.path}`;
+  if (was) log.warn(`${trust.project} was trusted when host ${remote.host} was ${was}; it is now ${url}: not trusted — no secrets, and its store changes are not kept (agentenv trust ${project} if that is right)`);
+  else log.warn(`${project} is a project on another machine: no secrets, and its store changes are not kept — agentenv trust ${project} trusts it (its config there is never loaded)`);
 }
 
 /** The engine's own failure codes (podman/docker `run`), as opposed to the command's. */

@@ -57,32 +57,124 @@ export function trustFile(env: Record<string, string | undefined> = process.env)
   return join(agentenvDir("data", env), "trust.json");
 }
 
-export function readTrust(env: Record<string, string | undefined> = process.env): TrustRecord[] {
+/**
+ * A project on a remote host (`agentenv trust HOST:PATH`), trusted as named: the path on that
+ * host, reached at that address. Nothing of it is read here — its config is never loaded —
+ * so there is no file to hash: the record says only that its sessions may get secrets and
+ * keep their store changes (in that host's own golden store). Kept apart from `projects`
+ * (under `remote`), so no version of agentenv can read one as a directory on this machine.
+ */
+export interface RemoteTrustRecord {
+  /** the host's name (`agentenv host add`) */
+  host: string;
+  /** how the host was reached when trusted (`ssh://USER@HOST:PORT`): the name given to another machine since is not trusted */
+  url: string;
+  /** the directory there: absolute, normalised, no ".." */
+  path: string;
+  trustedAt: string;
+}
+
+interface TrustData {
+  projects: TrustRecord[];
+  remote: RemoteTrustRecord[];
+}
+
+const remoteHostName = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+function readTrustData(env: Record<string, string | undefined>): TrustData {
   let text: string;
   try {
     text = readFileSync(trustFile(env), "utf8");
   } catch {
-    return [];
+    return { projects: [], remote: [] };
   }
   try {
-    const parsed = JSON.parse(text) as { projects?: TrustRecord[] };
-    return Array.isArray(parsed.projects) ? parsed.projects.filter((r) => typeof r?.dir === "string") : [];
+    const parsed = JSON.parse(text) as { projects?: TrustRecord[]; remote?: RemoteTrustRecord[] };
+    return {
+      projects: Array.isArray(parsed.projects) ? parsed.projects.filter((r) => typeof r?.dir === "string") : [],
+      // a hand-edited entry that is not a plain (host, absolute path) pair is no trust at all
+      remote: Array.isArray(parsed.remote)
+        ? parsed.remote.filter((r) => typeof r?.host === "string" && remoteHostName.test(r.host) && typeof r.url === "string" && typeof r.path === "string" && r.path !== "/" && remotePathOrUndefined(r.path) === r.path)
+        : [],
+    };
   } catch {
     throw new UserError(`${trustFile(env)} is not valid JSON`, "fix or delete it (agentenv trust DIR records projects again)");
   }
 }
 
+export function readTrust(env: Record<string, string | undefined> = process.env): TrustRecord[] {
+  return readTrustData(env).projects;
+}
+
+export function readRemoteTrust(env: Record<string, string | undefined> = process.env): RemoteTrustRecord[] {
+  return readTrustData(env).remote;
+}
+
 /** Changes the records under a lock, so two `trust` commands at once both land. */
-function updateTrust(change: (records: TrustRecord[]) => TrustRecord[], env: Record<string, string | undefined> = process.env): void {
+function updateTrustData(change: (data: TrustData) => TrustData, env: Record<string, string | undefined>): void {
   const file = trustFile(env);
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const lock = lockFile(`${file}.lock`, "exclusive")!;
   try {
-    const records = change(readTrust(env));
-    writeAtomic(file, `${JSON.stringify({ projects: records }, null, 2)}\n`, 0o600);
+    const { projects, remote } = change(readTrustData(env));
+    writeAtomic(file, `${JSON.stringify(remote.length ? { projects, remote } : { projects }, null, 2)}\n`, 0o600);
   } finally {
     lock.release();
   }
+}
+
+function updateTrust(change: (records: TrustRecord[]) => TrustRecord[], env: Record<string, string | undefined> = process.env): void {
+  updateTrustData((data) => ({ ...data, projects: change(data.projects) }), env);
+}
+
+/** PATH as a remote project's directory: absolute, no "..", "." and repeated or trailing slashes dropped; undefined when it is none. */
+function remotePathOrUndefined(path: string): string | undefined {
+  if (!path.startsWith("/") || /[\0\n]/.test(path) || path.split("/").includes("..")) return undefined;
+  const parts = path.split("/").filter((part) => part !== "" && part !== ".");
+  return `/${parts.join("/")}`;
+}
+
+export function remotePath(path: string, host: string): string {
+  const normal = remotePathOrUndefined(path);
+  if (!normal) throw new UserError(`${host}:${path}: the remote directory must be an absolute path with no ".." part`, `e.g. agentenv trust ${host}:/home/me/project`);
+  return normal;
+}
+
+/** `agentenv trust HOST:PATH`: records PATH on HOST (reached at URL) as trusted, as named. */
+export function trustRemote(host: string, url: string, path: string, env: Record<string, string | undefined> = process.env): RemoteTrustRecord {
+  const dir = remotePath(path, host);
+  if (dir === "/") throw new UserError(`refusing to trust ${host}:/ (every directory on ${host})`, `trust the project's own directory, e.g. agentenv trust ${host}:/srv/app`);
+  const record: RemoteTrustRecord = { host, url, path: dir, trustedAt: new Date().toISOString() };
+  updateTrustData((data) => ({ ...data, remote: [...data.remote.filter((r) => !(r.host === host && r.path === dir)), record] }), env);
+  return record;
+}
+
+/** `agentenv untrust HOST:PATH`: forgets that record (exactly that path); `coveredBy`: a trusted parent that still covers it. */
+export function untrustRemote(host: string, path: string, env: Record<string, string | undefined> = process.env): { project: string; removed: boolean; coveredBy?: string } {
+  const dir = remotePath(path, host);
+  let removed = false;
+  let coveredBy: string | undefined;
+  updateTrustData((data) => {
+    const remote = data.remote.filter((r) => !(r.host === host && r.path === dir));
+    removed = remote.length !== data.remote.length;
+    const parent = remote.find((r) => r.host === host && isUnder(dir, r.path));
+    if (parent) coveredBy = `${host}:${parent.path}`;
+    return { ...data, remote };
+  }, env);
+  return { project: `${host}:${dir}`, removed, coveredBy };
+}
+
+/**
+ * Whether the project PATH on HOST, reached at URL now, is trusted: a record for that host
+ * whose path is PATH or a parent of it, made when the host was reached at the same URL.
+ * `was`: a record that matched but for another URL (the name now points elsewhere).
+ */
+export function remoteTrust(host: string, url: string, path: string, records: readonly RemoteTrustRecord[]): { trust: ProjectTrust; was?: string } {
+  const dir = remotePathOrUndefined(path);
+  const matching = dir === undefined ? [] : records.filter((r) => r.host === host && isUnder(dir, r.path));
+  const record = matching.find((r) => r.url === url);
+  if (record) return { trust: { project: `${host}:${record.path}`, trusted: true, via: "record" } };
+  return { trust: { project: `${host}:${dir ?? path}`, trusted: false }, was: matching[0]?.url };
 }
 
 function realOrSelf(path: string): string {

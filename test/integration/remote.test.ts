@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { getHost } from "../../core/hosts.ts";
 import { controlPath } from "../../core/runtime/ssh.ts";
@@ -324,6 +324,103 @@ describeRemote("the remote's own golden store (--store golden)", () => {
       expect(bad.code).toBe(1);
       expect(bad.stderr).toMatch(/^agentenv: no host named rt-nope — add it: agentenv host add rt-nope/);
       expectNoStackTrace(bad.stderr);
+    }
+  }, 240_000);
+});
+
+describeRemote("trust for a project on the remote (HOST:PATH)", () => {
+  const sha256 = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
+
+  test("trust HOST:PATH: its sessions get secrets and keep store changes there; its config there is never loaded; the same path here stays untrusted; untrust; a host name pointed elsewhere is not trusted", async () => {
+    const nonce = crypto.randomUUID().slice(0, 8);
+    const storeVolume = `agentenv-remote-test-trust-${nonce}`;
+    // a home of its own whose user config trusts no tree (the suite's trusts the temp dir, where this box's "remote" directories are too), with the suite's hosts
+    const home = tempTree({ ".config/agentenv/config.ts": 'export default { extraEnv: { NIX_CONFIG: "substituters =" } };\n' });
+    copyFileSync(join(env.XDG_CONFIG_HOME!, "agentenv/hosts.json"), join(home, ".config/agentenv/hosts.json"));
+    const tenv = { ...env, HOME: home, XDG_CONFIG_HOME: join(home, ".config"), AGENTENV_STORE_VOLUME: storeVolume };
+    const run = (args: string[]) => agentenv(args, { env: tenv });
+    const dir = onRemote("d=$(mktemp -d /tmp/agentenv-remote-trust-XXXXXX) && mkdir $d/sub && echo $d").stdout.trim();
+    // a config that would break every session were it loaded — written by this machine's user, so it would pass the ownership check here
+    writeFileSync(join(dir, "agentenv.config.ts"), 'export default { image: "localhost/agentenv-never-loaded:latest" };\n');
+    const value = `s3cret-${crypto.randomUUID()}`;
+    expect((await agentenv(["secret", "set", "RT_TRUST_TOKEN"], { env: tenv, stdin: `${value}\n` })).code).toBe(0);
+    // the secret's hash (never the value itself, in any command line), then a path built in the session's store
+    const session = (project: string, n: string) =>
+      agentenv(["run", "--store", "golden", project, "--", "sh", "-c", 'printf %s "${RT_TRUST_TOKEN:-none}" | sha256sum | cut -d" " -f1; nix-build --no-out-link -E "$1" 2>/dev/null', "sh", derivationExpr(`trust-${n}-${nonce}`)], { env: tenv });
+    const valid = async (p: string) => (await agentenv(["run", "--store", "ephemeral", `${host}:${dir}`, "--", "sh", "-c", `nix-store --check-validity ${p} 2>/dev/null && echo valid || echo gone`], { env: tenv })).stdout.trim();
+    let alias: { stop(): void } | undefined;
+    try {
+      // not trusted: no secret, the store change thrown away, said in one line
+      const before = await session(`${host}:${dir}`, "before");
+      expect(before.code).toBe(0);
+      const [noSecret, unkept] = before.stdout.trim().split("\n");
+      expect(noSecret).toBe(sha256("none"));
+      expect(before.stderr).toContain(`${host}:${dir} is a project on another machine: no secrets, and its store changes are not kept — agentenv trust ${host}:${dir} trusts it (its config there is never loaded)`);
+      expect(before.stderr).not.toContain("promoted");
+      expect(await valid(unkept!)).toBe("gone");
+
+      const trusted = await run(["trust", `${host}:${dir}`]);
+      expect(trusted.code).toBe(0);
+      expect(trusted.stderr).toContain(`trusted ${host}:${dir} on ssh://${remoteUser}@127.0.0.1:${port}, as named`);
+      const listed = JSON.parse((await run(["trust", "--list", "--json"])).stdout);
+      expect(listed.remote).toContainEqual(expect.objectContaining({ host, path: dir, url: `ssh://${remoteUser}@127.0.0.1:${port}`, hostStatus: "same" }));
+      expect((await run(["trust", "--list"])).stdout).toContain(`${host}:${dir}  (on ssh://${remoteUser}@127.0.0.1:${port}, as named; its config there is never loaded)`);
+
+      // trusted (a directory inside it too): the secret, the store change kept in that host's golden store, no config loaded (the session ran on the default image)
+      const after = await session(`${host}:${dir}/sub`, "after");
+      expect(after.code).toBe(0);
+      const [secret, kept] = after.stdout.trim().split("\n");
+      expect(secret).toBe(sha256(value));
+      expect(after.stderr).not.toContain("another machine");
+      expect(after.stderr).toMatch(/golden store: promoted \d+ new store paths?/);
+      expect(await valid(kept!)).toBe("valid");
+      // the same path as a directory here (this box is both machines) is another project: not trusted, its config not loaded
+      const here = await run(["run", "--dry-run", dir, "--", "true"]);
+      expect(here.stderr).toContain(`${dir} is not a trusted project: its agentenv.config.ts is not loaded, no secrets`);
+      expect(here.stdout).not.toContain("never-loaded");
+      // the secret is found nowhere on the remote afterwards
+      expect(onRemote(`grep -rlsF -- ${value} ~ /tmp /var/tmp /dev/shm 2>/dev/null; true`).stdout).toBe("");
+
+      // untrust: back to no secrets; a second untrust, or one of the subdirectory, is a one-line error
+      expect((await run(["untrust", `${host}:${dir}/sub`])).stderr).toMatch(new RegExp(`^agentenv: ${host}:${dir}/sub is not a trusted project by itself: ${host}:${dir} is, and covers it — agentenv untrust ${host}:${dir}$`, "m"));
+      expect((await run(["untrust", `${host}:${dir}`])).code).toBe(0);
+      const untrusted = await run(["untrust", `${host}:${dir}`]);
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toMatch(/is not a trusted project — agentenv trust --list shows them/);
+      const again = await session(`${host}:${dir}`, "again");
+      expect(again.stdout.split("\n")[0]).toBe(sha256("none"));
+      expect(again.stderr).toContain("is a project on another machine: no secrets");
+
+      // trust is for the host as it was reached: the same name pointed at another address since is not trusted
+      const other = await remote.extraServer([]);
+      alias = other;
+      expect((await run(["host", "add", "rt-alias", ...remote.addArgs, "--force"])).code).toBe(0);
+      expect((await run(["trust", `rt-alias:${dir}`])).code).toBe(0);
+      await run(["host", "add", "rt-alias", `ssh://${remoteUser}@127.0.0.1:${other.port}`, "--identity", join(keys, "id"), "--known-hosts", other.knownHosts, "--force"]);
+      const moved = await agentenv(["run", `rt-alias:${dir}`, "--", "sh", "-c", 'printf %s "${RT_TRUST_TOKEN:-none}" | sha256sum | cut -d" " -f1'], { env: tenv });
+      expect(moved.code).toBe(0);
+      expect(moved.stdout.trim()).toBe(sha256("none"));
+      expect(moved.stderr).toContain(`rt-alias:${dir} was trusted when host rt-alias was ssh://${remoteUser}@127.0.0.1:${port}; it is now ssh://${remoteUser}@127.0.0.1:${other.port}: not trusted`);
+      expect(JSON.parse((await run(["trust", "--list", "--json"])).stdout).remote).toContainEqual(expect.objectContaining({ host: "rt-alias", hostStatus: "changed" }));
+
+      // bad input: one line each
+      for (const [args, message] of [
+        [["trust", `rt-nope:${dir}`], /^agentenv: no host named rt-nope — add it/],
+        [["trust", `${host}:relative/dir`], /^agentenv: rt-box:relative\/dir: the remote directory must be an absolute path with no "\.\." part/],
+        [["trust", `${host}:/`], /^agentenv: refusing to trust rt-box:\/ \(every directory on rt-box\)/],
+      ] as const) {
+        const bad = await run([...args]);
+        expect(bad.code).toBe(1);
+        expect(bad.stderr).toMatch(message);
+        expectNoStackTrace(bad.stderr);
+      }
+    } finally {
+      await run(["untrust", `${host}:${dir}`]);
+      await run(["untrust", `rt-alias:${dir}`]);
+      await run(["host", "rm", "rt-alias"]);
+      alias?.stop();
+      await agentenv(["secret", "rm", "RT_TRUST_TOKEN"], { env: tenv });
+      onRemote(`rm -rf ${dir}; podman volume ls -q | grep '^${storeVolume}' | xargs -r podman volume rm --force >/dev/null 2>&1; true`);
     }
   }, 240_000);
 });
