@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { lstatSync, readdirSync, realpathSync } from "node:fs";
+import { lstatSync, mkdtempSync, readdirSync, realpathSync, rmSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, repoRoot, rootless, sh, tempTree } from "../helpers/cli.ts";
 import { derivationExpr, devShellFlake, removeStoreVolume, requireImage } from "../helpers/engine.ts";
@@ -79,6 +79,27 @@ describe.skipIf(!rootless)("rootless Podman, as a normal user", () => {
     expect(gc.code).toBe(0);
     expect(gc.stdout + gc.stderr).toMatch(/deleted [1-9]\d* store paths?/);
     expect((await run(tempTree(), ["nix-store", "--check-validity", path])).code).not.toBe(0);
+  });
+
+  test("an untrusted project's session: the environment's tools come from a promoted step inside Podman's namespace, then from the golden store", async () => {
+    // first in the file to use the fixture's tools: the golden store does not have them yet
+    const name = `t${process.pid}-rlt`;
+    expect((await agentenv(["env", "create", name, fixture])).code).toBe(0);
+    // outside the temp dir, which this suite's user trusts
+    const untrusted = realpathSync(mkdtempSync(join(repoRoot, ".untrusted-")));
+    try {
+      const first = await run(untrusted, ["hello-env"], ["--env", name]);
+      expect(first.stdout).toBe("hello-env v1\n");
+      expect(first.code).toBe(0);
+      expect(first.stderr).toContain(`environment ${name}: installing its ~/flake.nix tools into the golden store, before the project's code runs`);
+      const next = await run(untrusted, ["hello-env"], ["--env", name]);
+      expect(next.stdout).toBe("hello-env v1\n");
+      expect(next.stderr).not.toContain("installing");
+      expect(notMine(untrusted)).toEqual([]);
+    } finally {
+      rmSync(untrusted, { recursive: true, force: true });
+      await agentenv(["env", "rm", name]);
+    }
   });
 
   test("an environment's home persists across sessions, is measured, and serves a wrapper", async () => {
