@@ -244,6 +244,9 @@ function wantsHelp(argv: readonly string[]): boolean {
 }
 
 /** Runs the CLI; resolves to the process exit code. */
+/** File-system errors that are the machine's answer, not agentenv's bug: one line, no stack. */
+const machineRefusals = new Set(["EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR"]);
+
 export async function main(argv: string[], builtins: readonly Plugin[]): Promise<number> {
   useBuiltinPlugins(builtins);
   const verbose = argv.includes("-v") || argv.includes("--verbose");
@@ -284,6 +287,13 @@ export async function main(argv: string[], builtins: readonly Plugin[]): Promise
     if ((error as { name?: string })?.name === "CLIError") {
       console.error(`agentenv: ${(error as Error).message}`);
       return 2;
+    }
+    const code = (error as NodeJS.ErrnoException)?.code;
+    if (typeof code === "string" && machineRefusals.has(code)) {
+      // not a bug: this machine's files said no (permissions, a full or read-only disk, a file where a directory goes)
+      console.error(`agentenv: ${(error as Error).message} — check that path's permissions and free space${verbose ? "" : " (-v: where it happened)"}`);
+      if (verbose) console.error((error as Error).stack);
+      return 1;
     }
     console.error(`agentenv: internal error: ${(error as Error)?.stack ?? error}`);
     return 1;

@@ -1,7 +1,7 @@
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "pathe";
 import type { ResolvedConfig } from "./config.ts";
-import { messageOf } from "./errors.ts";
+import { UserError, messageOf } from "./errors.ts";
 import { handoffPath, handoffTarget } from "./handoff.ts";
 import { lockFile, type FileLock } from "./linux.ts";
 import { agentenvDir } from "./paths.ts";
@@ -121,7 +121,7 @@ export function recordSession(ctx: SessionContext, required = false): HeldRecord
       },
     };
   } catch (error) {
-    if (required) throw error;
+    if (required) throw new UserError(`could not record ${ctx.plan.name} in ${recordsDir()}: ${messageOf(error)}`, "a container that outlives agentenv needs its record there: make agentenv's state dir writable (XDG_STATE_HOME)");
     ctx.log.debug(`could not record this session for the cleanup after a crash: ${messageOf(error)}`);
     return undefined;
   }

@@ -111,6 +111,16 @@ export default { plugins: [{ name: "probe", hooks: {
     }
   });
 
+  test("up where agentenv's state dir cannot be made (a file in the way): one line, no container", async () => {
+    const dir = project();
+    const blocked = join(tempTree({ "state": "a file, not a directory\n" }), "state");
+    const result = await agentenv(["up", "--env", env, "--roots", dir], { env: { XDG_STATE_HOME: blocked } });
+    expectNoStackTrace(result.stderr);
+    expect(result.stderr).toBe(`agentenv: ENOTDIR: not a directory, mkdir '${blocked}/agentenv/running' — check that path's permissions and free space (-v: where it happened)\n`);
+    expect(result.code).toBe(1);
+    expect(containerExists()).toBe(false);
+  });
+
   test("a command that exits 255 while its container stops is run once, never again", async () => {
     const dir = project();
     // a wrapper around the real podman (named as such): right after an exec that ended with
