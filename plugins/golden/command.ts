@@ -189,10 +189,11 @@ const gc = defineCommand({
     const located = await locateStore(ctx);
     if (isVolumeChoice(located.choice)) {
       // an engine volume (a remote host's, a VM's): Nix collects it in a helper container there, with the roots plugins name
-      const roots = new Set<string>();
-      await callHook(ctx.plugins, "store:roots", ctx, roots);
-      const named = new Set([...roots].map((r) => storePathOf(r)).filter((r): r is string => r !== undefined));
-      if (!args["dry-run"]) ctx.log.start(`collecting the golden store ${located.volume}${args.host ? ` on ${args.host}` : ""}…`);
+      const named = async () => {
+        const roots = new Set<string>();
+        await callHook(ctx.plugins, "store:roots", ctx, roots);
+        return new Set([...roots].map((r) => storePathOf(r)).filter((r): r is string => r !== undefined));
+      };
       const report = await gcVolumeStore(ctx, named, Boolean(args["dry-run"]));
       if (args.json) console.log(JSON.stringify(report, null, 2));
       else if (report.wouldDelete !== undefined) console.log(report.wouldDelete === 0 ? `nothing to collect (${report.live} live paths)` : `would delete ${report.wouldDelete} of ${report.live + report.wouldDelete} paths (${report.live} live)`);

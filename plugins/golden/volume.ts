@@ -769,15 +769,15 @@ export interface VolumeGcReport {
 }
 
 /**
- * `store gc` for this layout, in a helper container with the golden volume at /nix: ROOTS
- * (what plugins name, e.g. environments' profiles; only `/nix/store/<name>` paths) become
- * symlinks in a gcroots directory of the helper's own, removed when it ends, beside the
- * store's own roots (/nix/var/nix/gcroots, profiles); then `nix-store --gc` (`--print-dead`
- * with DRY_RUN). Under the exclusive lock: no session clones or promotes meanwhile; running
+ * `store gc` for this layout, in a helper container with the golden volume at /nix: the
+ * roots NAMED_ROOTS resolves to once the store is known to be there (what plugins name, e.g.
+ * environments' profiles; only `/nix/store/<name>` paths) become symlinks in a gcroots
+ * directory of the helper's own, removed when it ends, beside the store's own roots
+ * (/nix/var/nix/gcroots, profiles); then `nix-store --gc` (`--print-dead` with DRY_RUN). Under the exclusive lock: no session clones or promotes meanwhile; running
  * sessions have volumes of their own and are unaffected. The helper's answer is checked
  * (numbers only), whoever's engine it ran on.
  */
-export async function gcVolumeStore(ctx: BaseContext, roots: ReadonlySet<string>, dryRun: boolean): Promise<VolumeGcReport> {
+export async function gcVolumeStore(ctx: BaseContext, namedRoots: () => Promise<ReadonlySet<string>>, dryRun: boolean): Promise<VolumeGcReport> {
   const golden = new GoldenVolume(engineKey(ctx.runtime), ctx.config.storeVolume);
   const where = ctx.config.host ? ` on ${ctx.config.host}` : "";
   const notSeeded = () =>
@@ -786,6 +786,8 @@ export async function gcVolumeStore(ctx: BaseContext, roots: ReadonlySet<string>
       `the first session with --store golden seeds it: agentenv run${ctx.config.host ? ` --host ${ctx.config.host}` : ""} --store golden . -- true`,
     );
   if (!golden.record()) throw notSeeded();
+  const roots = await namedRoots();
+  if (!dryRun) ctx.log.start(`collecting the golden store ${golden.volume}${where}…`);
   const script = [
     "set -e",
     `if [ ! -e /nix/${seedMarker} ]; then [ -z "$(ls -A /nix)" ] && exit ${EMPTY}; exit ${UNSEEDED}; fi`,

@@ -316,9 +316,12 @@ describeRemote("the remote's own golden store (--store golden)", () => {
     const after = await agentenv(["run", "--host", host, "--store", "ephemeral", tempTree(), "--", "sh", "-c", `nix-store --check-validity ${path} 2>/dev/null && echo valid || echo gone`], { env: storeEnv() });
     expect(after.stdout).toBe("gone\n");
     expect(after.stderr).not.toContain("seeding");
-    // this machine's store of that name (the tools were built in it) is not touched
+    // this machine's store of that name (the test above built the tools in it) is not touched
     expect(await here()).toEqual(hereBefore);
-    expect(hereBefore).toBeDefined();
+    // a host whose golden store was never seeded: gc says how it gets one
+    const unseeded = await agentenv(["store", "gc", "--host", host], { env: { ...env, AGENTENV_STORE_VOLUME: `${storeVolume}-never` } });
+    expect(unseeded.code).toBe(1);
+    expect(unseeded.stderr.trim()).toBe(`agentenv: the golden store (volume ${storeVolume}-never) on rt-box does not exist yet — the first session with --store golden seeds it: agentenv run --host rt-box --store golden . -- true`);
     for (const args of [["store", "gc", "--host", "rt-nope"], ["store", "reset", "--host", "rt-nope", "--yes"]]) {
       const bad = await agentenv(args, { env: storeEnv() });
       expect(bad.code).toBe(1);

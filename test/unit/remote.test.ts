@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { loadConfig } from "../../core/config.ts";
 import { addHost, getHost, hostsFile, parseRemoteDir, parseSshUrl, readHosts, removeHost, sshUrl, type HostRecord } from "../../core/hosts.ts";
@@ -8,6 +8,7 @@ import { RemoteRuntime } from "../../core/runtime/remote.ts";
 import { controlPath, remoteCommand, sshArgv, sshProblem } from "../../core/runtime/ssh.ts";
 import { remoteShareScript, shareMountPoint } from "../../plugins/remote/share.ts";
 import { basePlan } from "../../core/plan.ts";
+import { projectTrust, readRemoteTrust, readTrust, remoteTrust, trustFile, trustProject, trustRemote, untrustRemote } from "../../core/trust.ts";
 import { tempTree } from "../helpers/cli.ts";
 
 const box: HostRecord = { name: "box", host: "build.example.com", user: "me", port: 2222, identity: "/keys/id", knownHosts: "/keys/known", added: "" };
@@ -150,5 +151,46 @@ describe("ssh errors and host checks", () => {
     expect(script).toContain("mkdir -m 700 /tmp/agentenv-share-x");
     expect(script).toContain("podman unshare sh -c");
     expect(Bun.spawnSync(["sh", "-n", "-c", script]).exitCode).toBe(0);
+  });
+});
+
+describe("trust for a project on a remote host (core/trust.ts)", () => {
+  const url = "ssh://me@build.example.com:2222";
+  const at = "2026-01-01T00:00:00.000Z";
+
+  test("trusted: that host, reached at the same address, the path or a directory under it — nothing else", () => {
+    const records = [{ host: "box", url, path: "/srv/app", trustedAt: at }];
+    expect(remoteTrust("box", url, "/srv/app", records).trust).toEqual({ project: "box:/srv/app", trusted: true, via: "record" });
+    expect(remoteTrust("box", url, "/srv//app/./sub/", records).trust).toMatchObject({ project: "box:/srv/app", trusted: true });
+    for (const [host, path] of [["box", "/srv/application"], ["box", "/srv"], ["other", "/srv/app"], ["box", "/srv/app/../etc"]]) {
+      expect(remoteTrust(host!, url, path!, records).trust.trusted).toBe(false);
+    }
+    // the name now reaches another address: not trusted, and the old address is said
+    expect(remoteTrust("box", "ssh://me@elsewhere.example.com", "/srv/app", records)).toEqual({ trust: { project: "box:/srv/app", trusted: false }, was: url });
+  });
+
+  test("records kept apart from this machine's projects: both survive each other's writes; a hand-edited bad entry is no trust; / and .. are refused", () => {
+    const home = tempTree();
+    const env = { HOME: home, XDG_DATA_HOME: join(home, "data") };
+    const local = tempTree();
+    trustRemote("box", url, "/srv/app/", env);
+    trustProject(local, env);
+    trustRemote("box", url, "/srv/other", env);
+    expect(readRemoteTrust(env).map((r) => r.path)).toEqual(["/srv/app", "/srv/other"]);
+    expect(readTrust(env).map((r) => r.dir)).toEqual([realpathSync(local)]);
+    // the same path as a directory here is not trusted by the remote record
+    expect(projectTrust("/srv/app", undefined, [], readTrust(env)).trusted).toBe(false);
+    expect(untrustRemote("box", "/srv/app/sub", env)).toEqual({ project: "box:/srv/app/sub", removed: false, coveredBy: "box:/srv/app" });
+    expect(untrustRemote("box", "/srv/app", env).removed).toBe(true);
+    expect(readTrust(env)).toHaveLength(1);
+    // an older agentenv's file (projects only) reads as no remote trust; a hand-edited entry for / or a relative path counts for nothing
+    const file = trustFile(env);
+    const data = JSON.parse(readFileSync(file, "utf8"));
+    data.remote.push({ host: "box", url, path: "/", trustedAt: at }, { host: "box", url, path: "srv", trustedAt: at }, { host: "-oProxy", url, path: "/x", trustedAt: at });
+    writeFileSync(file, JSON.stringify(data));
+    expect(readRemoteTrust(env).map((r) => r.path)).toEqual(["/srv/other"]);
+    expect(() => trustRemote("box", url, "/", env)).toThrow(/refusing to trust box:\//);
+    expect(() => trustRemote("box", url, "/srv/../etc", env)).toThrow(/absolute path with no "\.\." part/);
+    expect(() => trustRemote("box", url, "srv", env)).toThrow(/absolute path/);
   });
 });
