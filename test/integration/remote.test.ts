@@ -483,7 +483,7 @@ describeRemote("sessions on the remote", () => {
       const result = await run(["run", `${host}:${dir}`, "--", "sh", "-c", "cat /work/there.txt; echo written > /work/back.txt; exit 5"], { cwd: tempTree() });
       expect(result.stdout).toBe("remote-content\n");
       expect(result.code).toBe(5);
-      // trust is for projects on this machine: one on the remote gets no secrets
+      // a project on the remote not trusted (agentenv trust HOST:PATH) gets no secrets
       expect(result.stderr).toContain(`${host}:${dir} is a project on another machine: no secrets`);
       expect(onRemote(`cat ${dir}/back.txt`).stdout).toBe("written\n");
       const dry = await run(["run", "--dry-run", `${host}:${dir}`, "--", "true"]);
@@ -568,7 +568,7 @@ describeRemote("sessions on the remote", () => {
       expect(result.code).toBe(0);
       const found = onRemote(`grep -rlsF -- ${value} ~ /tmp /dev/shm /var/tmp 2>/dev/null; ls -d /dev/shm/agentenv-handoff-* 2>/dev/null; true`);
       expect(found.stdout).toBe("");
-      // a project on the remote is not trusted: no secret at all
+      // a project on the remote, not trusted (agentenv trust HOST:PATH): no secret at all
       const dir = onRemote("mktemp -d /tmp/agentenv-remote-secret-XXXXXX").stdout.trim();
       const there = await run(["run", `${host}:${dir}`, "--", "sh", "-c", 'echo "token=${RT_REMOTE_TOKEN:-none}"']);
       onRemote(`rm -rf ${dir}`);
