@@ -81,20 +81,25 @@ export function remoteShareScript(mountPoint: string, localDir: string): string 
   const mp = shellQuote(mountPoint);
   // a background job of a non-interactive shell gets /dev/null as stdin (dash even under
   // `<&0`): the SFTP channel is kept on fd 3 and given back to sshfs from there
-  const mount = [
-    "exec 3<&0",
-    `sshfs -f -o passive,idmap=none :${shellQuote(localDir)} ${mp} <&3 3<&- & pid=$!`,
-    "exec 3<&-",
-    "i=0",
-    `while ! mountpoint -q ${mp}; do kill -0 $pid 2>/dev/null || exit 5; i=$((i+1)); [ $i -lt 400 ] || exit 6; sleep 0.05; done`,
-    `echo ${readyLine} >&2`,
-    "wait $pid",
-  ].join("\n");
+  const mount = (options: string) =>
+    [
+      "exec 3<&0",
+      `sshfs -f -o ${options} :${shellQuote(localDir)} ${mp} <&3 3<&- & pid=$!`,
+      "exec 3<&-",
+      "i=0",
+      `while ! mountpoint -q ${mp}; do kill -0 $pid 2>/dev/null || exit 5; i=$((i+1)); [ $i -lt 400 ] || exit 6; sleep 0.05; done`,
+      `echo ${readyLine} >&2`,
+      "wait $pid",
+    ].join("\n");
   return [
     "command -v sshfs >/dev/null 2>&1 || { echo 'agentenv-share-error: no sshfs' >&2; exit 3; }",
     `mkdir -m 700 ${mp} || exit 4`,
-    `mount=${shellQuote(mount)}`,
-    `if [ "$(id -u)" = 0 ]; then sh -c "$mount"; else podman unshare sh -c "$mount"; fi`,
+    // root's mount is in the host's namespace, seen by every user there: for its own processes only
+    `asroot=${shellQuote(mount("passive,idmap=none"))}`,
+    // in Podman's rootless namespace only the user's containers see it; allow_other lets in a
+    // `--userns keep-id` container, whose user namespace (a child of that one) runs as someone else
+    `inpodman=${shellQuote(mount("passive,idmap=none,allow_other"))}`,
+    `if [ "$(id -u)" = 0 ]; then sh -c "$asroot"; else podman unshare sh -c "$inpodman"; fi`,
     `status=$?; rmdir ${mp} 2>/dev/null; exit $status`,
   ].join("\n");
 }

@@ -555,6 +555,16 @@ describeRemote("sessions on the remote", () => {
     expect(left.stdout.trim()).toBe("0");
   }, 120_000);
 
+  test("--userns keep-id with a live-shared project: the remote user's own uid inside, the project readable and writable", async () => {
+    const project = tempTree({ "mine.txt": "here\n" });
+    const result = await run(["run", "--host", host, "--userns", "keep-id", project, "--", "sh", "-c", 'id -u; echo "$HOME"; cat /work/mine.txt; echo there > /work/theirs.txt; cat /work/theirs.txt; stat -c %u /work/theirs.txt']);
+    expectNoStackTrace(result.stderr);
+    const uid = onRemote("id -u").stdout.trim();
+    expect(result.stdout).toBe(`${uid}\n/root\nhere\nthere\n${uid}\n`);
+    expect(result.code).toBe(0);
+    expect(readFileSync(join(project, "theirs.txt"), "utf8")).toBe("there\n");
+  }, 120_000);
+
   test("a secret reaches the remote session through a tmpfs handoff and is found nowhere there afterwards", async () => {
     const value = `s3cret-${crypto.randomUUID()}`;
     const set = await run(["secret", "set", "RT_REMOTE_TOKEN"], { stdin: `${value}\n` });

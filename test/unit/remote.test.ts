@@ -146,10 +146,16 @@ describe("ssh errors and host checks", () => {
     expect(full.find((c) => c.name === "podman")!.detail).toMatch(/as root/);
   });
 
-  test("the share script makes a new 0700 mount point and mounts in Podman's namespace unless root", () => {
+  test("the share script makes a new 0700 mount point and mounts in Podman's namespace unless root, open to keep-id containers only there", () => {
     const script = remoteShareScript("/tmp/agentenv-share-x", "/home/me/it's");
     expect(script).toContain("mkdir -m 700 /tmp/agentenv-share-x");
     expect(script).toContain("podman unshare sh -c");
+    // allow_other (a keep-id container's user namespace) only inside Podman's namespace, never in root's host-wide one
+    const asRoot = script.slice(script.indexOf("\nasroot="), script.indexOf("\ninpodman="));
+    const inPodman = script.slice(script.indexOf("\ninpodman="), script.indexOf("\nif ["));
+    expect(inPodman).toContain("sshfs -f -o passive,idmap=none,allow_other :");
+    expect(asRoot).toContain("sshfs -f -o passive,idmap=none :");
+    expect(asRoot).not.toContain("allow_other");
     expect(Bun.spawnSync(["sh", "-n", "-c", script]).exitCode).toBe(0);
   });
 });
