@@ -154,6 +154,28 @@ describe("what crashes and commands at work leave: env list, killed sessions and
     }, slow);
   }
 
+  test("docker: env rm right after a killed session of that environment removes the stopped container it left, then the home", async () => {
+    const name = `${prefix}-dkill`;
+    expect((await run(["env", "create", name, fixture], { env: docker })).code).toBe(0);
+    const project = tempTree();
+    const child = Bun.spawn([process.execPath, entry, "run", "--no-store", "--env", name, project, "--", "sh", "-c", "touch /work/started; sleep 1"], {
+      env: { ...process.env, ...isolatedEnv(), ...docker },
+      stdout: "ignore",
+      stderr: "ignore",
+    });
+    for (let i = 0; i < 600 && !existsSync(join(project, "started")); i++) await Bun.sleep(50);
+    child.kill("SIGKILL");
+    await child.exited;
+    const [container] = leftoverContainers(project, "podman");
+    expect(container).toBeDefined();
+    for (let i = 0; i < 100 && podman(["ps", "--filter", `name=^${container}$`, "--format", "{{.Names}}"]).trim(); i++) await Bun.sleep(100);
+    // stopped, still holding the home's volume: no session ran since to remove it
+    expect(podman(["ps", "-a", "--filter", `name=^${container}$`, "--format", "{{.Names}}"]).trim()).toBe(container!);
+    const rm = await run(["env", "rm", name], { env: docker });
+    expect({ code: rm.code, stderr: rm.stderr }).toMatchObject({ code: 0 });
+    expect({ containers: leftoverContainers(project, "podman"), volume: volumeExists(name) }).toEqual({ containers: [], volume: false });
+  }, slow);
+
   test("docker: a helper container whose agentenv was killed (seeding the golden store) is removed by the next session", async () => {
     const volume = `agentenv-test-faults-dstore-${process.pid}`;
     const env = { ...docker, AGENTENV_STORE_VOLUME: volume };
