@@ -9,7 +9,7 @@ import { formatBytes } from "../../core/log.ts";
 import { agentenvDir } from "../../core/paths.ts";
 import { helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
-import { ensureVolume, writeAtomic } from "../../core/volumes.ts";
+import { crashPoint, ensureVolume, writeAtomic } from "../../core/volumes.ts";
 import { volumeClone, type VolumeChoice } from "./clone.ts";
 import { droppedWarnings, expectedNar, openSessionCopy, readRegistrations, registeredIn, screen, type DropReason } from "./nixdb.ts";
 
@@ -405,6 +405,7 @@ export async function startVolumeStore(ctx: SessionContext, choice: VolumeChoice
     throw new UserError(`could not clone the golden store for this session: ${messageOf(error)}`, "use --store none to run without it");
   }
   ctx.state[stateKey] = { golden, files, record, lock } satisfies ActiveSession;
+  crashPoint("volume:cloned");
 }
 
 /** Helper script exit code: a path's contents did not measure as registered (the script lists them). */
@@ -511,6 +512,7 @@ async function promoteSession(ctx: BaseContext, golden: GoldenVolume, record: Vo
   };
 
   const inspect = await ctx.runtime.capture(helper(inspectScript));
+  crashPoint("volume:inspected");
   if (await goldenGone(inspect.code)) return undefined;
   if (inspect.code !== 0) throw new Error(lastLines(inspect.stderr) || `exit ${inspect.code}`);
   const sections = new Map(inspect.stdout.split("\n").map((line) => [line.slice(0, line.indexOf(" ")), Buffer.from(line.slice(line.indexOf(" ") + 1), "base64")]));
@@ -554,6 +556,7 @@ async function promoteSession(ctx: BaseContext, golden: GoldenVolume, record: Vo
         continue;
       }
       if (copy.code !== 0 || !/^promoted$/m.test(copy.stdout)) throw new Error(lastLines(copy.stderr) || `exit ${copy.code}`);
+      crashPoint("volume:copied");
       return { paths: kept.length, bytes: kept.reduce((sum, r) => sum + r.narSize!, 0), dropped, strays };
     }
     throw new Error("the session's store changed while it was being promoted");
@@ -612,6 +615,7 @@ export async function endVolumeStore(ctx: SessionContext): Promise<void> {
   } finally {
     try {
       await ctx.runtime.volumeRemove(record.volume);
+      crashPoint("volume:removed");
       files.remove();
     } catch (error) {
       // the record stays: the next session reaps the volume

@@ -205,3 +205,51 @@ describe("kill -9 in the golden store", () => {
     }
   }, slow);
 });
+
+/**
+ * The same for the "volume" clone strategy (plugins/golden/volume.ts: engine volumes
+ * throughout, as on Apple `container`, a VM or remote engine), forced on Podman with its
+ * own golden volume: a session killed at each step of its start and exit (its clone made,
+ * the session's store read, Nix's copy into the golden volume done, its volume removed).
+ * The next session reaps what the killed one left — its volume, its record — and the store
+ * verifies; the killed session's path is kept only when its copy was done.
+ */
+describe("kill -9 in the golden store, volume strategy", () => {
+  const vvolume = `agentenv-test-faults-v-${process.pid}`;
+  const venv = { AGENTENV_STORE_VOLUME: vvolume, AGENTENV_STORE_CLONE: "volume" };
+  const vkept: string[] = [];
+  const sessionVolumes = () => podman(["volume", "ls", "--filter", `label=agentenv.store-of=${vvolume}`, "--format", "{{.Name}}"]).split("\n").filter(Boolean);
+  /** the host's records of sessions of this golden volume (json, and the lock beside it) */
+  const sessionRecords = () => {
+    const dir = join(stateDir(), "store", "sessions");
+    const ours = (name: string) => name.endsWith(".json") && existsSync(join(dir, name)) && readFileSync(join(dir, name), "utf8").includes(`"${vvolume}"`);
+    return existsSync(dir) ? readdirSync(dir).filter((name) => ours(name) || (name.endsWith(".lock") && ours(name.replace(/\.lock$/, ".json")))) : [];
+  };
+
+  afterAll(() => removeStoreVolume(vvolume));
+
+  test("a session's start and exit: its path promoted once Nix's copy is done, else not; the next session reaps its volume and record", async () => {
+    const first = tempTree();
+    const seeded = await run(["run", "--no-env", first, "--", ...build("v-first")], { env: venv });
+    expect({ code: seeded.code, stderr: seeded.stderr }).toMatchObject({ code: 0, stderr: expect.stringContaining("golden store: promoted") });
+    vkept.push(readFileSync(join(first, "out"), "utf8").trim());
+    const { result, steps } = await stepsOf(["run", "--no-env", tempTree(), "--", ...build("v-steps")], { env: venv });
+    expect(result.code).toBe(0);
+    expect(steps).toEqual(["volume:cloned", "volume:inspected", "volume:copied", "volume:removed"]);
+    const copied = ["volume:copied", "volume:removed"];
+    for (const [i, step] of steps.entries()) {
+      const project = tempTree();
+      expectKilled(await run(["run", "--no-env", project, "--", ...build(`v-exit-${i}`)], { env: venv, crashAt: step }), step);
+      await containersGone(project);
+      const built = step === "volume:cloned" ? [] : [readFileSync(join(project, "out"), "utf8").trim()];
+      // the next session: reaps the killed one's volume and record first, then checks the store whole
+      const script = `for p in ${[...vkept, ...built].join(" ")}; do nix-store --check-validity $p 2>/dev/null && echo "valid $p"; done; nix-store --verify --check-contents`;
+      const next = await run(["run", "--no-env", tempTree(), "--", "sh", "-c", script], { env: { ...venv, AGENTENV_STORE: "ephemeral" } });
+      expect({ step, code: next.code, errors: next.stderr.split("\n").filter((l) => /error|modified|missing|invalid/i.test(l)) }).toEqual({ step, code: 0, errors: [] });
+      for (const path of vkept) expect({ step, path, valid: next.stdout.includes(`valid ${path}\n`) }).toEqual({ step, path, valid: true });
+      for (const path of built) expect({ step, valid: next.stdout.includes(`valid ${path}\n`) }).toEqual({ step, valid: copied.includes(step) });
+      expect({ step, volumes: sessionVolumes(), records: sessionRecords(), containers: leftoverContainers(project) }).toEqual({ step, volumes: [], records: [], containers: [] });
+      if (copied.includes(step)) vkept.push(...built);
+    }
+  }, slow);
+});
