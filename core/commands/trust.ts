@@ -68,7 +68,7 @@ export const trust = defineCommand({
   },
   args: {
     dir: dirArg,
-    list: { type: "boolean", description: "List trusted projects (and the trees your user config trusts)" },
+    list: { type: "boolean", description: "List trusted projects, here and on remote hosts (HOST:PATH), and the trees your user config trusts" },
     json: { type: "boolean", description: "With --list: print as JSON" },
     ...globalArgs,
   },
