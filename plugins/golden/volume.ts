@@ -153,11 +153,14 @@ export class GoldenVolume {
 class SessionFiles {
   readonly json: string;
   readonly lock: string;
+  /** promotion's work directory (the session's database, read out): removed with the record, so a killed promotion leaves none */
+  readonly scratch: string;
 
   /** BASE: the files' path without extension */
   constructor(base: string) {
     this.json = `${base}.json`;
     this.lock = `${base}.lock`;
+    this.scratch = `${base}.promote`;
   }
 
   static of(runtime: string, name: string): SessionFiles {
@@ -171,6 +174,7 @@ class SessionFiles {
   /** The record first (no one considers the session after that), then its lock file; the caller holds the lock. */
   remove(): void {
     rmSync(this.json, { force: true });
+    rmSync(this.scratch, { recursive: true, force: true });
     rmSync(this.lock, { force: true });
   }
 }
@@ -491,7 +495,7 @@ interface VolumePromotion {
  * copy them (a third only when some did not measure as registered: without them and what
  * references them). Caller holds the exclusive lock.
  */
-async function promoteSession(ctx: BaseContext, golden: GoldenVolume, record: VolumeSessionRecord): Promise<VolumePromotion | undefined> {
+async function promoteSession(ctx: BaseContext, golden: GoldenVolume, record: VolumeSessionRecord, files: SessionFiles): Promise<VolumePromotion | undefined> {
   // read-write: Nix takes lock files in a store it opens (the session's, to copy from it)
   const helper = (script: string) =>
     helperPlan({
@@ -519,7 +523,9 @@ async function promoteSession(ctx: BaseContext, golden: GoldenVolume, record: Vo
   const database = sections.get("db");
   if (!database?.length) return undefined; // no database: nothing registered
 
-  const scratch = mkdtempSync(join(tmpdir(), "agentenv-promote-"));
+  const scratch = files.scratch;
+  rmSync(scratch, { recursive: true, force: true });
+  mkdirSync(scratch, { mode: 0o700 });
   let session: Database | undefined;
   try {
     const file = join(scratch, "db.sqlite");
@@ -602,7 +608,7 @@ export async function endVolumeStore(ctx: SessionContext): Promise<void> {
   try {
     if (record.mode === "golden") {
       await golden.withLock("exclusive", async () => {
-        const promotion = await promoteSession(ctx, golden, record);
+        const promotion = await promoteSession(ctx, golden, record, files);
         for (const line of promotion ? droppedWarnings(promotion.dropped, promotion.strays) : []) ctx.log.warn(`golden store: ${line}`);
         if (promotion?.paths) {
           golden.update({ lastPromotion: { time: new Date().toISOString(), session: record.container, ...promotion } });

@@ -223,7 +223,8 @@ describe("kill -9 in the golden store, volume strategy", () => {
   const sessionRecords = () => {
     const dir = join(stateDir(), "store", "sessions");
     const ours = (name: string) => name.endsWith(".json") && existsSync(join(dir, name)) && readFileSync(join(dir, name), "utf8").includes(`"${vvolume}"`);
-    return existsSync(dir) ? readdirSync(dir).filter((name) => ours(name) || (name.endsWith(".lock") && ours(name.replace(/\.lock$/, ".json")))) : [];
+    // a promotion's work directory (`.promote`) goes with the record
+    return existsSync(dir) ? readdirSync(dir).filter((name) => ours(name) || (name.endsWith(".lock") && ours(name.replace(/\.lock$/, ".json"))) || name.endsWith(".promote")) : [];
   };
 
   afterAll(() => removeStoreVolume(vvolume));
