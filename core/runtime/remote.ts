@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { basename, join } from "pathe";
 import { UserError, formatUserError } from "../errors.ts";
 import type { HostRecord } from "../hosts.ts";
@@ -67,7 +67,11 @@ export class RemoteRuntime extends OciRuntime {
   override async run(plan: Plan): Promise<number> {
     await this.ensureImage(plan.image);
     const handoff = plan.mounts.find((m) => m.type === "bind" && m.target === handoffTarget);
-    if (handoff) await this.sendHandoff(handoffPath(plan.name), handoff.source);
+    if (handoff) {
+      await this.sendHandoff(handoffPath(plan.name), handoff.source);
+      // a detached container (`up`) keeps its copy there as long as it runs: this machine's is not needed
+      if (plan.detach) rmSync(handoffPath(plan.name), { recursive: true, force: true });
+    }
     try {
       if (plan.detach) return await super.run(plan);
       return await this.attachedRemote(this.engineArgv(this.runArgs(plan), { tty: plan.tty }), plan.tty, plan.interactive, plan.name, plan.remove);
@@ -85,7 +89,8 @@ export class RemoteRuntime extends OciRuntime {
   private async sendHandoff(local: string, remote: string): Promise<void> {
     if (!remote.startsWith(remoteHandoffBase)) throw new Error(`not a remote handoff directory: ${remote}`);
     const tar = Bun.spawn(["tar", "-C", local, "-cf", "-", "."], { stdout: "pipe", stderr: "pipe" });
-    const script = `umask 077 && mkdir -m 700 ${shellQuote(remote)} && tar -xf - -C ${shellQuote(remote)}`;
+    // one left by a container removed behind agentenv's back (an `up` container's name is fixed) goes first; mkdir still refuses another user's
+    const script = `rm -rf ${shellQuote(remote)} 2>/dev/null; umask 077 && mkdir -m 700 ${shellQuote(remote)} && tar -xf - -C ${shellQuote(remote)}`;
     const ssh = Bun.spawn(sshArgv(this.host, remoteCommand(["sh", "-c", script])), { stdin: tar.stdout, stdout: "ignore", stderr: "pipe" });
     const [why] = await Promise.all([new Response(ssh.stderr).text(), tar.exited, ssh.exited]);
     if (tar.exitCode !== 0 || ssh.exitCode !== 0) {
@@ -99,8 +104,22 @@ export class RemoteRuntime extends OciRuntime {
     await remoteScript(this.host, `rm -rf ${shellQuote(remote)}`).catch(() => {});
   }
 
+  /**
+   * Joins a running container (`agentenv exec --host`). With a terminal, as a session's
+   * (`ssh -t`: Ctrl-C and the size travel as keystrokes). Without one, as a local exec: a
+   * signal agentenv gets ends the client (ssh), the command may outlive it, and the
+   * signal is the exit code — never `podman kill`, which would end the container under
+   * everything else running in it.
+   */
   override async exec(container: string, exec: ExecOptions, command: readonly string[]): Promise<number> {
-    return this.attachedRemote(this.execArgv(container, exec, command), exec.tty, exec.interactive, container, false);
+    const argv = this.execArgv(container, exec, command);
+    if (exec.tty) return this.attachedRemote(argv, true, exec.interactive, container, false);
+    ensureControlDir();
+    const code = await attached(argv, { signalExit: true });
+    if (code === sshFailureCode && !(await masterAlive(this.host))) {
+      throw new UserError(`the SSH connection to ${this.host.name} was lost while the command ran in ${container}`, "run it again (a new connection is opened); it may have run there in part", sshFailureCode);
+    }
+    return code;
   }
 
   override async capture(plan: Plan, io?: { stdin?: string; stdout?: string }): Promise<EngineResult> {

@@ -65,9 +65,12 @@ function checkBinds(ctx: SessionContext): void {
   if (!remote) return;
   const host = remote.host.name;
   const state = stateOf(ctx);
+  // an `up` container's roots there are directories on that host (core/session.ts), each at its own path
+  const roots = ctx.mode === "up" ? (JSON.parse(ctx.plan.labels["agentenv.roots"] ?? "[]") as string[]) : [];
   for (const mount of ctx.plan.mounts) {
     if (mount.type !== "bind") continue;
     if (mount.target === projectMountPoint && (mount.source === state.mountPoint || remoteProject(ctx, host))) continue;
+    if (mount.source === mount.target && roots.includes(mount.source) && remoteProject(ctx, host)) continue;
     if (mount.target === handoffTarget) {
       // a tmpfs directory there, filled from this machine's just before the run (core/runtime/remote.ts)
       mount.source = remoteHandoffDir(ctx.plan.name);

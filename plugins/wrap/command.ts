@@ -2,18 +2,21 @@ import { realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import { defineCommand, type ArgsDef } from "citty";
 import { join, resolve } from "pathe";
-import { envFlag, globalArgs, logFor, repeatedFlag, runtimeArgs, sessionArgs, storeFlag } from "../../core/commands/_shared.ts";
+import { envFlag, globalArgs, hostArgs, logFor, repeatedFlag, runtimeArgs, sessionArgs, storeFlag } from "../../core/commands/_shared.ts";
+import { envNamePattern } from "../../core/config.ts";
+import { findHost, parseRemoteDir } from "../../core/hosts.ts";
 import { UserError } from "../../core/errors.ts";
 import { shellJoin } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { loadContext } from "../../core/session.ts";
 import { endContainer, ensureUp, envContainer, isServing, readUpState, rootsLabel, withContainerLock, type EnvContainer, type UpState } from "./container.ts";
 import { checkBranch, checkNixDevelop, execOptions, inContainer, parseSets, type ExecRequest } from "./exec.ts";
-import { checkInside, wantedRoots } from "./roots.ts";
+import { checkInside, hostRoots, wantedRoots } from "./roots.ts";
 
 /** What `up` and `exec` take to choose and start the container. */
 const containerArgs = {
   ...runtimeArgs,
+  ...hostArgs,
   env: sessionArgs.env,
   "no-env": sessionArgs["no-env"],
   image: sessionArgs.image,
@@ -24,13 +27,14 @@ const containerArgs = {
   roots: {
     type: "string",
     valueHint: "dir,…",
-    description: "Host directories the container sees, each at its own path (default: config `roots`, else the current project)",
+    description: "Host directories the container sees, each at its own path (default: config `roots`, else the current project); with --host, directories there: HOST:/path",
   },
   ...globalArgs,
 } as const satisfies ArgsDef;
 
 interface ContainerFlags {
   runtime?: string;
+  host?: string;
   env?: string | boolean;
   "no-env"?: boolean;
   image?: string;
@@ -44,7 +48,27 @@ interface ContainerFlags {
 }
 
 function configFlags(args: ContainerFlags) {
-  return { runtime: args.runtime, image: args.image, store: storeFlag(args), env: envFlag(args), strict: args.strict };
+  return { runtime: args.runtime, host: args.host ?? impliedHost(args.roots), image: args.image, store: storeFlag(args), env: envFlag(args), strict: args.strict };
+}
+
+/** `--roots box:/srv/app` names its host, as `agentenv box:/srv/app` does: --host is implied. */
+function impliedHost(roots: string | undefined): string | undefined {
+  const first = roots?.split(",").find(Boolean);
+  return first ? parseRemoteDir(first, (name) => findHost(name) !== undefined)?.host : undefined;
+}
+
+/**
+ * What `ensureUp` starts a container with. On a host (`--host`) the session is that host's
+ * (prepareSession: `remote`), its roots directories there.
+ */
+function upFlags(ctx: BaseContext, args: ContainerFlags): UpFlags {
+  return { ...configFlags(args), ...(ctx.config.host ? { host: ctx.config.host, remote: true } : { host: undefined }) };
+}
+type UpFlags = ReturnType<typeof configFlags> & { remote?: boolean };
+
+/** `--host H` after CMD… words: what the hint of a command on a host says. */
+function hostWords(ctx: BaseContext): string {
+  return ctx.config.host ? ` --host ${ctx.config.host}` : "";
 }
 
 /** The physical current directory: what roots are compared with, and the path inside. */
@@ -52,8 +76,10 @@ function currentDir(): string {
   return realpathSync(process.cwd());
 }
 
+/** The config for CWD; on a host (`--host`, config `host`, AGENTENV_HOST) no project config here is the container's. */
 async function context(args: ContainerFlags, cwd: string): Promise<{ ctx: BaseContext; c: EnvContainer }> {
-  const ctx = await loadContext({ project: cwd, flags: configFlags(args), log: logFor(args) });
+  const flags = configFlags(args);
+  const ctx = await loadContext({ project: flags.host ? undefined : cwd, flags, log: logFor(args), remote: true });
   return { ctx, c: envContainer(ctx, ctx.config.env.name) };
 }
 
@@ -72,16 +98,23 @@ export const up = defineCommand({
   async run({ args }) {
     const cwd = currentDir();
     const { ctx, c } = await context(args, cwd);
-    const roots = wantedRoots(args.roots, ctx.config.roots, cwd);
-    const { state, started } = await ensureUp(ctx, c, { roots, flags: configFlags(args), quiet: args.quiet || args.json });
-    if (args.json) console.log(JSON.stringify(publicState(state, "running"), null, 2));
-    else ctx.log.success(`${c.name} is ${started ? "up" : "already up"} — roots ${state.roots.join(", ")}; agentenv exec${c.env ? ` --env ${c.env}` : ""} -- CMD runs in it`);
+    const roots = ctx.config.host ? needRoots(ctx.config.host, args.roots) : wantedRoots(args.roots, ctx.config.roots, cwd);
+    const { state, started } = await ensureUp(ctx, c, { roots, flags: upFlags(ctx, args), quiet: args.quiet || args.json });
+    if (args.json) console.log(JSON.stringify(publicState(state, "running", ctx.config.host), null, 2));
+    else ctx.log.success(`${c.name} is ${started ? "up" : "already up"}${ctx.config.host ? ` on ${ctx.config.host}` : ""} — roots ${state.roots.join(", ")}; agentenv exec${hostWords(ctx)}${c.env ? ` --env ${c.env}` : ""} -- CMD runs in it`);
     return 0;
   },
 });
 
-function publicState(state: UpState, status: string) {
-  return { name: state.name, env: state.env ?? null, runtime: state.runtime, status, roots: state.roots, store: state.store, started: state.started || null };
+function publicState(state: UpState, status: string, host?: string) {
+  return { name: state.name, env: state.env ?? null, runtime: state.runtime, ...(host ? { host } : {}), status, roots: state.roots, store: state.store, started: state.started || null };
+}
+
+/** `up --host H`: its roots are directories on H, given with --roots (H:/path). */
+function needRoots(host: string, flag: string | undefined): string[] {
+  const roots = hostRoots(flag, host);
+  if (!roots) throw new UserError(`an up container on ${host} mounts directories on ${host}: name them with --roots`, `agentenv up --host ${host} --roots ${host}:/srv/app`);
+  return roots;
 }
 
 export const exec = Object.assign(
@@ -108,6 +141,7 @@ export const exec = Object.assign(
         set: parseSets(repeatedFlag(rawArgs, "--set")),
         runArgs: repeatedFlag(rawArgs, "--run-arg"),
       };
+      if (ctx.config.host) return execThere(ctx, c, args, request, command);
       // before any engine call: the directory must be one this command may use
       const roots = wantedRoots(args.roots, ctx.config.roots, cwd);
       checkInside(cwd, roots, args.roots !== undefined ? "given with --roots" : "of config `roots`", "cd into one of them, or pass --roots");
@@ -133,6 +167,41 @@ export const exec = Object.assign(
 );
 
 /**
+ * `exec --host H`: the container on H, joined with H's engine over the shared connection.
+ * Its roots are directories there, so the current directory here is not its: the command
+ * runs in its first root. Started first when `--roots` names its roots (autoStart); else
+ * it must be running.
+ */
+async function execThere(ctx: BaseContext, c: EnvContainer, args: ContainerFlags & { "dry-run"?: boolean }, request: ExecRequest, command: string[]): Promise<number> {
+  const host = ctx.config.host!;
+  const roots = hostRoots(args.roots, host);
+  const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  const upHint = `agentenv up --host ${host}${c.env ? ` --env ${c.env}` : ""} --roots ${host}:/path`;
+  if (args["dry-run"]) {
+    const workdir = readUpState(c)?.roots[0] ?? roots?.[0];
+    if (!workdir) throw new UserError(`${c.name} is not up on ${host} (as far as this machine knows): its first root is where the command would run`, upHint);
+    console.log(shellJoin(ctx.runtime.execArgv(c.name, execOptions(request, workdir, tty), inContainer(command))));
+    return 0;
+  }
+  const start = Boolean(roots && ctx.config.autoStart);
+  if (!start && (await ctx.runtime.containerStatus(c.name)) !== "running") {
+    throw new UserError(`${c.name} is not running on ${host}${roots ? " (autoStart is off)" : ""}`, roots ? upHint.replace(/ --roots .*/, ` --roots ${roots.map((r) => `${host}:${r}`).join(",")}`) : upHint);
+  }
+  const { state } = await ensureUp(ctx, c, { roots: roots ?? [], flags: upFlags(ctx, args), quiet: args.quiet });
+  const workdir = state.roots[0];
+  if (!workdir) throw new UserError(`${c.name} on ${host} has no roots that this machine can read`, `agentenv down --host ${host}${c.env ? ` --env ${c.env}` : ""}, then up again`);
+  const options = execOptions(request, workdir, tty);
+  ctx.log.debug(`$ ${shellJoin(ctx.runtime.execArgv(c.name, options, inContainer(command)))}`);
+  const asked = Date.now();
+  const code = await ctx.runtime.exec(c.name, options, inContainer(command));
+  if (start && code === 125 && (await engineRefused(ctx, c, asked))) {
+    await ensureUp(ctx, c, { roots: roots!, flags: upFlags(ctx, args), quiet: args.quiet });
+    return ctx.runtime.exec(c.name, options, inContainer(command));
+  }
+  return code;
+}
+
+/**
  * Whether an exec that ended with the engine's own failure code (125, 255) never ran the
  * command: the engine's record must show the container stopped before the exec was
  * asked for. The code alone proves nothing — the command may exit 255 itself (ssh does)
@@ -152,7 +221,7 @@ async function startFor(ctx: BaseContext, c: EnvContainer, cwd: string, roots: s
   if (!ctx.config.autoStart && (await ctx.runtime.containerStatus(c.name)) !== "running") {
     throw new UserError(`${c.name} is not running (autoStart is off)`, `agentenv up${c.env ? ` --env ${c.env}` : ""}`);
   }
-  const { state } = await ensureUp(ctx, c, { roots, flags: configFlags(args), quiet: args.quiet });
+  const { state } = await ensureUp(ctx, c, { roots, flags: upFlags(ctx, args), quiet: args.quiet });
   checkInside(cwd, state.roots, `of the running ${c.name}`, `agentenv down${c.env ? ` --env ${c.env}` : ""}, then up with the roots you need`);
 }
 
@@ -160,6 +229,7 @@ export const down = defineCommand({
   meta: { name: "down", description: "Stop and remove the environment's container; its new store paths are promoted" },
   args: {
     ...runtimeArgs,
+    ...hostArgs,
     env: { type: "string", valueHint: "name", description: "The environment whose container to stop (default: config env.default)" },
     "no-env": { type: "boolean", description: "The container with no environment (agentenv-up)" },
     all: { type: "boolean", description: "Every environment container" },
@@ -167,17 +237,18 @@ export const down = defineCommand({
   },
   async run({ args }) {
     const cwd = currentDir();
-    const ctx = await loadContext({ project: cwd, flags: { runtime: args.runtime, env: envFlag(args) }, log: logFor(args) });
+    const ctx = await loadContext({ project: args.host ? undefined : cwd, flags: { runtime: args.runtime, host: args.host, env: envFlag(args) }, log: logFor(args), remote: true });
+    const on = ctx.config.host ? ` on ${ctx.config.host}` : "";
     const targets = args.all ? (await listContainers(ctx)).map((row) => envContainer(ctx, row.env ?? "")) : [envContainer(ctx, ctx.config.env.name)];
     for (const c of targets) {
       await withContainerLock(c, async () => {
         if ((await ctx.runtime.containerStatus(c.name)) === "absent" && !readUpState(c)) {
-          if (!args.all) ctx.log.info(`${c.name} is not up`);
+          if (!args.all) ctx.log.info(`${c.name} is not up${on}`);
           return;
         }
-        ctx.log.start(`stopping ${c.name}…`);
+        ctx.log.start(`stopping ${c.name}${on}…`);
         await endContainer(ctx, c);
-        ctx.log.success(`${c.name} is down`);
+        ctx.log.success(`${c.name} is down${on}`);
       });
     }
     return 0;
@@ -193,34 +264,45 @@ interface ContainerRow {
   uptime: string | null;
 }
 
-/** Environment containers, by their labels (the engine lists and inspects them). */
+/**
+ * Environment containers, by their labels (the engine lists and inspects them). Labels
+ * are what anyone with that engine (on a host, whatever runs there) could have set: a
+ * container whose name is not the one agentenv gives its environment is left out, and
+ * what reaches the terminal or a path here is checked.
+ */
 async function listContainers(ctx: BaseContext): Promise<ContainerRow[]> {
   const containers = await ctx.runtime.listContainers("agentenv.session=up");
-  return containers.map(({ name, running, labels }) => {
-    const started = labels["agentenv.started"] ?? null;
-    return {
-      name,
-      env: labels["agentenv.env"] ?? null,
-      status: running ? ("running" as const) : ("stopped" as const),
-      roots: rootsLabel(labels),
-      started,
-      uptime: running && started ? uptime(started) : null,
-    };
+  return containers.flatMap(({ name, running, labels }) => {
+    const env = labels["agentenv.env"] || null;
+    if (env !== null && !envNamePattern.test(env)) return [];
+    if (name !== (env ? `agentenv-up-${env}` : "agentenv-up")) return [];
+    const label = labels["agentenv.started"];
+    const started = label && /^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(label) ? label : null;
+    return [
+      {
+        name,
+        env,
+        status: running ? ("running" as const) : ("stopped" as const),
+        roots: rootsLabel(labels).filter((root) => root.startsWith("/") && !/[\0-\x1f\x7f]/.test(root)),
+        started,
+        uptime: running && started ? uptime(started) : null,
+      },
+    ];
   });
 }
 
 export const ps = defineCommand({
   meta: { name: "ps", description: "List environment containers: environment, status, uptime, roots" },
-  args: { ...runtimeArgs, json: { type: "boolean", description: "Print as JSON" }, ...globalArgs },
+  args: { ...runtimeArgs, ...hostArgs, json: { type: "boolean", description: "Print as JSON" }, ...globalArgs },
   async run({ args }) {
-    const ctx = await loadContext({ project: currentDir(), flags: { runtime: args.runtime }, log: logFor(args) });
+    const ctx = await loadContext({ project: args.host ? undefined : currentDir(), flags: { runtime: args.runtime, host: args.host }, log: logFor(args), remote: true });
     const rows = await listContainers(ctx);
     if (args.json) {
       console.log(JSON.stringify(rows, null, 2));
       return 0;
     }
     if (!rows.length) {
-      ctx.log.info("no environment containers (agentenv up starts one)");
+      ctx.log.info(`no environment containers${ctx.config.host ? ` on ${ctx.config.host}` : ""} (agentenv up${hostWords(ctx)} starts one)`);
       return 0;
     }
     const table = [["ENV", "CONTAINER", "STATUS", "UP", "ROOTS"], ...rows.map((r) => [r.env ?? "-", r.name, r.status, r.uptime ?? "-", r.roots.join(",")])];

@@ -249,7 +249,17 @@ async function startContainer(ctx: BaseContext, c: EnvContainer, options: UpOpti
  * (dotfiles, tools install) is shown. Ctrl-C or the container ending first is a failure.
  */
 async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Promise<void> {
-  const logs = Bun.spawn(ctx.runtime.logsArgv(c.name), { stdin: "ignore", stdout: quiet ? "ignore" : 2, stderr: quiet ? "ignore" : 2 });
+  // a remote host's `logs -f` outlives its ssh client in the shared connection, which keeps what the
+  // client was given: never agentenv's own stderr (whoever reads it would wait for the container's end)
+  const relayed = Boolean(ctx.config.host) && !quiet;
+  const output = quiet ? "ignore" : relayed ? "pipe" : 2;
+  const logs = Bun.spawn(ctx.runtime.logsArgv(c.name), { stdin: "ignore", stdout: output, stderr: output });
+  const readers = relayed ? [logs.stdout, logs.stderr].map((stream) => (stream as ReadableStream<Uint8Array>).getReader()) : [];
+  for (const reader of readers) {
+    void (async () => {
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) process.stderr.write(chunk.value);
+    })().catch(() => {});
+  }
   let interrupted = false;
   const onSignal = () => {
     interrupted = true;
@@ -277,6 +287,7 @@ async function waitReady(ctx: BaseContext, c: EnvContainer, quiet?: boolean): Pr
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     logs.kill();
+    for (const reader of readers) void reader.cancel().catch(() => {});
   }
 }
 

@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { join } from "pathe";
+import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
+import { expectNoStackTrace, requireImage } from "../helpers/engine.ts";
+import { startRemoteHost, type RemoteHost } from "../helpers/remote-host.ts";
+
+/**
+ * `up`/`exec`/`down`/`ps --host`: the environment container on a remote host's Podman,
+ * its roots directories there. The remote is test/helpers/remote-host.ts's: sshd on a free
+ * loopback port logging in as a dedicated user with their own rootless Podman.
+ */
+const nested = statSync("/proc/self/ns/pid").ino !== 0xeffffffc;
+if (nested) console.warn("remote-up.test.ts: skipped — running inside a container, where a second user's rootless Podman is not a remote host");
+const describeRemote = nested ? describe.skip : describe;
+
+const host = "ru-box";
+const env = isolatedEnv();
+const name = `ru${process.pid}`;
+const container = `agentenv-up-${name}`;
+let remote: RemoteHost;
+let dir = "";
+
+const run = (args: string[], options: { cwd?: string; stdin?: string } = {}) => agentenv(args, { env, ...options });
+const onRemote = (script: string) => remote.onRemote(script);
+/** This machine's records of running sessions (core/record.ts, or the older up/ state files) that name NAME. */
+function localRecords(of: string): string[] {
+  const state = join(env.HOME!, ".local/state/agentenv");
+  return ["running", "up"].flatMap((sub) => (existsSync(join(state, sub)) ? readdirSync(join(state, sub)).filter((f) => f.includes(of) && f.endsWith(".json")).map((f) => `${sub}/${f}`) : []));
+}
+
+beforeAll(async () => {
+  if (nested) return;
+  await requireImage();
+  remote = await startRemoteHost(repoRoot);
+  const added = await run(["host", "add", host, ...remote.addArgs, "--force"]);
+  if (added.code !== 0) throw new Error(added.stderr);
+  dir = onRemote("d=$(mktemp -d /tmp/agentenv-remote-up-XXXXXX) && echo remote-content > $d/there.txt && echo $d").stdout.trim();
+  if (!dir.startsWith("/tmp/agentenv-remote-up-")) throw new Error(`no directory on the remote: ${dir}`);
+  const created = await run(["env", "create", name, tempTree({ "notes.txt": "home\n" })]);
+  if (created.code !== 0) throw new Error(created.stderr);
+}, 300_000);
+
+afterAll(async () => {
+  if (nested || !remote) return;
+  await run(["down", "--host", host, "--env", name]);
+  await run(["down", "--env", name]);
+  onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}' | xargs -r podman rm --force >/dev/null 2>&1; podman volume rm --force agentenv-env-${name} >/dev/null 2>&1; rm -rf ${dir}; true`);
+  await run(["env", "rm", name, "--force"]);
+  Bun.spawnSync([process.execPath, entry, "host", "rm", host], { env: { ...process.env, ...env } });
+  remote.stop();
+});
+
+describeRemote("up / exec / ps / down --host", () => {
+  test("the container runs on the host with its roots there; exec's exit code and stdin; ps --host; a local one of the same name apart; down --host leaves nothing on either side", async () => {
+    const up = await run(["up", "--host", host, "--env", name, "--roots", `${host}:${dir}`]);
+    expect(up.stderr).toContain(`${container} is up on ${host} — roots ${dir}`);
+    expect(up.code).toBe(0);
+    expectNoStackTrace(up.stderr);
+    // there, not here; its root mounted as it is
+    const mounts = onRemote(`podman inspect --format '{{range .Mounts}}{{.Source}}={{.Destination}} {{end}}{{index .Config.Labels "agentenv.host"}}' ${container}`).stdout;
+    expect(mounts).toContain(`${dir}=${dir} `);
+    expect(mounts.trim().endsWith(host)).toBe(true);
+    expect(Bun.spawnSync(["podman", "container", "exists", container]).exitCode).not.toBe(0);
+    // a project there is not trusted, said in one line
+    expect(up.stderr).toContain(`${host}:${dir} is a project on another machine: no secrets`);
+    const again = await run(["up", "--host", host, "--env", name, "--roots", `${host}:${dir}`]);
+    expect(again.stderr).toContain("already up on ru-box");
+
+    // exec: in its first root, the command's exit code, the home there, stdin when piped
+    const exec = await run(["exec", "--host", host, "--env", name, "--", "sh", "-c", "pwd; cat there.txt; cat ~/notes.txt; [ -t 0 ] || echo no-tty; echo made > made.txt; exit 7"], { cwd: tempTree() });
+    expect(exec.stdout).toBe(`${dir}\nremote-content\nhome\nno-tty\n`);
+    expect(exec.code).toBe(7);
+    expect(onRemote(`cat ${dir}/made.txt`).stdout).toBe("made\n");
+    const piped = await run(["exec", "--host", host, "--env", name, "--", "sh", "-c", "read line; echo got $line"], { stdin: "hello\n" });
+    expect(piped.stdout).toBe("got hello\n");
+    expect(piped.code).toBe(0);
+
+    // a local container of the same environment: its own record, its own roots
+    const local = realpathSync(tempTree({ ".git/HEAD": "" }, "agentenv-remote-up-local-"));
+    const localUp = await run(["up", "--env", name, "--no-store", "--roots", local]);
+    expect(localUp.code).toBe(0);
+    const psThere = JSON.parse((await run(["ps", "--host", host, "--json"])).stdout) as Array<Record<string, unknown>>;
+    expect(psThere).toEqual([expect.objectContaining({ name: container, env: name, status: "running", roots: [dir] })]);
+    const psHere = JSON.parse((await run(["ps", "--json"])).stdout) as Array<Record<string, unknown>>;
+    expect(psHere.find((row) => row.name === container)).toMatchObject({ status: "running", roots: [local] });
+    expect(localRecords(container).length).toBe(2);
+    expect((await run(["down", "--env", name])).code).toBe(0);
+    expect(Bun.spawnSync(["podman", "container", "exists", container]).exitCode).not.toBe(0);
+    // the one there runs on, and its record here is still there
+    expect((await run(["exec", "--host", host, "--env", name, "--", "true"])).code).toBe(0);
+    expect(localRecords(container).length).toBe(1);
+
+    const down = await run(["down", "--host", host, "--env", name]);
+    expect(down.stderr).toContain(`${container} is down on ${host}`);
+    expect(down.code).toBe(0);
+    // nothing left: no container and no handoff there, no record or share here; the root's files stay
+    expect(onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'; ls -d /dev/shm/agentenv-handoff-* /tmp/agentenv-share-* 2>/dev/null; true`).stdout.trim()).toBe("");
+    expect(onRemote(`cat ${dir}/there.txt`).stdout).toBe("remote-content\n");
+    expect(localRecords(container)).toEqual([]);
+    expect((await run(["ps", "--host", host, "--json"])).stdout.trim()).toBe("[]");
+    const gone = await run(["exec", "--host", host, "--env", name, "--", "true"]);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(new RegExp(`^agentenv: ${container} is not running on ${host} — agentenv up --host ${host} --env ${name} --roots ${host}:/path`, "m"));
+    expect((await run(["down", "--host", host, "--env", name])).stderr).toContain(`${container} is not up on ${host}`);
+  }, 300_000);
+
+  test("a local root with --host is refused in one line naming HOST:PATH roots; nothing is made there", async () => {
+    const local = tempTree();
+    const refused = await run(["up", "--host", host, "--no-env", "--roots", local]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(new RegExp(`^agentenv: root ${local} is a directory on this machine: an up container on ${host} mounts directories on ${host} only — write its roots as ${host}:/path`, "m"));
+    expectNoStackTrace(refused.stderr);
+    const none = await run(["up", "--host", host, "--no-env"], { cwd: local });
+    expect(none.stderr).toMatch(/^agentenv: an up container on ru-box mounts directories on ru-box: name them with --roots/m);
+    const system = await run(["up", "--host", host, "--no-env", "--roots", `${host}:/etc`]);
+    expect(system.stderr).toMatch(/root ru-box:\/etc: the container needs that path for itself/);
+    expect(onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'`).stdout.trim()).toBe("");
+  }, 60_000);
+
+  test("Ctrl-C (SIGINT) to exec without a terminal ends the exec, 130, and never the container; --roots HOST:PATH implies --host", async () => {
+    // no --host: the root names it
+    const up = await run(["up", "--no-env", "--roots", `${host}:${dir}`]);
+    expect(up.stderr).toContain(`agentenv-up is up on ${host}`);
+    expect(up.code).toBe(0);
+    try {
+      const child = Bun.spawn([process.execPath, entry, "exec", "--host", host, "--no-env", "--", "sh", "-c", "echo ready; sleep 30"], { env: { ...process.env, ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      const reader = (child.stdout as ReadableStream<Uint8Array>).getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toBe("ready\n");
+      child.kill("SIGINT");
+      expect(await child.exited).toBe(130);
+      const ps = JSON.parse((await run(["ps", "--host", host, "--json"])).stdout) as Array<Record<string, unknown>>;
+      expect(ps).toEqual([expect.objectContaining({ name: "agentenv-up", env: null, status: "running" })]);
+      expect((await run(["exec", "--host", host, "--no-env", "--", "sh", "-c", "exit 4"])).code).toBe(4);
+    } finally {
+      expect((await run(["down", "--host", host, "--no-env"])).code).toBe(0);
+    }
+    expect(onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'`).stdout.trim()).toBe("");
+  }, 180_000);
+});
