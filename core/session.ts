@@ -76,7 +76,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     remote: options.remote || Boolean(remote),
   });
   const remoteEnv = config.host ? remoteLimits(config, options.log) : undefined;
-  if (remote) remoteProjectTrust(config, remote, options.log);
+  if (remote) remoteProjectTrust(config, upThere ? untrustedRootThere(remote.host, options.up?.roots ?? []) ?? remote : remote, options.log);
   const plan = basePlan({
     project,
     mode: options.mode,
@@ -137,6 +137,14 @@ function remoteProjectTrust(config: ResolvedConfig, remote: { host: string; path
   const project = `${remote.host}:${remote.path}`;
   if (was) log.warn(`${trust.project} was trusted when host ${remote.host} was ${was}; it is now ${url}: not trusted — no secrets, and its store changes are not kept (agentenv trust ${project} if that is right)`);
   else log.warn(`${project} is a project on another machine: no secrets, and its store changes are not kept — agentenv trust ${project} trusts it (its config there is never loaded)`);
+}
+
+/** An `up` container on HOST is trusted only when every one of its roots there is: the first one that is not. */
+function untrustedRootThere(host: string, roots: readonly string[]): { host: string; path: string } | undefined {
+  const url = sshUrl(findHost(host)!);
+  const records = readRemoteTrust();
+  const path = roots.find((root) => !remoteTrust(host, url, root, records).trust.trusted);
+  return path === undefined ? undefined : { host, path };
 }
 
 /** The engine's own failure codes (podman/docker `run`), as opposed to the command's. */

@@ -105,6 +105,35 @@ describeRemote("up / exec / ps / down --host", () => {
     expect((await run(["down", "--host", host, "--env", name])).stderr).toContain(`${container} is not up on ${host}`);
   }, 300_000);
 
+  test("an up container there is trusted only when every one of its roots is: a secret reaches exec then, never otherwise, and is gone there after down", async () => {
+    const value = `s3cret-${crypto.randomUUID()}`;
+    const hash = new Bun.CryptoHasher("sha256").update(value).digest("hex");
+    const second = onRemote("mktemp -d /tmp/agentenv-remote-up2-XXXXXX").stdout.trim();
+    expect((await run(["secret", "set", "RU_TOKEN"], { stdin: `${value}\n` })).code).toBe(0);
+    const token = ["exec", "--host", host, "--no-env", "--", "sh", "-c", 'printf %s "${RU_TOKEN:-none}" | sha256sum | cut -c1-64'];
+    const none = new Bun.CryptoHasher("sha256").update("none").digest("hex");
+    try {
+      expect((await run(["trust", `${host}:${dir}`])).code).toBe(0);
+      const half = await run(["up", "--host", host, "--no-env", "--roots", `${host}:${dir},${host}:${second}`]);
+      expect(half.code).toBe(0);
+      expect(half.stderr).toContain(`${host}:${second} is a project on another machine: no secrets`);
+      expect((await run(token)).stdout).toBe(`${none}\n`);
+      expect((await run(["down", "--host", host, "--no-env"])).code).toBe(0);
+      expect((await run(["trust", `${host}:${second}`])).code).toBe(0);
+      const whole = await run(["up", "--host", host, "--no-env", "--roots", `${host}:${dir},${host}:${second}`]);
+      expect(whole.code).toBe(0);
+      expect(whole.stderr).not.toContain("is a project on another machine");
+      expect((await run(token)).stdout).toBe(`${hash}\n`);
+      expect((await run(["down", "--host", host, "--no-env"])).code).toBe(0);
+      expect(onRemote(`grep -rlsF -- ${value} ~ /tmp /dev/shm /var/tmp 2>/dev/null; ls -d /dev/shm/agentenv-handoff-* 2>/dev/null; true`).stdout).toBe("");
+    } finally {
+      await run(["down", "--host", host, "--no-env"]);
+      for (const path of [dir, second]) await run(["untrust", `${host}:${path}`]);
+      await run(["secret", "rm", "RU_TOKEN"]);
+      onRemote(`rm -rf ${second}`);
+    }
+  }, 180_000);
+
   test("a local root with --host is refused in one line naming HOST:PATH roots; nothing is made there", async () => {
     const local = tempTree();
     const refused = await run(["up", "--host", host, "--no-env", "--roots", local]);
