@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace, requireImage } from "../helpers/engine.ts";
 import { startRemoteHost, type RemoteHost } from "../helpers/remote-host.ts";
+import { terminal } from "../helpers/terminal.ts";
 
 /**
  * `up`/`exec`/`down`/`ps --host`: the environment container on a remote host's Podman,
@@ -133,6 +134,32 @@ describeRemote("up / exec / ps / down --host", () => {
       onRemote(`rm -rf ${second}`);
     }
   }, 180_000);
+
+  test("exec --host on a terminal: a TTY there, Ctrl-C reaching the command, exit N returning N", async () => {
+    if (!Bun.which("tmux")) throw new Error("tmux is missing: bin/setup installs it");
+    expect((await run(["up", "--host", host, "--no-env", "--roots", `${host}:${dir}`])).code).toBe(0);
+    const session = `agentenv-remote-up-tty-${process.pid}`;
+    const { tmux, waitFor } = terminal(session);
+    const resultFile = join(tempTree(), "code");
+    const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" ");
+    const command = `${vars} ${process.execPath} ${entry} exec --host ${host} --no-env; echo $? > ${resultFile}; echo AGENTENV-DONE; sleep 600`;
+    expect(tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30", command).exitCode).toBe(0);
+    try {
+      tmux("send-keys", "-t", session, "echo tty=$(tty | cut -c1-8) in=$(pwd)", "Enter");
+      await waitFor(new RegExp(`tty=/dev/pts in=${dir}`));
+      tmux("send-keys", "-t", session, "sleep 30; echo not-interrupted", "Enter");
+      await Bun.sleep(700);
+      tmux("send-keys", "-t", session, "C-c", "");
+      tmux("send-keys", "-t", session, "echo after-ctrl-c", "Enter");
+      expect(await waitFor(/^after-ctrl-c/m)).not.toMatch(/^not-interrupted/m);
+      tmux("send-keys", "-t", session, "exit 6", "Enter");
+      await waitFor(/AGENTENV-DONE/);
+      expect(readFileSync(resultFile, "utf8").trim()).toBe("6");
+    } finally {
+      tmux("kill-session", "-t", session);
+      expect((await run(["down", "--host", host, "--no-env"])).code).toBe(0);
+    }
+  }, 120_000);
 
   test("a local root with --host is refused in one line naming HOST:PATH roots; nothing is made there", async () => {
     const local = tempTree();
