@@ -24,6 +24,8 @@ export interface SessionOptions extends ConfigFlags {
   remote?: boolean;
   /** false: no line about the project's trust (attach: its "project" is none, and untrusted on purpose) */
   trustNotice?: false;
+  /** mode "up" on a host: the roots that are this machine's directories, live-shared there (plugins/remote); the others are the host's */
+  shared?: string[];
 }
 
 export interface PreparedSession {
@@ -68,15 +70,20 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
   const remote = upThere ?? parseRemoteDir(options.dir, (name) => findHost(name) !== undefined);
   if (remote && options.host && options.host !== remote.host) throw new UserError(`${options.dir} is on host ${remote.host}, but --host says ${options.host}`, "pass one of them");
   const project = remote ? remote.path : resolveProjectDir(options.dir);
+  // roots of this machine's in an up container there keep their own trust (and the first one's config), as locally
+  const shared = upThere ? (options.shared ?? []) : [];
   const { config, plugins, runtime } = await loadContext({
-    project: remote ? undefined : project,
-    roots: remote ? undefined : options.up?.roots,
+    project: remote ? shared[0] : project,
+    roots: remote ? (shared.length ? shared : undefined) : options.up?.roots,
     flags: { runtime: options.runtime, host: remote?.host ?? options.host, image: options.image, store: options.store, userns: options.userns, env: options.env, profile: options.profile, strict: options.strict },
     log: options.log,
     remote: options.remote || Boolean(remote),
   });
   const remoteEnv = config.host ? remoteLimits(config, options.log) : undefined;
-  if (remote) remoteProjectTrust(config, upThere ? untrustedRootThere(remote.host, options.up?.roots ?? []) ?? remote : remote, options.log);
+  const there = upThere ? (options.up?.roots ?? []).filter((root) => !shared.includes(root)) : [];
+  if (remote && (!shared.length || (config.trust?.trusted && there.length))) {
+    remoteProjectTrust(config, upThere ? (untrustedRootThere(remote.host, there) ?? { host: remote.host, path: there[0] ?? remote.path }) : remote, options.log);
+  }
   const plan = basePlan({
     project,
     mode: options.mode,
@@ -87,10 +94,11 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
     name: options.name,
   });
   if (remote) plan.labels["agentenv.project"] = `${remote.host}:${remote.path}`;
+  if (shared.length) plan.labels["agentenv.shared"] = JSON.stringify(shared);
   // the environment's copy on that host: the remote plugin mounts it (plugins/remote)
   if (remoteEnv) plan.labels["agentenv.env"] = remoteEnv;
   const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode, state: {}, saved: {} };
-  const notice = config.trust && !remote && trustNotice(config.trust);
+  const notice = config.trust && (!remote || (shared.length && !config.trust.trusted && !config.trust.project.includes(":"))) && trustNotice(config.trust);
   if (notice && options.trustNotice !== false) options.log.warn(notice);
   await callHook(plugins, "session:mount", ctx);
   await callHook(plugins, "session:boot", ctx);

@@ -5,7 +5,7 @@ import { createRuntime } from "../../core/runtime/index.ts";
 import { envLabel, lastUsed, volumeName } from "../env/home.ts";
 import { definePlugin, type SessionContext } from "../../core/plugins.ts";
 import { remoteHandoffDir, type RemoteRuntime } from "../../core/runtime/remote.ts";
-import type { Share } from "./share.ts";
+import type { DetachedShare, Share } from "./share.ts";
 
 /**
  * Sessions on a remote host (`--host NAME`, `HOST:PATH`): the engine is that host's
@@ -21,6 +21,13 @@ interface RemoteState {
   local?: string;
   mountPoint?: string;
   share?: Share;
+  /** `up` on the host: its roots of this machine's, each live-shared at its mount point there for the container's life */
+  upShares?: Array<{ local: string; mountPoint: string }>;
+}
+
+/** What `down`, in another agentenv, needs to end an up container's shares (its record's part: ctx.saved.remote). */
+interface SavedRemote {
+  shares?: DetachedShare[];
 }
 
 function remoteOf(ctx: { runtime: unknown; config: { host?: string } }): RemoteRuntime | undefined {
@@ -48,7 +55,7 @@ function mountRemote(ctx: SessionContext): void {
     ctx.plan.env.AGENTENV_ENV = env;
     if (ctx.config.env.strict) ctx.plan.env.AGENTENV_STRICT = "1";
   }
-  if (ctx.mode === "up") return;
+  if (ctx.mode === "up") return mountShared(ctx);
   if (remoteProject(ctx, host)) return;
   const project = ctx.plan.mounts.find((m) => m.type === "bind" && m.target === projectMountPoint);
   if (!project) return;
@@ -57,6 +64,19 @@ function mountRemote(ctx: SessionContext): void {
   state.local = project.source;
   state.mountPoint = shareMountPoint(ctx.plan.name);
   project.source = state.mountPoint;
+}
+
+/** An up container's roots of this machine's (core/session.ts: `shared`): each mounted from its share there, at its own path. */
+function mountShared(ctx: SessionContext): void {
+  const shared = JSON.parse(ctx.plan.labels["agentenv.shared"] ?? "[]") as string[];
+  if (!shared.length) return;
+  const { shareMountPoint } = require("./share.ts") as typeof import("./share.ts");
+  stateOf(ctx).upShares = shared.map((local, i) => {
+    const mountPoint = shareMountPoint(`${ctx.plan.name}-${i}`);
+    const mount = ctx.plan.mounts.find((m) => m.type === "bind" && m.source === local && m.target === local);
+    if (mount) mount.source = mountPoint;
+    return { local, mountPoint };
+  });
 }
 
 /** `session:boot` (after every plugin's `session:mount`): no path of this machine may reach the remote's engine. */
@@ -71,6 +91,7 @@ function checkBinds(ctx: SessionContext): void {
     if (mount.type !== "bind") continue;
     if (mount.target === projectMountPoint && (mount.source === state.mountPoint || remoteProject(ctx, host))) continue;
     if (mount.source === mount.target && roots.includes(mount.source) && remoteProject(ctx, host)) continue;
+    if (state.upShares?.some((share) => share.mountPoint === mount.source && share.local === mount.target)) continue;
     if (mount.target === handoffTarget) {
       // a tmpfs directory there, filled from this machine's just before the run (core/runtime/remote.ts)
       mount.source = remoteHandoffDir(ctx.plan.name);
@@ -92,6 +113,16 @@ async function startRemote(ctx: SessionContext): Promise<void> {
     // before the golden plugin clones that host's store for the session (this plugin starts first)
     const { shipTools } = await import("./tools.ts");
     await shipTools(ctx, remote, env);
+  }
+  if (state.upShares?.length) {
+    const { openDetachedShare } = await import("./share.ts");
+    // saved as each opens: a failure ends the ones before it (session:exit), and `down` ends them all
+    const saved: SavedRemote = { shares: [] };
+    ctx.saved.remote = saved;
+    for (const share of state.upShares) {
+      ctx.log.debug(`sharing ${share.local} with ${remote.host.name} at ${share.mountPoint} (reverse sshfs, for the container's life)`);
+      saved.shares!.push(await openDetachedShare(remote.host, share.local, share.mountPoint, ctx.log));
+    }
   }
   if (!state.local || !state.mountPoint) return;
   const { openShare } = await import("./share.ts");
@@ -123,6 +154,15 @@ async function remoteHome(ctx: SessionContext, remote: RemoteRuntime, env: strin
 async function exitRemote(ctx: SessionContext): Promise<void> {
   const state = stateOf(ctx);
   await state.share?.close();
+  // an up container's shares, from its record (this agentenv, or the one that started it)
+  const shares = (ctx.saved.remote as SavedRemote | undefined)?.shares ?? [];
+  const host = remoteOf(ctx)?.host;
+  if (!shares.length || !host) return;
+  const { closeDetachedShare } = await import("./share.ts");
+  for (const share of shares) {
+    const sane = typeof share.pid === "number" && typeof share.sftpPid === "number" && typeof share.work === "string" && typeof share.mountPoint === "string" && share.mountPoint.startsWith("/tmp/agentenv-share-");
+    if (sane) await closeDetachedShare(host, share);
+  }
 }
 
 export default definePlugin({

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
 import { UserError } from "../../core/errors.ts";
@@ -178,4 +178,80 @@ export async function openShare(host: HostRecord, localDir: string, mountPoint: 
     throw new UserError(`could not share ${localDir} with ${host.name}${why ? `: ${why}` : ""}`, `agentenv host check ${host.name}`);
   }
   return { mountPoint, close };
+}
+
+/**
+ * A share that outlives the agentenv that opened it (`up --host` with a root on this
+ * machine): the same loop as `openShare`, in a session of its own (setsid), its stderr in a
+ * file of WORK. What `closeDetachedShare` needs to end it, in another agentenv, is plain data.
+ */
+export interface DetachedShare {
+  local: string;
+  mountPoint: string;
+  /** the loop's shell (a session leader) and the sftp-server whose end ends the share */
+  pid: number;
+  sftpPid: number;
+  /** this machine's directory holding the FIFO and the log */
+  work: string;
+}
+
+export async function openDetachedShare(host: HostRecord, localDir: string, mountPoint: string, log: Log): Promise<DetachedShare> {
+  const sftp = localSftpServer();
+  const work = mkdtempSync(join(tmpdir(), "agentenv-share-"));
+  const fifo = join(work, "sftp");
+  const logFile = join(work, "log");
+  const ssh = sshArgv(host, remoteCommand(["sh", "-c", remoteShareScript(mountPoint, localDir)]));
+  const server = confinedServer(sftp, localDir, join(work, "root")) ?? [sftp, "-e", "-d", localDir];
+  if (server[0] === sftp) log.debug("share: sftp-server runs unconfined here (no mount namespace to give it): the remote can ask it for any file you can read");
+  const pipeline = `${shellJoin(ssh)} <"$1" | ${shellJoin(server)} >"$1" & echo "${sftpLine}$!" >&2; wait`;
+  const child = Bun.spawn(["sh", "-c", `mkfifo -m 600 "$1" || exit 1; ${pipeline}`, "sh", fifo], { stdin: "ignore", stdout: "ignore", stderr: Bun.file(logFile), detached: true });
+  child.unref();
+  const lines = () => {
+    try {
+      return readFileSync(logFile, "utf8").split("\n");
+    } catch {
+      return [];
+    }
+  };
+  const share: DetachedShare = { local: localDir, mountPoint, pid: child.pid, sftpPid: 0, work };
+  for (const deadline = Date.now() + 20_000; Date.now() < deadline && child.exitCode === null; await Bun.sleep(50)) {
+    const seen = lines();
+    share.sftpPid = Number(seen.find((l) => l.startsWith(sftpLine))?.slice(sftpLine.length)) || 0;
+    if (seen.includes(readyLine)) {
+      if (seen.includes("agentenv-share-unconfined")) log.warn(`sftp-server could not be confined to ${localDir} here: ${host.name} can ask it for any file you can read`);
+      return share;
+    }
+  }
+  const why = lines().filter((l) => l.trim() && !l.startsWith(sftpLine)).join(" ").trim();
+  await closeDetachedShare(host, share);
+  if (/agentenv-share-error: no sshfs/.test(why)) throw new UserError(`${host.name} has no sshfs, which live-shares a local root into its containers`, `on ${host.name}: sudo apt-get install sshfs (or use a root there: --roots ${host.name}:/path)`);
+  throw new UserError(`could not share ${localDir} with ${host.name}${why ? `: ${why}` : ""}`, `agentenv host check ${host.name}`);
+}
+
+/** Whether PID is alive and runs WHAT (pids are reused: a record may outlive its process). */
+function runs(pid: number, what: RegExp): boolean {
+  if (!(pid > 1)) return false;
+  try {
+    return what.test(readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " "));
+  } catch {
+    return false;
+  }
+}
+
+/** Ends a detached share (`down`): sftp-server's end unmounts it there; else an explicit unmount. Idempotent. */
+export async function closeDetachedShare(host: HostRecord, share: DetachedShare): Promise<void> {
+  if (!share.work.startsWith(join(tmpdir(), "agentenv-share-")) || share.work.includes("..")) throw new Error(`not a share's directory: ${share.work}`);
+  const loop = /^sh -c mkfifo /;
+  if (runs(share.sftpPid, /sftp-server|unshare/)) process.kill(share.sftpPid, "SIGTERM");
+  for (let i = 0; i < 100 && runs(share.pid, loop); i++) await Bun.sleep(50);
+  if (runs(share.pid, loop)) {
+    const mp = shellQuote(share.mountPoint);
+    await remoteScript(host, `if [ "$(id -u)" = 0 ]; then fusermount3 -u ${mp} 2>/dev/null || fusermount -u ${mp} 2>/dev/null || umount ${mp}; else podman unshare sh -c 'fusermount3 -u ${mp} 2>/dev/null || umount ${mp}'; fi; rmdir ${mp} 2>/dev/null; true`).catch(() => {});
+    try {
+      process.kill(-share.pid, "SIGTERM");
+    } catch {
+      // gone meanwhile
+    }
+  }
+  rmSync(share.work, { recursive: true, force: true });
 }

@@ -61,10 +61,10 @@ function impliedHost(roots: string | undefined): string | undefined {
  * What `ensureUp` starts a container with. On a host (`--host`) the session is that host's
  * (prepareSession: `remote`), its roots directories there.
  */
-function upFlags(ctx: BaseContext, args: ContainerFlags): UpFlags {
-  return { ...configFlags(args), ...(ctx.config.host ? { host: ctx.config.host, remote: true } : { host: undefined }) };
+function upFlags(ctx: BaseContext, args: ContainerFlags, shared: string[] = []): UpFlags {
+  return { ...configFlags(args), ...(ctx.config.host ? { host: ctx.config.host, remote: true, shared } : { host: undefined }) };
 }
-type UpFlags = ReturnType<typeof configFlags> & { remote?: boolean };
+type UpFlags = ReturnType<typeof configFlags> & { remote?: boolean; shared?: string[] };
 
 /** `--host H` after CMD… words: what the hint of a command on a host says. */
 function hostWords(ctx: BaseContext): string {
@@ -98,8 +98,8 @@ export const up = defineCommand({
   async run({ args }) {
     const cwd = currentDir();
     const { ctx, c } = await context(args, cwd);
-    const roots = ctx.config.host ? needRoots(ctx.config.host, args.roots) : wantedRoots(args.roots, ctx.config.roots, cwd);
-    const { state, started } = await ensureUp(ctx, c, { roots, flags: upFlags(ctx, args), quiet: args.quiet || args.json });
+    const { roots, shared } = ctx.config.host ? needRoots(ctx.config.host, args.roots) : { roots: wantedRoots(args.roots, ctx.config.roots, cwd), shared: [] };
+    const { state, started } = await ensureUp(ctx, c, { roots, flags: upFlags(ctx, args, shared), quiet: args.quiet || args.json });
     if (args.json) console.log(JSON.stringify(publicState(state, "running", ctx.config.host), null, 2));
     else ctx.log.success(`${c.name} is ${started ? "up" : "already up"}${ctx.config.host ? ` on ${ctx.config.host}` : ""} — roots ${state.roots.join(", ")}; agentenv exec${hostWords(ctx)}${c.env ? ` --env ${c.env}` : ""} -- CMD runs in it`);
     return 0;
@@ -110,11 +110,17 @@ function publicState(state: UpState, status: string, host?: string) {
   return { name: state.name, env: state.env ?? null, runtime: state.runtime, ...(host ? { host } : {}), status, roots: state.roots, store: state.store, started: state.started || null };
 }
 
-/** `up --host H`: its roots are directories on H, given with --roots (H:/path). */
-function needRoots(host: string, flag: string | undefined): string[] {
+/** `up --host H`: its roots, given with --roots: directories on H (H:/path) and on this machine (live-shared there). */
+function needRoots(host: string, flag: string | undefined): { roots: string[]; shared: string[] } {
   const roots = hostRoots(flag, host);
-  if (!roots) throw new UserError(`an up container on ${host} mounts directories on ${host}: name them with --roots`, `agentenv up --host ${host} --roots ${host}:/srv/app`);
+  if (!roots) throw new UserError(`an up container on ${host} needs its roots named with --roots: directories there (${host}:/path) or here (live-shared)`, `agentenv up --host ${host} --roots ${host}:/srv/app`);
   return roots;
+}
+
+/** Where `exec --host` runs: the current directory when it is inside a root live-shared from here, else the first root. */
+function workdirThere(state: UpState, cwd: string): string | undefined {
+  const shared = rootsLabel({ "agentenv.roots": state.plan?.labels["agentenv.shared"] ?? "[]" });
+  return shared.some((root) => state.roots.includes(root) && (cwd === root || cwd.startsWith(`${root}/`))) ? cwd : state.roots[0];
 }
 
 export const exec = Object.assign(
@@ -141,7 +147,7 @@ export const exec = Object.assign(
         set: parseSets(repeatedFlag(rawArgs, "--set")),
         runArgs: repeatedFlag(rawArgs, "--run-arg"),
       };
-      if (ctx.config.host) return execThere(ctx, c, args, request, command);
+      if (ctx.config.host) return execThere(ctx, c, args, request, command, cwd);
       // before any engine call: the directory must be one this command may use
       const roots = wantedRoots(args.roots, ctx.config.roots, cwd);
       checkInside(cwd, roots, args.roots !== undefined ? "given with --roots" : "of config `roots`", "cd into one of them, or pass --roots");
@@ -167,35 +173,37 @@ export const exec = Object.assign(
 );
 
 /**
- * `exec --host H`: the container on H, joined with H's engine over the shared connection.
- * Its roots are directories there, so the current directory here is not its: the command
- * runs in its first root. Started first when `--roots` names its roots (autoStart); else
- * it must be running.
+ * `exec --host H`: the container on H, joined with H's engine over the shared connection,
+ * in the current directory when it is inside a root shared from here, else in its first
+ * root (a directory here is no path there). Started first when `--roots` names its roots
+ * (autoStart); else it must be running.
  */
-async function execThere(ctx: BaseContext, c: EnvContainer, args: ContainerFlags & { "dry-run"?: boolean }, request: ExecRequest, command: string[]): Promise<number> {
+async function execThere(ctx: BaseContext, c: EnvContainer, args: ContainerFlags & { "dry-run"?: boolean }, request: ExecRequest, command: string[], cwd: string): Promise<number> {
   const host = ctx.config.host!;
-  const roots = hostRoots(args.roots, host);
+  const wanted = hostRoots(args.roots, host);
+  const roots = wanted?.roots;
   const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const upHint = `agentenv up --host ${host}${c.env ? ` --env ${c.env}` : ""} --roots ${host}:/path`;
   if (args["dry-run"]) {
-    const workdir = readUpState(c)?.roots[0] ?? roots?.[0];
+    const known = readUpState(c);
+    const workdir = known ? workdirThere(known, cwd) : roots?.[0];
     if (!workdir) throw new UserError(`${c.name} is not up on ${host} (as far as this machine knows): its first root is where the command would run`, upHint);
     console.log(shellJoin(ctx.runtime.execArgv(c.name, execOptions(request, workdir, tty), inContainer(command))));
     return 0;
   }
   const start = Boolean(roots && ctx.config.autoStart);
   if (!start && (await ctx.runtime.containerStatus(c.name)) !== "running") {
-    throw new UserError(`${c.name} is not running on ${host}${roots ? " (autoStart is off)" : ""}`, roots ? upHint.replace(/ --roots .*/, ` --roots ${roots.map((r) => `${host}:${r}`).join(",")}`) : upHint);
+    throw new UserError(`${c.name} is not running on ${host}${roots ? " (autoStart is off)" : ""}`, roots ? `agentenv up --host ${host}${c.env ? ` --env ${c.env}` : ""} --roots ${args.roots}` : upHint);
   }
-  const { state } = await ensureUp(ctx, c, { roots: roots ?? [], flags: upFlags(ctx, args), quiet: args.quiet });
-  const workdir = state.roots[0];
+  const { state } = await ensureUp(ctx, c, { roots: roots ?? [], flags: upFlags(ctx, args, wanted?.shared), quiet: args.quiet });
+  const workdir = workdirThere(state, cwd);
   if (!workdir) throw new UserError(`${c.name} on ${host} has no roots that this machine can read`, `agentenv down --host ${host}${c.env ? ` --env ${c.env}` : ""}, then up again`);
   const options = execOptions(request, workdir, tty);
   ctx.log.debug(`$ ${shellJoin(ctx.runtime.execArgv(c.name, options, inContainer(command)))}`);
   const asked = Date.now();
   const code = await ctx.runtime.exec(c.name, options, inContainer(command));
   if (start && code === 125 && (await engineRefused(ctx, c, asked))) {
-    await ensureUp(ctx, c, { roots: roots!, flags: upFlags(ctx, args), quiet: args.quiet });
+    await ensureUp(ctx, c, { roots: roots!, flags: upFlags(ctx, args, wanted?.shared), quiet: args.quiet });
     return ctx.runtime.exec(c.name, options, inContainer(command));
   }
   return code;

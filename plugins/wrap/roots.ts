@@ -62,26 +62,28 @@ export function checkInside(cwd: string, roots: readonly string[], what: string,
 }
 
 /**
- * The roots of an environment container on remote host HOST (`up --host`): directories
- * there, written `HOST:PATH` (as scp and rsync write them) — absolute, no "..", not a
- * path the container needs for itself — mounted as they are at the same path. A root on
- * this machine is refused in one line: an `up` container outlives the command that starts
- * it, and a live share (what `run --host` gives a local project) ends with its command.
- * They come from `--roots` only (config `roots` are this machine's directories). Returns
- * the paths on HOST; no `--roots`: undefined (a running container's own are used).
+ * The roots of an environment container on remote host HOST (`up --host`), from `--roots`
+ * only (config `roots` are this machine's directories): a directory there, written
+ * `HOST:PATH` (as scp and rsync write them) — absolute, no "..", not a path the container
+ * needs for itself — is mounted as it is; any other is a directory on this machine
+ * (checked as a local root), live-shared there for the container's life (plugins/remote).
+ * Each is at the same path inside. No `--roots`: undefined (a running container's own).
  */
-export function hostRoots(flag: string | undefined, host: string): string[] | undefined {
+export function hostRoots(flag: string | undefined, host: string): { roots: string[]; shared: string[] } | undefined {
   if (flag === undefined) return undefined;
   const words = flag.split(",").filter(Boolean);
   if (!words.length) throw new UserError("--roots needs at least one directory");
-  const roots = words.map((word) => {
+  const there: string[] = [];
+  const here: string[] = [];
+  for (const word of words) {
     const colon = word.indexOf(":");
     const named = colon > 0 ? word.slice(0, colon) : undefined;
     if (named !== host) {
-      throw new UserError(
-        named && /^[a-z0-9][a-z0-9_-]*$/.test(named) ? `root ${word} is on host ${named}, but the container runs on ${host}` : `root ${word} is a directory on this machine: an up container on ${host} mounts directories on ${host} only`,
-        `write its roots as ${host}:/path (e.g. --roots ${host}:/srv/app); a project here runs on ${host} with agentenv run --host ${host}`,
-      );
+      if (named && /^[a-z0-9][a-z0-9_-]*$/.test(named) && !word.startsWith("/") && !word.startsWith(".")) {
+        throw new UserError(`root ${word} is on host ${named}, but the container runs on ${host}`, `write its roots as ${host}:/path, or directories on this machine`);
+      }
+      here.push(word);
+      continue;
     }
     const path = word.slice(colon + 1);
     if (!path.startsWith("/") || path.split("/").includes("..") || /[:,\n\r\0]/.test(path)) {
@@ -90,8 +92,11 @@ export function hostRoots(flag: string | undefined, host: string): string[] | un
     const root = path.length > 1 ? path.replace(/\/+$/, "") : path;
     if (isSystemPath(root)) throw new UserError(`root ${word}: the container needs that path for itself`, `use a project directory on ${host}, e.g. ${host}:/srv/app`);
     if (isUnder(root, containerHome)) throw new UserError(`root ${word}: inside ${containerHome}, which is the environment's home in the container`, `keep projects outside it on ${host} (e.g. /srv/code)`);
-    return root;
-  });
-  const sorted = [...new Set(roots)].sort();
-  return sorted.filter((root) => !sorted.some((other) => other !== root && isUnder(root, other)));
+    there.push(root);
+  }
+  const shared = here.length ? checkRoots(here) : [];
+  const clash = shared.find((local) => there.some((t) => isUnder(local, t) || isUnder(t, local)));
+  if (clash) throw new UserError(`root ${clash} (on this machine) and a root on ${host} contain one another`, "give roots that do not nest");
+  const remote = [...new Set(there)].sort().filter((root, _, all) => !all.some((other) => other !== root && isUnder(root, other)));
+  return { roots: [...remote, ...shared].sort(), shared };
 }

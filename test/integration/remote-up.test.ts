@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace, requireImage } from "../helpers/engine.ts";
@@ -161,16 +161,46 @@ describeRemote("up / exec / ps / down --host", () => {
     }
   }, 120_000);
 
-  test("a local root with --host is refused in one line naming HOST:PATH roots; nothing is made there", async () => {
-    const local = tempTree();
-    const refused = await run(["up", "--host", host, "--no-env", "--roots", local]);
-    expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(new RegExp(`^agentenv: root ${local} is a directory on this machine: an up container on ${host} mounts directories on ${host} only — write its roots as ${host}:/path`, "m"));
-    expectNoStackTrace(refused.stderr);
-    const none = await run(["up", "--host", host, "--no-env"], { cwd: local });
-    expect(none.stderr).toMatch(/^agentenv: an up container on ru-box mounts directories on ru-box: name them with --roots/m);
+  test("a root on this machine is live-shared for the container's life: each side sees the other's writes across commands; down ends the share, nothing left on either side", async () => {
+    const local = realpathSync(tempTree({ "l.txt": "local\n" }, "agentenv-remote-up-shared-"));
+    const up = await run(["up", "--host", host, "--no-env", "--roots", `${local},${host}:${dir}`]);
+    expect(up.stderr).toContain(`agentenv-up is up on ${host} — roots ${[dir, local].sort().join(", ")}`);
+    expect(up.code).toBe(0);
+    // the root here keeps its own trust (this suite trusts the temp dir); the one there is not trusted: it decides
+    expect(up.stderr).toContain(`${host}:${dir} is a project on another machine: no secrets`);
+    const mountPoint = "/tmp/agentenv-share-agentenv-up-0";
+    const sftp = () => Bun.spawnSync(["pgrep", "-f", `sftp-server -e -d ${local}`]).stdout.toString().trim();
+    try {
+      // `up` has returned: the share runs on without it
+      expect(sftp()).not.toBe("");
+      writeFileSync(join(local, "after-up.txt"), "written here after up\n");
+      // exec in the current directory when it is inside a shared root; written there, seen here
+      const exec = await run(["exec", "--host", host, "--no-env", "--", "sh", "-c", "pwd; cat l.txt after-up.txt; echo from-there > there.txt; exit 3"], { cwd: local });
+      expect(exec.stdout).toBe(`${local}\nlocal\nwritten here after up\n`);
+      expect(exec.code).toBe(3);
+      expect(readFileSync(join(local, "there.txt"), "utf8")).toBe("from-there\n");
+      // elsewhere here: its first root
+      expect((await run(["exec", "--host", host, "--no-env", "--", "pwd"], { cwd: tempTree() })).stdout).toBe(`${[dir, local].sort()[0]}\n`);
+    } finally {
+      const down = await run(["down", "--host", host, "--no-env"]);
+      expect(down.code).toBe(0);
+    }
+    // the share ended with the container: no sftp-server here, no mount, mount point or sshfs there
+    expect(sftp()).toBe("");
+    const left = onRemote(`podman unshare sh -c 'grep -c ${mountPoint} /proc/self/mountinfo'; ls -d ${mountPoint} 2>/dev/null; pgrep -u agentenv-remote -f 'sshfs.*${mountPoint}'; true`);
+    expect(left.stdout.trim()).toBe("0");
+    expect(readFileSync(join(local, "there.txt"), "utf8")).toBe("from-there\n");
+  }, 120_000);
+
+  test("roots refused in one line before anything is made: none named, a system path there, another host's", async () => {
+    const none = await run(["up", "--host", host, "--no-env"], { cwd: tempTree() });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/^agentenv: an up container on ru-box needs its roots named with --roots: directories there \(ru-box:\/path\) or here \(live-shared\)/m);
+    expectNoStackTrace(none.stderr);
     const system = await run(["up", "--host", host, "--no-env", "--roots", `${host}:/etc`]);
     expect(system.stderr).toMatch(/root ru-box:\/etc: the container needs that path for itself/);
+    const other = await run(["up", "--host", host, "--no-env", "--roots", "otherbox:/srv"]);
+    expect(other.stderr).toMatch(/^agentenv: root otherbox:\/srv is on host otherbox, but the container runs on ru-box/m);
     expect(onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'`).stdout.trim()).toBe("");
   }, 60_000);
 
