@@ -242,15 +242,19 @@ function runs(pid: number, what: RegExp): boolean {
 export async function closeDetachedShare(host: HostRecord, share: DetachedShare): Promise<void> {
   if (!share.work.startsWith(join(tmpdir(), "agentenv-share-")) || share.work.includes("..")) throw new Error(`not a share's directory: ${share.work}`);
   const loop = /^sh -c mkfifo /;
+  // ended before (a lost connection): what its remote half left there (a dead mount, its mount point) goes too
+  const endedBefore = !runs(share.pid, loop);
   if (runs(share.sftpPid, /sftp-server|unshare/)) process.kill(share.sftpPid, "SIGTERM");
   for (let i = 0; i < 100 && runs(share.pid, loop); i++) await Bun.sleep(50);
-  if (runs(share.pid, loop)) {
+  if (endedBefore || runs(share.pid, loop)) {
     const mp = shellQuote(share.mountPoint);
-    await remoteScript(host, `if [ "$(id -u)" = 0 ]; then fusermount3 -u ${mp} 2>/dev/null || fusermount -u ${mp} 2>/dev/null || umount ${mp}; else podman unshare sh -c 'fusermount3 -u ${mp} 2>/dev/null || umount ${mp}'; fi; rmdir ${mp} 2>/dev/null; true`).catch(() => {});
-    try {
-      process.kill(-share.pid, "SIGTERM");
-    } catch {
-      // gone meanwhile
+    await remoteScript(host, `if [ "$(id -u)" = 0 ]; then fusermount3 -u ${mp} 2>/dev/null || fusermount -u ${mp} 2>/dev/null || umount -l ${mp}; else podman unshare sh -c 'fusermount3 -u ${mp} 2>/dev/null || umount -l ${mp}'; fi 2>/dev/null; rmdir ${mp} 2>/dev/null; true`).catch(() => {});
+    if (!endedBefore) {
+      try {
+        process.kill(-share.pid, "SIGTERM");
+      } catch {
+        // gone meanwhile
+      }
     }
   }
   rmSync(share.work, { recursive: true, force: true });

@@ -3,6 +3,8 @@ import { existsSync, readFileSync, readdirSync, realpathSync, statSync, writeFil
 import { join } from "pathe";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace, requireImage } from "../helpers/engine.ts";
+import { getHost } from "../../core/hosts.ts";
+import { controlPath } from "../../core/runtime/ssh.ts";
 import { startRemoteHost, type RemoteHost } from "../helpers/remote-host.ts";
 import { terminal } from "../helpers/terminal.ts";
 
@@ -190,6 +192,30 @@ describeRemote("up / exec / ps / down --host", () => {
     const left = onRemote(`podman unshare sh -c 'grep -c ${mountPoint} /proc/self/mountinfo'; ls -d ${mountPoint} 2>/dev/null; pgrep -u agentenv-remote -f 'sshfs.*${mountPoint}'; true`);
     expect(left.stdout.trim()).toBe("0");
     expect(readFileSync(join(local, "there.txt"), "utf8")).toBe("from-there\n");
+  }, 120_000);
+
+  test("a shared root whose connection was lost: down still leaves nothing on either side, and up shares it again", async () => {
+    const local = realpathSync(tempTree({ "l.txt": "local\n" }, "agentenv-remote-up-lost-"));
+    const roots = ["--roots", `${local},${host}:${dir}`];
+    expect((await run(["up", "--host", host, "--no-env", ...roots])).code).toBe(0);
+    const mountPoint = "/tmp/agentenv-share-agentenv-up-0";
+    const sftp = () => Bun.spawnSync(["pgrep", "-f", `sftp-server -e -d ${local}`]).stdout.toString().trim();
+    try {
+      const master = Number(/pid=(\d+)/.exec(Bun.spawnSync(["ssh", "-S", controlPath(getHost(host, env)), "-O", "check", "x"]).stderr.toString())?.[1]);
+      expect(master).toBeGreaterThan(0);
+      process.kill(master, "SIGKILL");
+      for (let i = 0; i < 100 && sftp(); i++) await Bun.sleep(50);
+      expect(sftp()).toBe("");
+      expect((await run(["down", "--host", host, "--no-env"])).code).toBe(0);
+      const left = onRemote(`podman unshare sh -c 'grep -c ${mountPoint} /proc/self/mountinfo'; ls -d ${mountPoint} 2>/dev/null; podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}'; true`);
+      expect(left.stdout.trim()).toBe("0");
+      // a new connection, a new share
+      expect((await run(["up", "--host", host, "--no-env", ...roots])).code).toBe(0);
+      expect((await run(["exec", "--host", host, "--no-env", "--", "cat", "l.txt"], { cwd: local })).stdout).toBe("local\n");
+    } finally {
+      expect((await run(["down", "--host", host, "--no-env"])).code).toBe(0);
+    }
+    expect(sftp()).toBe("");
   }, 120_000);
 
   test("roots refused in one line before anything is made: none named, a system path there, another host's", async () => {
