@@ -7,7 +7,7 @@ import { OciRuntime, dockerDialect, podmanDialect } from "../../core/runtime/oci
 import { missingRoots, rootMarker, type EnvContainer } from "../../plugins/wrap/container.ts";
 import { checkBranch, checkNixDevelop, execOptions, inContainer, parseSets, type ExecRequest } from "../../plugins/wrap/exec.ts";
 import { isUnder, projectOf } from "../../core/trust.ts";
-import { checkRoots } from "../../plugins/wrap/roots.ts";
+import { checkRoots, hostRoots } from "../../plugins/wrap/roots.ts";
 import { agentenvCommand } from "../../core/paths.ts";
 import { readSpec, renderWrapper, type WrapperSpec } from "../../plugins/wrap/wrapper.ts";
 import { agentenv, tempTree } from "../helpers/cli.ts";
@@ -62,6 +62,20 @@ describe("roots", () => {
     expect(() => checkRoots(["/root"])).toThrow("root /root: inside /root, which is the environment's home in the container");
     expect(() => checkRoots([join(base, "missing")])).toThrow("no such directory");
     expect(() => checkRoots([join(base, "a/x/.keep")])).toThrow("not a directory");
+  });
+
+  test("roots of a container on a host (--host box): box:/path there, any other here (shared); checked, nested ones dropped, none across sides", () => {
+    const base = realpathSync(tempTree({ "a/.keep": "", "b/.keep": "" }));
+    expect(hostRoots(undefined, "box")).toBeUndefined();
+    expect(hostRoots("box:/srv/app/,box:/srv/app/sub,box:/srv/lib", "box")).toEqual({ roots: ["/srv/app", "/srv/lib"], shared: [] });
+    expect(hostRoots(`${join(base, "b")},box:/srv/app,${join(base, "a")}`, "box")).toEqual({ roots: ["/srv/app", join(base, "a"), join(base, "b")].sort(), shared: [join(base, "a"), join(base, "b")] });
+    expect(() => hostRoots(",", "box")).toThrow("--roots needs at least one directory");
+    expect(() => hostRoots("other:/srv", "box")).toThrow("root other:/srv is on host other, but the container runs on box");
+    for (const bad of ["box:srv", "box:/srv/../etc", "box:/a:b", "box:/srv/x\ny"]) expect(() => hostRoots(bad, "box")).toThrow("must be an absolute path with no");
+    for (const bad of ["box:/", "box:/etc", "box:/nix/store", "box:/usr/"]) expect(() => hostRoots(bad, "box")).toThrow("the container needs that path for itself");
+    expect(() => hostRoots("box:/root/code", "box")).toThrow("inside /root");
+    expect(() => hostRoots(`${join(base, "a")},box:${base}`, "box")).toThrow(`root ${join(base, "a")} (on this machine) and a root on box contain one another`);
+    expect(() => hostRoots(join(base, "missing"), "box")).toThrow("no such directory");
   });
 
   test("system paths are refused whether or not this host has them, and through a symlink", () => {
