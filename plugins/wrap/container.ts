@@ -10,7 +10,7 @@ import { remoteHandoffDir, type RemoteRuntime } from "../../core/runtime/remote.
 import { remoteScript } from "../../core/runtime/ssh.ts";
 import type { BaseContext } from "../../core/plugins.ts";
 import { readRecord, recordFile } from "../../core/record.ts";
-import { endDetached, loadContext, prepareSession, startDetached } from "../../core/session.ts";
+import { endDetached, loadContext, prepareSession, startDetached, type SessionOptions } from "../../core/session.ts";
 import { crashPoint } from "../../core/volumes.ts";
 import { isUnder } from "../../core/trust.ts";
 
@@ -182,7 +182,8 @@ export function withContainerLock<T>(c: EnvContainer, work: () => Promise<T>): P
 
 export interface UpOptions {
   roots: string[];
-  flags: { runtime?: string; image?: string; store?: string; strict?: boolean };
+  /** the session's settings: config flags, and on a host (`remote`) the roots live-shared from here (`shared`) */
+  flags: Pick<SessionOptions, "runtime" | "host" | "image" | "store" | "strict" | "env" | "remote" | "shared">;
   quiet?: boolean;
 }
 
