@@ -9,7 +9,9 @@
  *      `--dry-run` prints for it (ssh over the same shared connection, podman run there):
  *      median ratio, goal ≤ 1.15;
  *   2. the same with a local project, live-shared by reverse sshfs (its mount and unmount
- *      are agentenv's work, counted in its time) vs the same raw line.
+ *      are agentenv's work, counted in its time) vs the same raw line;
+ *   3. `agentenv exec --host H --env E -- true` into a running `up --host` container vs
+ *      the raw `ssh … podman exec CONTAINER true` over the same shared connection.
  * First use: the image shipped (bytes, seconds), an environment's home made there.
  *
  * agentenv is a binary compiled here into a temp dir, as `bun run build` makes it
@@ -18,6 +20,8 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "pathe";
+import { getHost } from "../core/hosts.ts";
+import { controlDir, remoteCommand, sshArgv } from "../core/runtime/ssh.ts";
 import { startRemoteHost } from "../test/helpers/remote-host.ts";
 import { benchUser, median, removeStoreVolume, timed } from "./measure.ts";
 
@@ -84,11 +88,17 @@ try {
 
   const remoteRun = compare([...agentenv, "run", "--host", host, `${host}:${dir}`, "--", "true"], dryRun(`${host}:${dir}`));
   const sharedRun = compare([...agentenv, "run", "--host", host, localProject, "--", "true"], dryRun(`${host}:${dir}`));
+  // an environment container there, joined warm
+  timed([...agentenv, "up", "--host", host, "--env", envName, "--roots", `${host}:${dir}`], env);
+  const rawExec = sshArgv(getHost(host, env), remoteCommand(["podman", "exec", `agentenv-up-${envName}`, "true"]), {}, controlDir(env));
+  const execRun = compare([...agentenv, "exec", "--host", host, "--env", envName, "--", "true"], rawExec);
+  timed([...agentenv, "down", "--host", host, "--env", envName], env);
   const ms = (x: number) => `${Math.round(x)} ms`;
   console.log(`## Remote hosts — ${new Date().toISOString().slice(0, 10)}, issue 23\n`);
   console.log(`Command: \`bun bench/remote.ts\` (ROUNDS=${rounds}, compiled binary), the remote a dedicated user's rootless Podman behind sshd on loopback\n`);
   console.log(`- \`agentenv run --host H H:/DIR -- true\`: median ${ms(remoteRun.a)}, the raw \`ssh … podman run …\` line it prints (\`--dry-run\`, same shared connection) ${ms(remoteRun.b)} — **ratio ${(remoteRun.a / remoteRun.b).toFixed(3)}** (goal ≤ 1.15)`);
   console.log(`- a local project live-shared by reverse sshfs (\`agentenv run --host H DIR -- true\`): median ${ms(sharedRun.a)} against the same raw line ${ms(sharedRun.b)} — ratio ${(sharedRun.a / sharedRun.b).toFixed(3)} (the mount and unmount are the difference)`);
+  console.log(`- \`agentenv exec --host H --env E -- true\` into a running \`up --host\` container: median ${ms(execRun.a)}, the raw \`ssh … podman exec CONTAINER true\` over the same shared connection ${ms(execRun.b)} — ratio ${(execRun.a / execRun.b).toFixed(3)}`);
   console.log(`- first use, the image: ${shipped ? `${shipped[1]} shipped in ${shipped[2]} s` : "not shipped (?)"} (\`podman save | ssh … podman load\`); the session around it ${ms(ship.ms)}`);
   console.log(`- first use, an environment of 200 files × 4 KiB: the session that made its home there ${ms(home)}; a later \`env sync\` with nothing to move ${ms(syncNothing)}`);
   console.log(`- first use, an environment's tools (the input-less fixture): ${tools ? `${tools[1]} store paths, ${tools[2]} compressed` : "not shipped (?)"} moved into the host's own golden store (seeded there first); that session ${ms(toolsRun.ms)}, the next one with \`--store golden\` ${ms(toolsAgain)} (each copies the host's store for itself)`);

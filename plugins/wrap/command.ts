@@ -192,6 +192,17 @@ async function execThere(ctx: BaseContext, c: EnvContainer, args: ContainerFlags
     return 0;
   }
   const start = Boolean(roots && ctx.config.autoStart);
+  const known = start ? undefined : readUpState(c);
+  const knownWorkdir = known && workdirThere(known, cwd);
+  if (knownWorkdir) {
+    // this machine's record says it is up there: straight in, one round trip (the hot path);
+    // an engine refusal is looked into afterwards, and nothing is ever run twice
+    const options = execOptions(request, knownWorkdir, tty);
+    ctx.log.debug(`$ ${shellJoin(ctx.runtime.execArgv(c.name, options, inContainer(command)))}`);
+    const code = await ctx.runtime.exec(c.name, options, inContainer(command));
+    if (code === 125 && (await ctx.runtime.containerStatus(c.name)) !== "running") throw new UserError(`${c.name} is not running on ${host}`, upHint);
+    return code;
+  }
   if (!start && (await ctx.runtime.containerStatus(c.name)) !== "running") {
     throw new UserError(`${c.name} is not running on ${host}${roots ? " (autoStart is off)" : ""}`, roots ? `agentenv up --host ${host}${c.env ? ` --env ${c.env}` : ""} --roots ${args.roots}` : upHint);
   }

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace, requireImage } from "../helpers/engine.ts";
@@ -217,6 +217,28 @@ describeRemote("up / exec / ps / down --host", () => {
     }
     expect(sftp()).toBe("");
   }, 120_000);
+
+  test("exec --host goes straight in while this machine's record says it is up; a container removed there by hand: one line, nothing run", async () => {
+    expect((await run(["up", "--host", host, "--env", name, "--roots", `${host}:${dir}`])).code).toBe(0);
+    try {
+      // a wrapper around the real ssh (named as such) counts the calls
+      const bin = tempTree({ ssh: `#!/bin/sh\necho call >> "$(dirname "$0")/calls"\nexec ${Bun.which("ssh")} "$@"\n` });
+      chmodSync(join(bin, "ssh"), 0o755);
+      const warm = await agentenv(["exec", "--host", host, "--env", name, "--", "sh", "-c", "echo warm; exit 4"], { env: { ...env, PATH: `${bin}:${process.env.PATH}` } });
+      expect(warm.stdout).toBe("warm\n");
+      expect(warm.code).toBe(4);
+      // one round trip on the hot path: the exec itself
+      expect(readFileSync(join(bin, "calls"), "utf8")).toBe("call\n");
+      onRemote(`podman rm --force ${container} >/dev/null 2>&1; rm -f ${dir}/ran.txt`);
+      const gone = await run(["exec", "--host", host, "--env", name, "--", "sh", "-c", `echo ran > ${dir}/ran.txt`]);
+      expectNoStackTrace(gone.stderr);
+      expect(gone.stderr).toContain(`agentenv: ${container} is not running on ${host} — agentenv up --host ${host} --env ${name} --roots ${host}:/path\n`);
+      expect(gone.code).toBe(1);
+      expect(onRemote(`test -e ${dir}/ran.txt && echo ran || echo not-run`).stdout).toBe("not-run\n");
+    } finally {
+      await run(["down", "--host", host, "--env", name]);
+    }
+  });
 
   test("roots refused in one line before anything is made: none named, a system path there, another host's", async () => {
     const none = await run(["up", "--host", host, "--no-env"], { cwd: tempTree() });
