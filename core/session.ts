@@ -81,9 +81,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
   });
   const remoteEnv = config.host ? remoteLimits(config, options.log) : undefined;
   const there = upThere ? (options.up?.roots ?? []).filter((root) => !shared.includes(root)) : [];
-  if (remote && (!shared.length || (config.trust?.trusted && there.length))) {
-    remoteProjectTrust(config, upThere ? (untrustedRootThere(remote.host, there) ?? { host: remote.host, path: there[0] ?? remote.path }) : remote, options.log);
-  }
+  const localNotice = remote ? remoteSessionTrust(config, remote, upThere && { shared, there }, options.log) : true;
   const plan = basePlan({
     project,
     mode: options.mode,
@@ -98,7 +96,7 @@ export async function prepareSession(options: SessionOptions): Promise<PreparedS
   // the environment's copy on that host: the remote plugin mounts it (plugins/remote)
   if (remoteEnv) plan.labels["agentenv.env"] = remoteEnv;
   const ctx: SessionContext = { config, plan, runtime, log: options.log, plugins, project, mode: options.mode, state: {}, saved: {} };
-  const notice = config.trust && (!remote || (shared.length && !config.trust.trusted && !config.trust.project.includes(":"))) && trustNotice(config.trust);
+  const notice = localNotice && config.trust && trustNotice(config.trust);
   if (notice && options.trustNotice !== false) options.log.warn(notice);
   await callHook(plugins, "session:mount", ctx);
   await callHook(plugins, "session:boot", ctx);
@@ -123,6 +121,21 @@ function remoteLimits(config: ResolvedConfig, log: Log): string | undefined {
     config.store = "none";
   }
   return env;
+}
+
+/**
+ * The trust of a session whose project is on a host: a `HOST:PATH` project, or an `up
+ * --host` container (UP) whose roots are there and, live-shared, here (`shared`). The roots
+ * here were judged by config as local projects are; one of them untrusted makes the
+ * container untrusted, said by config's own line. Otherwise the roots there decide, each
+ * trusted only by `agentenv trust HOST:PATH` (`remoteProjectTrust`, which says so itself).
+ * Returns whether config's line (a root here) is the one to show.
+ */
+function remoteSessionTrust(config: ResolvedConfig, remote: { host: string; path: string }, up: { shared: string[]; there: string[] } | undefined, log: Log): boolean {
+  if (up?.shared.length && (!config.trust?.trusted || !up.there.length)) return !config.trust?.trusted;
+  const project = up ? (untrustedRootThere(remote.host, up.there) ?? { host: remote.host, path: up.there[0] ?? remote.path }) : remote;
+  remoteProjectTrust(config, project, log);
+  return false;
 }
 
 /**
