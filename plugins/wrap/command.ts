@@ -341,6 +341,7 @@ export const wrap = defineCommand({
     env: sessionArgs.env,
     "no-env": sessionArgs["no-env"],
     roots: containerArgs.roots,
+    ...hostArgs,
     worktree: { type: "string", valueHint: "branch", description: "Always run in the worktree of BRANCH (see agentenv exec --worktree)" },
     "nix-develop": { type: "string", valueHint: "auto|always|never", description: "Enter the nearest flake.nix's dev shell (default: auto when config autoNixDevelop, else never)" },
     "run-arg": { type: "string", valueHint: "arg", description: "An extra argument for the engine's exec (repeatable)" },
@@ -357,19 +358,23 @@ export const wrap = defineCommand({
       const wrappers = listWrappers();
       if (args.json) console.log(JSON.stringify(wrappers, null, 2));
       else if (!wrappers.length) log.info("no wrappers (agentenv wrap NAME writes one)");
-      else for (const w of wrappers) console.log(`${w.name}\t${w.path}\tenv ${w.env ?? "-"}\troots ${w.roots.join(",")}`);
+      else for (const w of wrappers) console.log(`${w.name}\t${w.path}\tenv ${w.env ?? "-"}\t${w.host ? `host ${w.host}` : `roots ${w.roots.join(",")}`}`);
       return 0;
     }
     const name = args.name;
     if (!name) throw new UserError("wrap needs the NAME of a command", "agentenv wrap claude, or agentenv wrap --list");
     if (!/^[A-Za-z0-9._+-]+$/.test(name) || name.startsWith("-") || name === "." || name === "..") throw new UserError(`${name}: not a command name`);
     const cwd = currentDir();
-    const ctx = await loadContext({ project: cwd, flags: { runtime: args.runtime, env: envFlag(args) }, log });
+    const ctx = await loadContext({ project: args.host ? undefined : cwd, flags: { runtime: args.runtime, env: envFlag(args), host: args.host }, log, remote: true });
+    const host = ctx.config.host;
+    // a container there has the roots its `up --host` gave it: exec --host picks the directory
+    if (host && args.roots !== undefined) throw new UserError(`a wrapper for ${host} runs in the roots its container was started with`, `give them to agentenv up --host ${host} --roots …, and wrap without --roots`);
     const c = envContainer(ctx, ctx.config.env.name);
     const spec = {
       name,
       env: c.env,
-      roots: wantedRoots(args.roots, ctx.config.roots, cwd),
+      ...(host ? { host } : {}),
+      roots: host ? [] : wantedRoots(args.roots, ctx.config.roots, cwd),
       runtime: ctx.runtime.name,
       nixDevelop: checkNixDevelop(args["nix-develop"], ctx.config.autoNixDevelop ? "auto" : "never"),
       worktree: args.worktree !== undefined ? checkBranch(args.worktree) : undefined,
@@ -380,7 +385,8 @@ export const wrap = defineCommand({
     const engine = Bun.which(ctx.runtime.bin) ?? ctx.runtime.bin;
     const script = renderWrapper({ spec, container: c, runtime: ctx.runtime, engine, agentenv: agentenvCommand(), flock: (c.hostLocks && Bun.which("flock")) || undefined });
     writeWrapper(spec.path, script, Boolean(args.force));
-    log.success(`wrote ${spec.path}: \`${name} …\` runs in ${c.env ? `environment ${c.env}` : "a container with no environment"}, from ${spec.roots.join(", ")}`);
+    const where = host ? `on ${host} (agentenv up --host ${host}${c.env ? ` --env ${c.env}` : ""} --roots … starts it)` : `from ${spec.roots.join(", ")}`;
+    log.success(`wrote ${spec.path}: \`${name} …\` runs in ${c.env ? `environment ${c.env}` : "a container with no environment"}, ${where}`);
     const onPath = Bun.which(name);
     if (onPath !== spec.path) {
       log.warn(onPath ? `${onPath} comes first on PATH: put ${join(spec.path, "..")} before it to use the wrapper` : `${join(spec.path, "..")} is not on PATH: add it to use \`${name}\``);

@@ -19,6 +19,8 @@ import { execOptions, inContainer, type ExecRequest } from "./exec.ts";
 export interface WrapperSpec extends ExecRequest {
   name: string;
   env?: string;
+  /** the container is on this remote host (`wrap --host`): its roots are its own, set by `up --host` */
+  host?: string;
   roots: string[];
   runtime: string;
   /** where the script is */
@@ -50,14 +52,37 @@ function fastLine(inputs: RenderInputs, tty: boolean): string {
   return `exec ${shellJoin(argv).replace(pwd, '"$PWD"')} "$@"`;
 }
 
+/** The `agentenv exec …` line a wrapper runs when it does not go straight to the engine. */
+function execLine(spec: WrapperSpec, agentenv: string[]): string[] {
+  const where = spec.host ? ["--host", spec.host] : ["--runtime", spec.runtime, "--roots", spec.roots.join(",")];
+  const line = [...agentenv, "exec", ...(spec.env ? ["--env", spec.env] : ["--no-env"]), ...where, "--nix-develop", spec.nixDevelop];
+  if (spec.worktree) line.push("--worktree", spec.worktree);
+  for (const [key, value] of Object.entries(spec.set)) line.push("--set", `${key}=${value}`);
+  for (const arg of spec.runArgs) line.push(`--run-arg=${arg}`);
+  line.push("--", spec.name);
+  return line;
+}
+
+/**
+ * A wrapper for a container on a remote host: always `agentenv exec --host`, whose hot path
+ * is one round trip while this machine's record says the container is up there. It runs in
+ * the current directory when that is inside a root shared from here, else in the first root.
+ */
+function renderRemoteWrapper(spec: WrapperSpec, agentenv: string[]): string {
+  const where = spec.env ? `environment ${spec.env}'s container` : "the container with no environment";
+  return `#!/bin/sh
+# ${spec.name}: runs \`${spec.name}\` in ${where} on host ${spec.host} (agentenv up --host ${spec.host} starts it).
+# Written by \`agentenv wrap --host\`; \`agentenv unwrap ${spec.name}\` removes it, \`agentenv wrap --list\` lists them.
+${specPrefix}${JSON.stringify(spec)}
+exec ${shellJoin(execLine(spec, agentenv))} "$@"
+`;
+}
+
 export function renderWrapper(inputs: RenderInputs): string {
   const { spec, container, agentenv, flock } = inputs;
+  if (spec.host) return renderRemoteWrapper(spec, agentenv);
   const h = container.handoff;
-  const slow = [...agentenv, "exec", ...(spec.env ? ["--env", spec.env] : ["--no-env"]), "--runtime", spec.runtime, "--roots", spec.roots.join(","), "--nix-develop", spec.nixDevelop];
-  if (spec.worktree) slow.push("--worktree", spec.worktree);
-  for (const [key, value] of Object.entries(spec.set)) slow.push("--set", `${key}=${value}`);
-  for (const arg of spec.runArgs) slow.push(`--run-arg=${arg}`);
-  slow.push("--", spec.name);
+  const slow = execLine(spec, agentenv);
   const cases = spec.roots.map((root) => {
     // the root, or any root of the container that holds it
     const ancestors: string[] = [];

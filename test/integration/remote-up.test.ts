@@ -240,6 +240,27 @@ describeRemote("up / exec / ps / down --host", () => {
     }
   });
 
+  test("wrap --host: a host command that runs in the container there (its first root), exit codes back; --roots refused; listed with its host", async () => {
+    const bin = tempTree();
+    const refused = await run(["wrap", "sh", "--host", host, "--env", name, "--roots", `${host}:${dir}`, "--bin-dir", bin]);
+    expect(refused.stderr).toBe(`agentenv: a wrapper for ${host} runs in the roots its container was started with — give them to agentenv up --host ${host} --roots …, and wrap without --roots\n`);
+    expect(refused.code).toBe(1);
+    expect(existsSync(join(bin, "sh"))).toBe(false);
+    const wrote = await run(["wrap", "sh", "--host", host, "--env", name, "--bin-dir", bin]);
+    expect(wrote.code).toBe(0);
+    expect(wrote.stderr).toContain(`runs in environment ${name}, on ${host}`);
+    expect(JSON.parse((await run(["wrap", "--list", "--json"])).stdout)).toContainEqual(expect.objectContaining({ name: "sh", host, env: name, path: join(bin, "sh") }));
+    expect((await run(["up", "--host", host, "--env", name, "--roots", `${host}:${dir}`])).code).toBe(0);
+    try {
+      const called = await agentenv([], { env, bin: [join(bin, "sh"), "-c", "pwd; cat there.txt; exit 5"], cwd: tempTree() });
+      expect(called.stdout).toBe(`${dir}\nremote-content\n`);
+      expect(called.code).toBe(5);
+    } finally {
+      await run(["down", "--host", host, "--env", name]);
+      await run(["unwrap", "sh", "--bin-dir", bin]);
+    }
+  });
+
   test("roots refused in one line before anything is made: none named, a system path there, another host's", async () => {
     const none = await run(["up", "--host", host, "--no-env"], { cwd: tempTree() });
     expect(none.code).toBe(1);
