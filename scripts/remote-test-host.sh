@@ -27,7 +27,16 @@ conf="$home/.config/containers"
 mkdir -p "$conf"
 # before its Podman's first use: overlay storage (else vfs, seconds per run), runc, and
 # ulimits this sandbox grants (the same ones bin/setup found for root's Podman)
-[ -e "$conf/storage.conf" ] || printf '[storage]\ndriver = "overlay"\n' > "$conf/storage.conf"
+# a home on overlayfs (this machine is itself a container): the kernel's overlay cannot stack on
+# it for a normal user, so Podman mounts its layers with fuse-overlayfs (bin/setup installs it there)
+if [ ! -e "$conf/storage.conf" ]; then
+  if [ "$(stat -f -c %T "$home")" = overlayfs ]; then
+    command -v fuse-overlayfs >/dev/null || { echo "remote-test-host: $home is on overlayfs and fuse-overlayfs is missing: run bin/setup" >&2; exit 1; }
+    printf '[storage]\ndriver = "overlay"\n[storage.options.overlay]\nmount_program = "%s"\n' "$(command -v fuse-overlayfs)" > "$conf/storage.conf"
+  else
+    printf '[storage]\ndriver = "overlay"\n' > "$conf/storage.conf"
+  fi
+fi
 if [ ! -e "$conf/containers.conf" ]; then
   limits=$(grep -h '^default_ulimits' /etc/containers/containers.conf 2>/dev/null | head -n 1)
   printf '[containers]\n%s\n[engine]\nruntime = "runc"\n' "${limits:-default_ulimits = [\"nofile=20000:20000\", \"nproc=20000:20000\"]}" > "$conf/containers.conf"

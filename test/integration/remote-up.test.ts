@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, readdirSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { agentenv, entry, isolatedEnv, repoRoot, tempTree } from "../helpers/cli.ts";
 import { expectNoStackTrace, requireImage } from "../helpers/engine.ts";
@@ -13,9 +13,6 @@ import { terminal } from "../helpers/terminal.ts";
  * its roots directories there. The remote is test/helpers/remote-host.ts's: sshd on a free
  * loopback port logging in as a dedicated user with their own rootless Podman.
  */
-const nested = statSync("/proc/self/ns/pid").ino !== 0xeffffffc;
-if (nested) console.warn("remote-up.test.ts: skipped — running inside a container, where a second user's rootless Podman is not a remote host");
-const describeRemote = nested ? describe.skip : describe;
 
 const host = "ru-box";
 const env = isolatedEnv();
@@ -33,7 +30,6 @@ function localRecords(of: string): string[] {
 }
 
 beforeAll(async () => {
-  if (nested) return;
   await requireImage();
   remote = await startRemoteHost(repoRoot);
   const added = await run(["host", "add", host, ...remote.addArgs, "--force"]);
@@ -45,7 +41,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  if (nested || !remote) return;
+  if (!remote) return;
   await run(["down", "--host", host, "--env", name]);
   await run(["down", "--env", name]);
   onRemote(`podman ps -a --filter label=agentenv.host=${host} --format '{{.Names}}' | xargs -r podman rm --force >/dev/null 2>&1; podman volume rm --force agentenv-env-${name} >/dev/null 2>&1; rm -rf ${dir}; true`);
@@ -54,7 +50,7 @@ afterAll(async () => {
   remote.stop();
 });
 
-describeRemote("up / exec / ps / down --host", () => {
+describe("up / exec / ps / down --host", () => {
   test("the container runs on the host with its roots there; exec's exit code and stdin; ps --host; a local one of the same name apart; down --host leaves nothing on either side", async () => {
     const up = await run(["up", "--host", host, "--env", name, "--roots", `${host}:${dir}`]);
     expect(up.stderr).toContain(`${container} is up on ${host} — roots ${dir}`);

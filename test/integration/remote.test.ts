@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "pathe";
 import { getHost } from "../../core/hosts.ts";
 import { controlPath } from "../../core/runtime/ssh.ts";
@@ -17,15 +17,6 @@ import { freePort, remoteUser, startRemoteHost, type RemoteHost } from "../helpe
  * reaches it only through `host add` and ssh: real SSH, real Podman on both sides.
  */
 
-/**
- * The remote user's rootless Podman runs inside this machine's user namespaces. Where this
- * suite itself runs inside a container (not the machine's own first PID namespace, which
- * has a fixed inode: the fresh-machine check's nested engine), that nesting is not what a
- * remote host is, and these tests are skipped, said in one line. On a machine they run.
- */
-const nested = statSync("/proc/self/ns/pid").ino !== 0xeffffffc;
-if (nested) console.warn("remote.test.ts: skipped — running inside a container, where a second user's rootless Podman is not a remote host");
-const describeRemote = nested ? describe.skip : describe;
 
 const host = "rt-box";
 const tinyImage = "localhost/agentenv-remote-test-tiny:latest";
@@ -53,7 +44,6 @@ function makeTinyImage(): void {
 }
 
 beforeAll(async () => {
-  if (nested) return;
   await requireImage();
   remote = await startRemoteHost(repoRoot);
   ({ port, keys } = remote);
@@ -79,7 +69,7 @@ function masterPid(): number | undefined {
   return Number(/pid=(\d+)/.exec(out.stderr.toString())?.[1]) || undefined;
 }
 
-describeRemote("host add / list / check / rm", () => {
+describe("host add / list / check / rm", () => {
   test("a good host: every check passes, as text and JSON", async () => {
     const list = await run(["host", "list", "--json"]);
     expect(JSON.parse(list.stdout).find((h: { name: string }) => h.name === host)).toMatchObject({ host: "127.0.0.1", port, user: remoteUser });
@@ -133,7 +123,7 @@ describeRemote("host add / list / check / rm", () => {
   }, 60_000);
 });
 
-describeRemote("the environment's home on the remote", () => {
+describe("the environment's home on the remote", () => {
   const name = `rt-env-${crypto.randomUUID().slice(0, 6)}`;
   const volume = `agentenv-env-${name}`;
   /** A shell script on one side's copy of the home (at /h), through that side's own Podman. */
@@ -208,7 +198,7 @@ describeRemote("the environment's home on the remote", () => {
   }, 240_000);
 });
 
-describeRemote("the remote's own golden store (--store golden)", () => {
+describe("the remote's own golden store (--store golden)", () => {
   const nonce = crypto.randomUUID().slice(0, 8);
   const storeVolume = `agentenv-remote-test-nix-${nonce}`;
   const storeEnv = () => ({ ...env, AGENTENV_STORE_VOLUME: storeVolume });
@@ -331,7 +321,7 @@ describeRemote("the remote's own golden store (--store golden)", () => {
   }, 240_000);
 });
 
-describeRemote("trust for a project on the remote (HOST:PATH)", () => {
+describe("trust for a project on the remote (HOST:PATH)", () => {
   const sha256 = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
 
   test("trust HOST:PATH: its sessions get secrets and keep store changes there; its config there is never loaded; the same path here stays untrusted; untrust; a host name pointed elsewhere is not trusted", async () => {
@@ -428,7 +418,7 @@ describeRemote("trust for a project on the remote (HOST:PATH)", () => {
   }, 240_000);
 });
 
-describeRemote("sessions on the remote", () => {
+describe("sessions on the remote", () => {
   test("run --host: the command's exit code, stdin, the image shipped once on first use", async () => {
     const project = tempTree({ "in.txt": "local\n" });
     const first = await run(["run", "--host", host, "--image", tinyImage, project, "--", "sh", "-c", "read line; echo got $line; exit 3"], { stdin: "hello\n" });
