@@ -195,25 +195,34 @@ async function undoCreate(ctx: BaseContext, name: string, op: PendingOp & { op: 
   endPending(ctx, name, op.nonce);
 }
 
-/** Creates environment NAME, all or nothing: a failure, Ctrl-C or a crash leaves no volume (see makeHome). */
-export async function createEnv(ctx: BaseContext, name: string, from: CreateFrom, options: { shell?: string; dotfiles?: DotfilesConfig } = {}): Promise<EnvRecord> {
-  const volume = volumeName(name);
+/**
+ * Makes environment NAME with MAKE (given the command's nonce), under NAME's lock, once
+ * what a crashed command left is cleaned and NAME is known to be free — checked before
+ * any source is read: the cheap, common mistake first. The command's work files go
+ * whatever MAKE does.
+ */
+async function newEnv(ctx: BaseContext, name: string, make: (nonce: string) => Promise<EnvRecord>): Promise<EnvRecord> {
   return withEnvLock(ctx, name, async () => {
     await recoverEnv(ctx, name);
-    // checked before the template is even read: the cheap, common mistake first
-    if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
-    const nonce = newNonce();
+    if (await ctx.runtime.volumeExists(volumeName(name))) throw alreadyExists(name);
     try {
-      return await withSource(ctx, from, () => workDir(ctx, name, nonce), async (content, source, shell) => {
-        ctx.log.start(`creating environment ${name} from ${describeContent(content, source)}…`);
-        const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: options.shell ?? shell, dotfiles: options.dotfiles };
-        await makeHome(ctx, name, nonce, record, content, `creating environment ${name}`, "create");
-        return record;
-      });
+      return await make(newNonce());
     } finally {
       removeStrayWork(ctx, name);
     }
   });
+}
+
+/** Creates environment NAME, all or nothing: a failure, Ctrl-C or a crash leaves no volume (see makeHome). */
+export async function createEnv(ctx: BaseContext, name: string, from: CreateFrom, options: { shell?: string; dotfiles?: DotfilesConfig } = {}): Promise<EnvRecord> {
+  return newEnv(ctx, name, (nonce) =>
+    withSource(ctx, from, () => workDir(ctx, name, nonce), async (content, source, shell) => {
+      ctx.log.start(`creating environment ${name} from ${describeContent(content, source)}…`);
+      const record: EnvRecord = { version: 1, source, created: new Date().toISOString(), shell: options.shell ?? shell, dotfiles: options.dotfiles };
+      await makeHome(ctx, name, nonce, record, content, `creating environment ${name}`, "create");
+      return record;
+    }),
+  );
 }
 
 /**
@@ -929,22 +938,14 @@ export async function importLayers(
   shown: string,
   fetch: (dir: string) => Promise<{ layers: string[]; record: EnvRecord; checked?: () => Promise<void> }>,
 ): Promise<EnvRecord> {
-  const volume = volumeName(name);
-  return withEnvLock(ctx, name, async () => {
-    await recoverEnv(ctx, name);
-    if (await ctx.runtime.volumeExists(volume)) throw alreadyExists(name);
-    const nonce = newNonce();
-    try {
-      const dir = workDir(ctx, name, nonce);
-      const { layers, record, checked } = await fetch(dir);
-      await checkArchives(layers.map((layer) => ({ file: join(dir, layer), gzip: true, shown: `${shown}, layer ${layer}` })));
-      await checked?.();
-      ctx.log.start(`making environment ${name} from ${shown}…`);
-      await makeHome(ctx, name, nonce, record, { layers, dir }, `pulling ${shown} into environment ${name}`, "pull");
-      return record;
-    } finally {
-      removeStrayWork(ctx, name);
-    }
+  return newEnv(ctx, name, async (nonce) => {
+    const dir = workDir(ctx, name, nonce);
+    const { layers, record, checked } = await fetch(dir);
+    await checkArchives(layers.map((layer) => ({ file: join(dir, layer), gzip: true, shown: `${shown}, layer ${layer}` })));
+    await checked?.();
+    ctx.log.start(`making environment ${name} from ${shown}…`);
+    await makeHome(ctx, name, nonce, record, { layers, dir }, `pulling ${shown} into environment ${name}`, "pull");
+    return record;
   });
 }
 

@@ -2,10 +2,8 @@ import { envNamePattern } from "../../core/config.ts";
 import { messageOf } from "../../core/errors.ts";
 import { containerHome, helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
 import type { BaseContext } from "../../core/plugins.ts";
+import { isStorePath } from "../golden/api.ts";
 import { envLabel, envNameOf, stateDir } from "./home.ts";
-
-/** A store path as a root may name it: `/nix/store/<32-char hash>-<name>`, nothing under it. */
-export const storePathPattern = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+$/;
 
 /**
  * `store:roots` on an engine whose volumes are not directories here (a remote host over SSH,
@@ -46,6 +44,6 @@ export async function engineRoots(ctx: BaseContext, roots: Set<string>): Promise
   }
   for (const line of stdout.split("\n")) {
     const match = /^(\d+) (\S+)$/.exec(line);
-    if (match && Number(match[1]) < volumes.length && storePathPattern.test(match[2]!)) roots.add(match[2]!);
+    if (match && Number(match[1]) < volumes.length && isStorePath(match[2])) roots.add(match[2]!);
   }
 }

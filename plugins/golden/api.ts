@@ -12,6 +12,8 @@ import { GoldenVolume, engineKey, seedVolumeStore } from "./volume.ts";
  * store imports none of them (one direction only, see docs/architecture.md).
  */
 
+export { isStorePath } from "./nixdb.ts";
+
 /** Whether the store path PATH (/nix/store/…) is in the golden store; undefined when that cannot be told from here (no store, or one kept as an engine volume). */
 export async function storeHasPath(ctx: BaseContext, path: string): Promise<boolean | undefined> {
   if (!usesGoldenStore(ctx.config.store)) return undefined;

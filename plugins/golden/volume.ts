@@ -11,7 +11,7 @@ import { helperPlan, shellQuote, type Mount } from "../../core/plan.ts";
 import type { BaseContext, SessionContext } from "../../core/plugins.ts";
 import { crashPoint, ensureVolume, writeAtomic } from "../../core/volumes.ts";
 import { volumeClone, type VolumeChoice } from "./clone.ts";
-import { droppedWarnings, expectedNar, openSessionCopy, readRegistrations, registeredIn, screen, type DropReason } from "./nixdb.ts";
+import { droppedWarnings, expectedNar, isStorePath, openSessionCopy, readRegistrations, registeredIn, screen, type DropReason } from "./nixdb.ts";
 
 /**
  * The golden store as an engine volume holding a plain /nix tree (store/, var/nix/db/…),
@@ -818,7 +818,7 @@ export async function gcVolumeStore(ctx: BaseContext, namedRoots: () => Promise<
   const list = mkdtempSync(join(tmpdir(), "agentenv-gc-"));
   try {
     const rootsFile = join(list, "roots");
-    writeFileSync(rootsFile, [...roots].filter((r) => /^\/nix\/store\/[^/\s]+$/.test(r)).map((r) => `${r}\n`).join(""));
+    writeFileSync(rootsFile, [...roots].filter((r) => isStorePath(r)).map((r) => `${r}\n`).join(""));
     return await golden.withLock("exclusive", async () => {
       const plan = helperPlan({ image: ctx.config.image, purpose: "gc-store", mounts: [{ type: "volume", source: golden.volume, target: "/nix" }], script });
       const result = await ctx.runtime.capture(plan, { stdin: rootsFile });

@@ -8,7 +8,7 @@ import type { SessionContext } from "../../core/plugins.ts";
 import { createRuntime } from "../../core/runtime/index.ts";
 import type { RemoteRuntime } from "../../core/runtime/remote.ts";
 import { toolsStorePath, volumeName } from "../env/home.ts";
-import { runPromoted, withVolumeStore } from "../golden/api.ts";
+import { isStorePath, runPromoted, withVolumeStore } from "../golden/api.ts";
 
 /**
  * The environment's tools on a remote host that may reach no binary cache: the closure of
@@ -50,7 +50,7 @@ export async function shipTools(ctx: SessionContext, remote: RemoteRuntime, env:
       ctx.log.warn(`environment ${env}: its tools (${profile}) are not in this machine's golden store: ${host} builds them itself, if it can`);
       return;
     }
-    const closure = readFileSync(join(work, "closure"), "utf8").split("\n").filter((p) => /^\/nix\/store\/[^/]+$/.test(p));
+    const closure = readFileSync(join(work, "closure"), "utf8").split("\n").filter((p) => isStorePath(p));
     writeFileSync(join(work, "closure.list"), `${closure.join("\n")}\n`);
     // the remote's golden volume, seeded first; its lock held while it is asked and filled
     await withVolumeStore(remoteCtx, `the engine on ${host} is reached over SSH: its volumes are not directories here`, async (storeVolume) => {
